@@ -1,0 +1,57 @@
+"""The in-memory form every data source is turned into."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class ImageSet:
+    """Decoded images of one split.
+
+    images: uint8 array (N, H, W, C) - NHWC, so that ``torch.from_numpy(images).permute(0, 3, 1, 2)``
+            is an NCHW view already in channels_last memory order.  May be a np.memmap.
+    labels: int64 array (N,)
+    classes: class names, index = label
+    paths: source file of each image (None for array datasets)
+    """
+
+    images: np.ndarray
+    labels: np.ndarray
+    classes: tuple[str, ...]
+    paths: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.images.ndim != 4 or self.images.dtype != np.uint8:
+            raise ValueError(f"images must be uint8 (N, H, W, C), got {self.images.dtype} {self.images.shape}")
+        if len(self.labels) != len(self.images):
+            raise ValueError(f"{len(self.images)} images but {len(self.labels)} labels")
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return int(self.images.shape[1]), int(self.images.shape[2])
+
+    @property
+    def channels(self) -> int:
+        return int(self.images.shape[3])
+
+    def subset(self, index: np.ndarray) -> "ImageSet":
+        paths = tuple(self.paths[i] for i in index) if self.paths is not None else None
+        return ImageSet(np.asarray(self.images[index]), self.labels[index], self.classes, paths)
+
+
+@dataclass
+class DataSplits:
+    train: ImageSet
+    val: ImageSet | None = None
+    test: ImageSet | None = None
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, reason)
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self.train.classes
