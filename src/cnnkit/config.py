@@ -53,6 +53,7 @@ class AugmentConfig:
     cutout: float = 0.0  # erased square side as a fraction of the image; 0 = off
     mixup: float = 0.0  # Beta(a, a); 0 = off
     cutmix: float = 0.0  # Beta(a, a); 0 = off
+    tta: str = "none"  # test-time augmentation at evaluation: none | flip | flip-shift
 
 
 @dataclass(frozen=True)
