@@ -1,0 +1,219 @@
+"""Command line: each subcommand parses its flags, builds a config and makes one library call."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from cnnkit import config as C
+from cnnkit.errors import CnnkitError
+
+MAIN_DEFAULT = "mnist-mini"
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _size(values: Sequence[int] | None) -> tuple[int, int] | None:
+    if not values:
+        return None
+    if len(values) > 2:
+        raise CnnkitError("--image-size takes one number (square) or two (height width)")
+    return (values[0], values[-1])
+
+
+def _add_data_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("data")
+    g.add_argument("--image-size", type=int, nargs="+", metavar="N", help="target size: N (square) or H W")
+    g.add_argument("--channels", type=int, choices=(1, 3), help="1 = greyscale, 3 = RGB (default: the data's own)")
+    g.add_argument("--val-split", type=float, help="validation fraction when the data has no validation split")
+    g.add_argument("--test-split", type=float, help="test fraction split off when the data has no test split")
+    g.add_argument("--data-dir", help="folder holding (or receiving) named datasets")
+    g.add_argument("--cache-dir", help="decode-once image cache (default ~/.cache/cnnkit)")
+    g.add_argument("--strict", action="store_true", default=None, help="stop at the first unreadable image")
+
+
+def _add_train_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("data", nargs="?", help=f"dataset name or image folder (default: {MAIN_DEFAULT})")
+    p.add_argument("--config", help="JSON run config (e.g. a run's config.json); flags override it")
+    p.add_argument("--resume", metavar="RUN", help="continue the run in this folder from its last epoch")
+    m = p.add_argument_group("model")
+    m.add_argument("--model", help="model name (see `cnnkit models`)")
+    m.add_argument("--dropout", type=float, help="override the model's dropout rate")
+    o = p.add_argument_group("optimisation")
+    o.add_argument("--optimizer", choices=("sgd", "rmsprop", "adam", "adamw"))
+    o.add_argument("--lr", type=float, help="learning rate")
+    o.add_argument("--momentum", type=float)
+    o.add_argument("--nesterov", action="store_true", default=None)
+    o.add_argument("--decay", type=float, help="Keras-style time decay: lr / (1 + decay * step)")
+    o.add_argument("--weight-decay", type=float)
+    o.add_argument("--schedule", choices=("none", "cosine", "onecycle", "step"))
+    o.add_argument("--warmup", type=float, dest="warmup_epochs", help="linear warm-up epochs")
+    o.add_argument("--label-smoothing", type=float)
+    t = p.add_argument_group("training")
+    t.add_argument("--epochs", type=int)
+    t.add_argument("--batch-size", type=int)
+    t.add_argument("--seed", type=int)
+    t.add_argument("--out", help="run folder (default runs/<data>-<model>, numbered if taken)")
+    t.add_argument("--patience", type=int, help="early stopping patience in epochs (default: off)")
+    t.add_argument("--monitor", help="metric for early stopping and the best checkpoint (default val_loss)")
+    t.add_argument("--min-delta", type=float)
+    t.add_argument("--device", help="auto | cpu | cuda | cuda:N | mps")
+    t.add_argument("--amp", choices=("auto", "off", "bf16", "fp16"), help="mixed precision (default auto)")
+    t.add_argument("--no-fast", dest="fast", action="store_false", default=None,
+                   help="turn off channels_last, autocast and allocator tuning")
+    t.add_argument("--quiet", action="store_true", help="no progress output")
+    _add_data_flags(p)
+
+
+def run_config_from_args(a: argparse.Namespace) -> C.RunConfig:
+    """Defaults <- --config file <- flags given on the command line."""
+    cfg = C.load_run_config(a.config) if a.config else C.RunConfig()
+    data = C.replace(cfg.data, source=a.data, image_size=_size(a.image_size), channels=a.channels,
+                     val_split=a.val_split, test_split=a.test_split, data_dir=a.data_dir, cache_dir=a.cache_dir,
+                     strict=a.strict, seed=a.seed)
+    model = C.replace(cfg.model, name=a.model, dropout=a.dropout)
+    optim = C.replace(cfg.optim, name=a.optimizer, lr=a.lr, momentum=a.momentum, nesterov=a.nesterov, decay=a.decay,
+                      weight_decay=a.weight_decay, schedule=a.schedule, warmup_epochs=a.warmup_epochs,
+                      label_smoothing=a.label_smoothing)
+    train = C.replace(cfg.train, epochs=a.epochs, batch_size=a.batch_size, seed=a.seed, out=a.out, patience=a.patience,
+                      monitor=a.monitor, min_delta=a.min_delta, device=a.device, amp=a.amp, fast=a.fast,
+                      progress=False if a.quiet else None)
+    return C.RunConfig(data=data, model=model, optim=optim, train=train, augment=cfg.augment)
+
+
+# ----------------------------------------------------------------------------- commands
+
+
+def cmd_train(a: argparse.Namespace) -> int:
+    from cnnkit.train import train
+
+    cfg = run_config_from_args(a)
+    result = train(cfg, resume=a.resume, explicit_out=a.out is not None)
+    if result.metrics:
+        m = result.metrics
+        print(f"{m['split']} accuracy {m['accuracy']:.4f} ({m['n']} images); run folder: {result.run_dir}")
+    else:
+        print(f"run folder: {result.run_dir}")
+    return 0
+
+
+def cmd_evaluate(a: argparse.Namespace) -> int:
+    from cnnkit.evaluate.evaluate import evaluate
+    from cnnkit.evaluate.metrics import format_report
+    from cnnkit.train.run import write_evaluation
+
+    source = a.data or _run_source(a.checkpoint)
+    metrics, _, _ = evaluate(a.checkpoint, source, split=a.split, tta=a.tta, device=a.device or "auto",
+                             data_dir=a.data_dir)
+    print(format_report(metrics))
+    out = Path(a.out) if a.out else (Path(a.checkpoint) if Path(a.checkpoint).is_dir() else Path(a.checkpoint).parent)
+    write_evaluation(out, metrics, prefix=f"eval_{metrics['split']}_")
+    print(f"wrote {out / ('eval_' + metrics['split'] + '_metrics.json')} and the confusion matrix")
+    return 0
+
+
+def _run_source(checkpoint: str) -> str:
+    from cnnkit.train.checkpoint import load_checkpoint
+
+    ck = load_checkpoint(checkpoint)
+    if ck.run_config is None:
+        raise CnnkitError(f"{checkpoint}: name the data to evaluate on (the checkpoint does not record it)")
+    return ck.run_config.data.source
+
+
+def cmd_predict(a: argparse.Namespace) -> int:
+    from cnnkit.serve.predict import format_predictions, predict
+
+    preds = predict(a.checkpoint, a.inputs, top_k=a.top_k, device=a.device or "cpu")
+    text = format_predictions(preds, a.format)
+    if a.output:
+        from cnnkit.io import atomic_write_text
+
+        atomic_write_text(a.output, text if text.endswith("\n") else text + "\n")
+        print(f"wrote {len(preds)} predictions to {a.output}")
+    else:
+        print(text)
+    return 1 if any(p.error for p in preds) and not any(p.top for p in preds) else 0
+
+
+def cmd_summary(a: argparse.Namespace) -> int:
+    from cnnkit.models import build_model
+    from cnnkit.models.summary import format_summary, summarize
+
+    size = _size(a.image_size) or (32, 32)
+    cfg = C.ModelConfig(name=a.model, num_classes=a.classes, in_channels=a.channels, image_size=size)
+    model = build_model(cfg)
+    print(format_summary(summarize(model, (a.channels, *size)), title=a.model))
+    return 0
+
+
+def cmd_models(a: argparse.Namespace) -> int:
+    from cnnkit.models import MODELS, model_names
+
+    for name in model_names():
+        doc = (MODELS[name].__doc__ or "").strip().splitlines()[0] if name in MODELS else "pretrained backbone"
+        print(f"{name:<22} {doc}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cnnkit", description="Train, evaluate, explain and serve CNN image classifiers.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train a model on a dataset or image folder")
+    _add_train_flags(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="accuracy, per-class report and confusion matrix of a checkpoint")
+    p.add_argument("checkpoint", help="checkpoint file or run folder")
+    p.add_argument("data", nargs="?", help="dataset name or folder (default: the run's own data)")
+    p.add_argument("--split", default="auto", choices=("auto", "test", "val", "train"))
+    p.add_argument("--tta", choices=("flip", "flip-shift"), help="average predictions over flipped/shifted views")
+    p.add_argument("--out", help="folder for metrics and pictures (default: beside the checkpoint)")
+    p.add_argument("--device")
+    p.add_argument("--data-dir")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("predict", help="top-k classes of image files or folders")
+    p.add_argument("checkpoint", help="checkpoint file or run folder")
+    p.add_argument("inputs", nargs="+", help="image files and/or folders")
+    p.add_argument("--top-k", type=int, default=3)
+    p.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    p.add_argument("--output", "-o", help="write to this file instead of the terminal")
+    p.add_argument("--device")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("summary", help="Keras-style table of a model's layers, output shapes and parameters")
+    p.add_argument("model")
+    p.add_argument("--image-size", type=int, nargs="+", metavar="N", help="N or H W (default 32)")
+    p.add_argument("--channels", type=int, default=3)
+    p.add_argument("--classes", type=int, default=10)
+    p.set_defaults(func=cmd_summary)
+
+    p = sub.add_parser("models", help="list the models by name")
+    p.set_defaults(func=cmd_models)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except CnnkitError as exc:
+        print(f"cnnkit: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("cnnkit: interrupted; `cnnkit train --resume RUN` continues from the last saved epoch", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,70 @@
+"""Evaluate a checkpoint on a dataset: metrics as data, plus files when an output folder is given."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+
+from cnnkit import runtime
+from cnnkit.config import DataConfig
+from cnnkit.data import DataSplits, ImageSet, load_data
+from cnnkit.data.loader import BatchLoader
+from cnnkit.errors import DataError
+from cnnkit.evaluate.metrics import classification_metrics
+from cnnkit.evaluate.predict import predict_probs
+from cnnkit.train.checkpoint import Checkpoint, load_checkpoint
+from cnnkit.train.loop import ImageInputs
+
+
+def data_config_for(ckpt: Checkpoint, source: str, data_dir: str | None = None) -> DataConfig:
+    """The data settings that reproduce the checkpoint's input; its own splits if it is the same source."""
+    pre = ckpt.preprocess
+    run_data = ckpt.run_config.data if ckpt.run_config is not None else None
+    if run_data is not None and run_data.source == source:
+        base = run_data
+    else:  # a different dataset: use all of it (its own test/validation folders stay separate)
+        base = DataConfig(source=source, val_split=0.0, test_split=0.0)
+    return dataclasses.replace(base, image_size=tuple(pre.image_size), channels=pre.channels,
+                               data_dir=data_dir or base.data_dir)
+
+
+def pick_split(splits: DataSplits, split: str) -> tuple[str, ImageSet]:
+    """``auto`` = test, else validation, else train (a plain folder is all 'train')."""
+    order = ["test", "val", "train"] if split == "auto" else [split]
+    for name in order:
+        data = getattr(splits, name, None)
+        if data is not None and len(data):
+            return name, data
+    raise DataError(f"the data has no {split!r} split")
+
+
+def align_classes(data: ImageSet, classes: tuple[str, ...]) -> ImageSet:
+    """Relabel ``data`` to the checkpoint's class order; unknown classes are an error."""
+    if tuple(data.classes) == tuple(classes):
+        return data
+    unknown = [c for c in data.classes if c not in classes]
+    if unknown:
+        raise DataError(f"the data has classes the model does not know: {unknown} (model classes: {list(classes)})")
+    mapping = np.array([classes.index(c) for c in data.classes], np.int64)
+    return ImageSet(data.images, mapping[data.labels], tuple(classes), data.paths)
+
+
+def evaluate(checkpoint: str | Path, source: str, split: str = "auto", tta: str | None = None,
+             device: str = "auto", data_dir: str | None = None, batch_size: int = 256) -> tuple[dict, np.ndarray, ImageSet]:
+    """Metrics of ``checkpoint`` on ``source``; returns (metrics, probs (N,K), the evaluated ImageSet)."""
+    dev = runtime.select_device(device)
+    runtime.prepare(dev, fast=True)
+    ckpt = load_checkpoint(checkpoint, dev)
+    splits = load_data(data_config_for(ckpt, source, data_dir))
+    name, data = pick_split(splits, split)
+    data = align_classes(data, ckpt.preprocess.classes)
+    pre = ckpt.preprocess
+    inputs = ImageInputs(pre.mean, pre.std, dev, channels_last=False)
+    probs = predict_probs(ckpt.model, BatchLoader(data, batch_size, dev), inputs, tta=tta)
+    metrics = {"split": name, "checkpoint": str(ckpt.path), "data": source,
+               **classification_metrics(probs, data.labels, data.classes)}
+    if tta:
+        metrics["tta"] = tta
+    return metrics, probs, data

@@ -1,0 +1,67 @@
+"""Classification metrics from predicted probabilities: pure numpy, no plotting."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+
+def confusion_matrix(labels: np.ndarray, preds: np.ndarray, num_classes: int) -> np.ndarray:
+    """(K,K) int64; rows = true class, columns = predicted class."""
+    cm = np.zeros((num_classes, num_classes), np.int64)
+    np.add.at(cm, (labels, preds), 1)
+    return cm
+
+
+def top_k_accuracy(probs: np.ndarray, labels: np.ndarray, k: int) -> float:
+    k = min(k, probs.shape[1])
+    top = np.argpartition(-probs, k - 1, axis=1)[:, :k]
+    return float((top == labels[:, None]).any(axis=1).mean()) if len(labels) else float("nan")
+
+
+def per_class_report(cm: np.ndarray, classes: Sequence[str]) -> list[dict]:
+    """Precision, recall, F1 and support for each class (0 where undefined, as scikit-learn)."""
+    tp = np.diag(cm).astype(np.float64)
+    predicted = cm.sum(axis=0)
+    support = cm.sum(axis=1)
+    precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
+    recall = np.divide(tp, support, out=np.zeros_like(tp), where=support > 0)
+    denom = precision + recall
+    f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(tp), where=denom > 0)
+    return [{"class": c, "precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
+            for c, p, r, f, s in zip(classes, precision, recall, f1, support)]
+
+
+def classification_metrics(probs: np.ndarray, labels: np.ndarray, classes: Sequence[str], k: int = 5) -> dict:
+    """Everything the evaluate command reports, as plain data (JSON-serialisable)."""
+    preds = probs.argmax(axis=1)
+    cm = confusion_matrix(labels, preds, len(classes))
+    report = per_class_report(cm, classes)
+    eps = 1e-12
+    nll = float(-np.log(np.clip(probs[np.arange(len(labels)), labels], eps, 1)).mean()) if len(labels) else float("nan")
+    return {
+        "n": int(len(labels)),
+        "accuracy": float((preds == labels).mean()) if len(labels) else float("nan"),
+        f"top{min(k, len(classes))}_accuracy": top_k_accuracy(probs, labels, k),
+        "loss": nll,
+        "macro_f1": float(np.mean([r["f1"] for r in report])),
+        "per_class": report,
+        "confusion_matrix": cm.tolist(),
+        "classes": list(classes),
+    }
+
+
+def format_report(metrics: dict) -> str:
+    """Plain-text per-class table like scikit-learn's classification_report."""
+    width = max([len(r["class"]) for r in metrics["per_class"]] + [8])
+    lines = [f"{'':>{width}}  precision  recall  f1-score  support"]
+    for r in metrics["per_class"]:
+        lines.append(f"{r['class']:>{width}}  {r['precision']:9.3f}  {r['recall']:6.3f}  {r['f1']:8.3f}  {r['support']:7d}")
+    topk = [k for k in metrics if k.startswith("top") and k.endswith("_accuracy")]
+    lines.append("")
+    lines.append(f"{'accuracy':>{width}}  {metrics['accuracy']:.4f}   ({metrics['n']} images)")
+    for key in topk:
+        lines.append(f"{key:>{width}}  {metrics[key]:.4f}")
+    lines.append(f"{'macro F1':>{width}}  {metrics['macro_f1']:.4f}")
+    return "\n".join(lines)

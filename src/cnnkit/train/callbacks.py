@@ -1,0 +1,172 @@
+"""Callbacks observe the loop and may ask it to stop or to save the best checkpoint.
+
+They never touch the batch, the loss or the model: the loop owns those.  Each callback's
+``state_dict`` is saved with the training state so that ``--resume`` continues exactly.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cnnkit.io import atomic_write_text
+
+
+@dataclass
+class Signal:
+    stop: bool = False
+    save_best: bool = False
+    reason: str = ""
+
+
+def _better(mode: str, value: float, best: float, min_delta: float) -> bool:
+    if math.isnan(value):
+        return False
+    return value < best - min_delta if mode == "min" else value > best + min_delta
+
+
+def monitor_mode(monitor: str) -> str:
+    return "min" if "loss" in monitor else "max"
+
+
+class Callback:
+    def on_train_begin(self, info: dict[str, Any]) -> None: ...
+    def on_epoch_begin(self, epoch: int, steps: int) -> None: ...
+    def on_batch_end(self, step: int, logs: dict[str, float]) -> None: ...
+    def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> Signal | None: ...
+    def on_train_end(self, logs: dict[str, Any]) -> None: ...
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+class BestCheckpoint(Callback):
+    """Asks for a save whenever ``monitor`` improves."""
+
+    def __init__(self, monitor: str = "val_loss"):
+        self.monitor, self.mode = monitor, monitor_mode(monitor)
+        self.best = math.inf if self.mode == "min" else -math.inf
+        self.best_epoch = -1
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> Signal | None:
+        value = logs.get(self.monitor)
+        if value is not None and _better(self.mode, value, self.best, 0.0):
+            self.best, self.best_epoch = value, epoch
+            return Signal(save_best=True)
+        return None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.best, "best_epoch": self.best_epoch}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best, self.best_epoch = state["best"], state["best_epoch"]
+
+
+class EarlyStopping(Callback):
+    """Keras semantics: stop after ``patience`` epochs without an improvement larger than ``min_delta``."""
+
+    def __init__(self, monitor: str = "val_loss", patience: int = 3, min_delta: float = 0.0):
+        self.monitor, self.mode = monitor, monitor_mode(monitor)
+        self.patience, self.min_delta = patience, abs(min_delta)
+        self.best = math.inf if self.mode == "min" else -math.inf
+        self.wait = 0
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> Signal | None:
+        value = logs.get(self.monitor)
+        if value is None:
+            return None
+        if _better(self.mode, value, self.best, self.min_delta):
+            self.best, self.wait = value, 0
+            return None
+        self.wait += 1
+        if self.wait >= self.patience:
+            return Signal(stop=True, reason=f"early stopping: {self.monitor} did not improve for {self.patience} epochs")
+        return None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.best, "wait": self.wait}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best, self.wait = state["best"], state["wait"]
+
+
+class History(Callback):
+    """Per-epoch metrics, rewritten atomically as CSV and JSON after every epoch."""
+
+    def __init__(self, folder: str | Path | None):
+        self.folder = Path(folder) if folder is not None else None
+        self.rows: list[dict[str, float]] = []
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> Signal | None:
+        self.rows.append({"epoch": epoch + 1, **logs})
+        if self.folder is not None:
+            self.write()
+        return None
+
+    def write(self) -> None:
+        keys: list[str] = []
+        for row in self.rows:
+            keys += [k for k in row if k not in keys]
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(self.rows)
+        atomic_write_text(self.folder / "history.csv", buf.getvalue())
+        atomic_write_text(self.folder / "history.json", json.dumps(self.rows, indent=1) + "\n")
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rows": self.rows}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.rows = list(state["rows"])
+
+
+class Progress(Callback):
+    """A live bar (rich) on a terminal; one line per epoch otherwise (logs, CI)."""
+
+    def __init__(self, epochs: int, enabled: bool = True, stream=None):
+        self.epochs, self.enabled = epochs, enabled
+        self.stream = stream or sys.stderr
+        self.live = enabled and self.stream.isatty()
+        self._bar = None
+        self._task = None
+        self._t0 = 0.0
+
+    def on_epoch_begin(self, epoch: int, steps: int) -> None:
+        self._t0 = time.perf_counter()
+        if self.live:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress as Bar, TextColumn, TimeRemainingColumn
+
+            self._bar = Bar(TextColumn(f"epoch {epoch + 1}/{self.epochs}"), BarColumn(), MofNCompleteColumn(),
+                            TimeRemainingColumn(), TextColumn("{task.fields[stats]}"), transient=True)
+            self._bar.start()
+            self._task = self._bar.add_task("train", total=steps, stats="")
+
+    def on_batch_end(self, step: int, logs: dict[str, float]) -> None:
+        if self._bar is not None:
+            stats = f"loss {logs['loss']:.4f} acc {logs['acc']:.4f}"
+            self._bar.update(self._task, advance=1, stats=stats)
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> Signal | None:
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
+        if self.enabled:
+            parts = [f"epoch {epoch + 1}/{self.epochs}"]
+            parts += [f"{k} {v:.4f}" for k, v in logs.items() if k not in ("lr", "time")]
+            parts.append(f"lr {logs.get('lr', 0):.2e}  {time.perf_counter() - self._t0:.1f}s")
+            print("  ".join(parts), file=self.stream, flush=True)
+        return None
+
+    def on_train_end(self, logs: dict[str, Any]) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+        if self.enabled and logs.get("stop_reason"):
+            print(logs["stop_reason"], file=self.stream, flush=True)

@@ -1,0 +1,116 @@
+"""Checkpoints: safetensors weights with everything needed to predict in the file's metadata.
+
+``*.safetensors`` holds the model weights and, as JSON metadata, the model config and the
+preprocessing (classes, image size, channels, mean/std).  Loading never unpickles anything.
+``train_state.pt`` (optimizer, scheduler, history, callbacks) is only for ``--resume`` and is read
+with ``torch.load(weights_only=True)``, which accepts tensors and plain containers only.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from cnnkit.config import ModelConfig, Preprocess, RunConfig, from_dict, to_dict
+from cnnkit.errors import CheckpointError
+from cnnkit.io import atomic_path
+
+BEST, LAST, STATE = "best.safetensors", "last.safetensors", "train_state.pt"
+
+
+@dataclass
+class Checkpoint:
+    model: torch.nn.Module
+    preprocess: Preprocess
+    model_config: ModelConfig
+    run_config: RunConfig | None
+    info: dict[str, Any]
+    path: Path
+
+
+def save_checkpoint(path: str | Path, model: torch.nn.Module, preprocess: Preprocess, model_cfg: ModelConfig,
+                    run_cfg: RunConfig | None = None, info: dict[str, Any] | None = None) -> None:
+    """Write weights + metadata atomically."""
+    module = getattr(model, "module", model)  # unwrap DDP
+    tensors = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+    meta = {
+        "format": "cnnkit-1",
+        "preprocess": json.dumps(to_dict(preprocess)),
+        "model": json.dumps(to_dict(model_cfg)),
+        "run": json.dumps(to_dict(run_cfg)) if run_cfg is not None else "",
+        "info": json.dumps(info or {}),
+    }
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A run folder -> its best (else last) checkpoint; a file -> itself."""
+    p = Path(path)
+    if p.is_dir():
+        for name in (BEST, LAST):
+            if (p / name).is_file():
+                return p / name
+        raise CheckpointError(f"{p}: no {BEST} or {LAST} in this run folder")
+    if not p.is_file():
+        raise CheckpointError(f"{p}: no such checkpoint file or run folder")
+    return p
+
+
+def read_metadata(path: str | Path) -> dict[str, str]:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            meta = fh.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: not a readable safetensors checkpoint ({exc})") from None
+    if meta.get("format") != "cnnkit-1":
+        raise CheckpointError(f"{path}: a safetensors file, but not a cnnkit checkpoint (no cnnkit metadata)")
+    return meta
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Checkpoint:
+    """Rebuild the model from the checkpoint alone."""
+    from cnnkit.models import build_model
+
+    path = resolve_checkpoint(path)
+    meta = read_metadata(path)
+    preprocess = from_dict(Preprocess, json.loads(meta["preprocess"]))
+    model_cfg = from_dict(ModelConfig, json.loads(meta["model"]))
+    run_cfg = from_dict(RunConfig, json.loads(meta["run"])) if meta.get("run") else None
+    # the backbone's pretrained weights are inside this file: never fetch them again
+    model = build_model(_offline(model_cfg))
+    try:
+        state = load_file(str(path), device="cpu")
+        model.load_state_dict(state)
+    except (SafetensorError, RuntimeError) as exc:
+        raise CheckpointError(f"{path}: weights do not fit model {model_cfg.name!r} ({str(exc).splitlines()[0]})") from None
+    model.to(device).eval()
+    return Checkpoint(model, preprocess, model_cfg, run_cfg, json.loads(meta.get("info") or "{}"), path)
+
+
+def _offline(cfg: ModelConfig) -> ModelConfig:
+    import dataclasses
+
+    return dataclasses.replace(cfg, pretrained=False, weights=None)
+
+
+def save_train_state(path: str | Path, state: dict[str, Any]) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_train_state(path: str | Path) -> dict[str, Any]:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: no training state to resume from") from None
+    except Exception as exc:  # torch raises several unrelated types for corrupt files
+        raise CheckpointError(f"{path}: cannot read training state ({type(exc).__name__}: {exc})") from None

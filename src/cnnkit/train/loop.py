@@ -1,0 +1,128 @@
+"""The training loop: batch -> augment -> model -> loss -> backward -> step -> schedule -> metrics.
+
+Everything else (data, model, optimizer, checkpoint files) is prepared by ``cnnkit.train.run``;
+this module only runs epochs.  Each epoch's shuffling, augmentation and dropout draw from RNGs
+seeded by (seed, epoch), so a run resumed at an epoch boundary replays the uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import torch
+import torch.distributed as dist
+
+from cnnkit.data.loader import BatchLoader, epoch_generator
+from cnnkit.runtime import autocast
+from cnnkit.train.callbacks import Callback
+from cnnkit.train.losses import cross_entropy, hard_labels, predicted_class
+
+
+class ImageInputs:
+    """uint8 batches -> model inputs: scale to [0,1] (before augmenting), then normalise."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float], device: torch.device, channels_last: bool):
+        self.mean = torch.tensor(mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+        self.channels_last = channels_last
+
+    def scale(self, xb: torch.Tensor) -> torch.Tensor:
+        # xb: uint8 (B,C,H,W) with NHWC strides -> float (B,C,H,W) in [0,1], keeping the strides
+        x = xb.float().div_(255.0)
+        return x.contiguous(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+@dataclass
+class FitState:
+    """What survives an epoch: restored on resume."""
+
+    epoch: int = 0  # next epoch to run
+    step: int = 0
+    stop_reason: str = ""
+    logs: list[dict[str, float]] = field(default_factory=list)
+
+
+def _reduce(values: torch.Tensor) -> torch.Tensor:
+    """Sum metric counters over DDP ranks (no-op in a single process)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(values, op=dist.ReduceOp.SUM)
+    return values
+
+
+@torch.no_grad()
+def evaluate_loss(model: torch.nn.Module, loader: BatchLoader, inputs: Any, amp: torch.dtype | None,
+                  label_smoothing: float = 0.0) -> dict[str, float]:
+    """Mean loss and accuracy over ``loader`` (all ranks together)."""
+    model.eval()
+    sums = torch.zeros(3, dtype=torch.float64)  # loss*n, correct, n
+    for xb, yb in loader.batches(0):
+        with autocast(loader.device, amp):
+            logits = model(inputs.normalize(inputs.scale(xb)))
+        loss = cross_entropy(logits, yb, label_smoothing)
+        sums += torch.tensor([loss.item() * len(yb), (predicted_class(logits) == yb).sum().item(), len(yb)],
+                             dtype=torch.float64)
+    sums = _reduce(sums)
+    return {"loss": (sums[0] / sums[2]).item(), "acc": (sums[1] / sums[2]).item()}
+
+
+def fit(model: torch.nn.Module, train: BatchLoader, val: BatchLoader | None, *, inputs: Any,
+        augment: Callable | None, optimizer: torch.optim.Optimizer, scheduler: Any, epochs: int, seed: int,
+        amp: torch.dtype | None, label_smoothing: float = 0.0, callbacks: Sequence[Callback] = (),
+        save: Callable[[str, FitState], None] = lambda kind, state: None,
+        state: FitState | None = None) -> FitState:
+    """Train ``model`` for ``epochs`` epochs (from ``state.epoch`` when resuming)."""
+    state = state or FitState()
+    steps = len(train)
+    for cb in callbacks:
+        cb.on_train_begin({"epochs": epochs, "steps": steps})
+    while state.epoch < epochs and not state.stop_reason:
+        epoch = state.epoch
+        torch.manual_seed(epoch_generator(seed, epoch, 2).initial_seed())  # dropout RNG for this epoch
+        aug_gen = epoch_generator(seed, epoch, 1)
+        for cb in callbacks:
+            cb.on_epoch_begin(epoch, steps)
+        model.train()
+        t0 = time.perf_counter()
+        sums = torch.zeros(3, dtype=torch.float64)  # loss*n, correct, n
+        for i, (xb, yb) in enumerate(train.batches(epoch)):
+            x = inputs.scale(xb)  # (B,C,H,W) float in [0,1]
+            target = yb
+            if augment is not None:
+                x, target = augment(x, yb, aug_gen)  # target: (B,) or soft (B,K) for mixup/cutmix
+            x = inputs.normalize(x)
+            with autocast(train.device, amp):
+                logits = model(x)
+            loss = cross_entropy(logits, target, label_smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            state.step += 1
+            n = len(yb)
+            correct = (predicted_class(logits.detach()) == hard_labels(target)).sum().item()
+            sums += torch.tensor([loss.item() * n, correct, n], dtype=torch.float64)
+            for cb in callbacks:
+                cb.on_batch_end(i, {"loss": (sums[0] / sums[2]).item(), "acc": (sums[1] / sums[2]).item()})
+        sums = _reduce(sums)
+        logs = {"loss": (sums[0] / sums[2]).item(), "acc": (sums[1] / sums[2]).item()}
+        if val is not None:
+            logs.update({f"val_{k}": v for k, v in evaluate_loss(model, val, inputs, amp, label_smoothing).items()})
+        logs["lr"] = optimizer.param_groups[0]["lr"]
+        logs["time"] = time.perf_counter() - t0
+        state.epoch += 1
+        state.logs.append(logs)
+        signals = [s for s in (cb.on_epoch_end(epoch, logs) for cb in callbacks) if s is not None]
+        if any(s.save_best for s in signals):
+            save("best", state)
+        stops = [s.reason for s in signals if s.stop]
+        if stops:
+            state.stop_reason = stops[0]
+        save("last", state)
+    for cb in callbacks:
+        cb.on_train_end({"stop_reason": state.stop_reason, "epochs_run": state.epoch})
+    return state

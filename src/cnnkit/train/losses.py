@@ -1,0 +1,31 @@
+"""Binary or categorical cross-entropy, chosen by the model's output width."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def cross_entropy(logits: torch.Tensor, target: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
+    """logits (N,1) -> binary cross-entropy; (N,K) -> categorical.
+
+    target is int64 (N,) class indices or float (N,K) soft labels (mixup/cutmix; K=2 for binary).
+    """
+    logits = logits.float()
+    if logits.shape[1] == 1:
+        p = target[:, 1].float() if target.ndim == 2 else target.float()
+        if label_smoothing:
+            p = p * (1 - label_smoothing) + 0.5 * label_smoothing
+        return F.binary_cross_entropy_with_logits(logits[:, 0], p)
+    return F.cross_entropy(logits, target, label_smoothing=label_smoothing)
+
+
+def predicted_class(logits: torch.Tensor) -> torch.Tensor:
+    """(N,1) -> 0/1 by sign; (N,K) -> argmax."""
+    if logits.shape[1] == 1:
+        return (logits[:, 0] > 0).long()
+    return logits.argmax(dim=1)
+
+
+def hard_labels(target: torch.Tensor) -> torch.Tensor:
+    return target.argmax(dim=1) if target.ndim == 2 else target

@@ -1,0 +1,251 @@
+"""A training run: data + model + optimizer around the loop, and the run folder it writes.
+
+Run folder::
+
+    config.json        resolved RunConfig           preprocess.json  classes, size, channels, mean/std
+    classes.txt        one class a line             history.csv/json per-epoch metrics
+    best.safetensors   best weights (+ metadata)    last.safetensors latest weights (+ metadata)
+    train_state.pt     optimizer etc. for --resume  curves.png       accuracy and loss curves
+    metrics.json       final evaluation             confusion_matrix.csv/png
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from cnnkit import runtime
+from cnnkit.config import ModelConfig, Preprocess, RunConfig, load_run_config, save_json, to_dict
+from cnnkit.data import DataSplits, ImageSet, load_data
+from cnnkit.data.loader import BatchLoader
+from cnnkit.errors import CheckpointError, ConfigError, DataError
+from cnnkit.evaluate.metrics import classification_metrics
+from cnnkit.evaluate.predict import predict_probs
+from cnnkit.io import atomic_write_text
+from cnnkit.models import build_model
+from cnnkit.train import checkpoint as ckpt
+from cnnkit.train.callbacks import BestCheckpoint, Callback, EarlyStopping, History, Progress
+from cnnkit.train.loop import FitState, ImageInputs, fit
+from cnnkit.train.optim import build_optimizer, build_scheduler
+
+log = logging.getLogger("cnnkit")
+
+
+@dataclass
+class RunResult:
+    run_dir: Path | None
+    history: list[dict[str, float]]
+    metrics: dict[str, Any]
+    model: torch.nn.Module
+    preprocess: Preprocess
+
+
+def channel_stats(images: np.ndarray, max_images: int = 10_000, seed: int = 0) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean/std on the [0,1] scale from (at most ``max_images``) training images."""
+    rng = np.random.default_rng(seed)
+    idx = np.sort(rng.choice(len(images), min(len(images), max_images), replace=False))
+    x = np.asarray(images[idx], dtype=np.float32) / 255.0  # (n,H,W,C)
+    mean = x.mean(axis=(0, 1, 2))
+    std = np.maximum(x.std(axis=(0, 1, 2)), 1e-3)
+    return tuple(round(float(m), 6) for m in mean), tuple(round(float(s), 6) for s in std)
+
+
+def _default_run_dir(cfg: RunConfig) -> Path:
+    base = Path(cfg.train.out)
+    if base.name == "run":  # the unset default: name the run after data and model
+        stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(cfg.data.source).name or "data").strip("-")
+        base = base.parent / f"{stem}-{cfg.model.name}"
+    return base
+
+
+def _fresh_dir(base: Path, explicit: bool) -> Path:
+    """An unused run folder: ``base``, else base-2, base-3 ... (explicit --out must not hold a run)."""
+    if not (base / ckpt.LAST).exists():
+        return base
+    if explicit:
+        raise ConfigError(f"{base} already holds a run; use --resume {base} to continue it or choose another --out")
+    n = 2
+    while (base.parent / f"{base.name}-{n}" / ckpt.LAST).exists():
+        n += 1
+    return base.parent / f"{base.name}-{n}"
+
+
+def _dist_info() -> tuple[int, int]:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _resolve_model_config(cfg: RunConfig, train: ImageSet) -> ModelConfig:
+    return dataclasses.replace(cfg.model, num_classes=len(train.classes), in_channels=train.channels,
+                               image_size=train.image_size)
+
+
+def _check_splits(splits: DataSplits) -> None:
+    if len(splits.train) == 0:
+        raise DataError("the training set is empty")
+    if len(splits.train.classes) < 2:
+        raise DataError(f"need at least 2 classes to train a classifier, found {list(splits.train.classes)}")
+
+
+def train(cfg: RunConfig, splits: DataSplits | None = None, resume: str | Path | None = None,
+          callbacks: list[Callback] | None = None, explicit_out: bool = False) -> RunResult:
+    """Train a model as ``cfg`` says; return the run folder, history and final metrics.
+
+    ``splits`` may be passed directly (Python API); otherwise ``cfg.data`` is loaded.
+    ``resume`` continues the run in that folder from its last completed epoch.
+    """
+    rank, world = _dist_info()
+    if resume is not None:
+        run_dir = Path(resume)
+        if not (run_dir / "config.json").is_file():
+            raise CheckpointError(f"{run_dir}: not a run folder (no config.json) to resume")
+        saved = load_run_config(run_dir / "config.json")
+        cfg = dataclasses.replace(saved, train=dataclasses.replace(saved.train, epochs=cfg.train.epochs,
+                                                                   progress=cfg.train.progress))
+    device = runtime.select_device(cfg.train.device)
+    runtime.prepare(device, cfg.train.fast)
+    runtime.seed_everything(cfg.train.seed)
+    splits = splits if splits is not None else load_data(cfg.data)
+    _check_splits(splits)
+    model_cfg = _resolve_model_config(cfg, splits.train)
+    cfg = dataclasses.replace(cfg, model=model_cfg)
+
+    model = build_model(model_cfg)
+    norm = getattr(model, "input_norm", None)  # pretrained backbones bring their own mean/std
+    mean, std = norm if norm is not None else channel_stats(splits.train.images, seed=cfg.train.seed)
+    preprocess = Preprocess(classes=tuple(splits.train.classes), image_size=splits.train.image_size,
+                            channels=splits.train.channels, mean=tuple(mean), std=tuple(std), model=model_cfg.name)
+
+    channels_last = cfg.train.fast and device.type in ("cpu", "cuda")
+    model.to(device)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    amp = runtime.amp_dtype(device, cfg.train.amp if cfg.train.fast else "off")
+    inputs = ImageInputs(mean, std, device, channels_last)
+
+    train_loader = BatchLoader(splits.train, cfg.train.batch_size, device, shuffle=True, seed=cfg.train.seed,
+                               rank=rank, world=world)
+    val_loader = (BatchLoader(splits.val, cfg.train.eval_batch_size, device, rank=rank, world=world)
+                  if splits.val is not None and len(splits.val) else None)
+    monitor = cfg.train.monitor if val_loader is not None else cfg.train.monitor.replace("val_", "")
+
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        model = DistributedDataParallel(model)
+    optimizer = build_optimizer([p for p in model.parameters() if p.requires_grad], cfg.optim)
+    scheduler = build_scheduler(optimizer, cfg.optim, len(train_loader), cfg.train.epochs)
+    augment = _build_augment(cfg, len(preprocess.classes))
+
+    writer = rank == 0
+    run_dir = (Path(resume) if resume is not None else _fresh_dir(_default_run_dir(cfg), explicit_out)) if writer else None
+    history = History(run_dir)
+    cbs: list[Callback] = [BestCheckpoint(monitor), history]
+    if cfg.train.patience is not None:
+        cbs.append(EarlyStopping(monitor, cfg.train.patience, cfg.train.min_delta))
+    cbs.append(Progress(cfg.train.epochs, enabled=cfg.train.progress and writer))
+    cbs += callbacks or []
+
+    state = FitState()
+    if resume is not None:
+        state = _restore(run_dir, model, optimizer, scheduler, cbs)
+    if run_dir is not None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_json(cfg, run_dir / "config.json")
+        save_json(preprocess, run_dir / "preprocess.json")
+        atomic_write_text(run_dir / "classes.txt", "\n".join(preprocess.classes) + "\n")
+        if splits.skipped:
+            atomic_write_text(run_dir / "skipped.txt", "".join(f"{f}\t{why}\n" for f, why in splits.skipped))
+
+    def save(kind: str, st: FitState) -> None:
+        if run_dir is None:
+            return
+        info = {"epoch": st.epoch, **(st.logs[-1] if st.logs else {})}
+        ckpt.save_checkpoint(run_dir / (ckpt.BEST if kind == "best" else ckpt.LAST), model, preprocess, model_cfg, cfg, info)
+        if kind == "last":
+            ckpt.save_train_state(run_dir / ckpt.STATE, {
+                "epoch": st.epoch, "step": st.step, "stop_reason": st.stop_reason, "logs": st.logs,
+                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "callbacks": [cb.state_dict() for cb in cbs]})
+
+    state = fit(model, train_loader, val_loader, inputs=inputs, augment=augment, optimizer=optimizer,
+                scheduler=scheduler, epochs=cfg.train.epochs, seed=cfg.train.seed, amp=amp,
+                label_smoothing=cfg.optim.label_smoothing, callbacks=cbs, save=save, state=state)
+
+    model = getattr(model, "module", model)
+    if run_dir is not None and (run_dir / ckpt.BEST).exists():
+        model.load_state_dict(ckpt.load_checkpoint(run_dir / ckpt.BEST).model.state_dict())
+    metrics = final_evaluation(model, splits, inputs, device, amp, cfg, run_dir) if writer else {}
+    return RunResult(run_dir, history.rows, metrics, model, preprocess)
+
+
+def _build_augment(cfg: RunConfig, num_classes: int):
+    try:
+        from cnnkit.augment import BatchAugment
+    except ImportError:
+        if cfg.augment != type(cfg.augment)():
+            raise ConfigError("augmentation is not available in this build") from None
+        return None
+    aug = BatchAugment(cfg.augment, num_classes)
+    return aug if aug.active else None
+
+
+def _restore(run_dir: Path, model, optimizer, scheduler, cbs: list[Callback]) -> FitState:
+    state = ckpt.load_train_state(run_dir / ckpt.STATE)
+    last = ckpt.load_checkpoint(run_dir / ckpt.LAST)
+    target = getattr(model, "module", model)
+    device = next(target.parameters()).device
+    target.load_state_dict({k: v.to(device) for k, v in last.model.state_dict().items()})
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    for cb, sd in zip(cbs, state["callbacks"]):
+        cb.load_state_dict(sd)
+    return FitState(epoch=state["epoch"], step=state["step"], stop_reason=state["stop_reason"], logs=list(state["logs"]))
+
+
+def final_evaluation(model, splits: DataSplits, inputs, device, amp, cfg: RunConfig, run_dir: Path | None) -> dict:
+    """Evaluate the best weights on the test split (else validation); write metrics and pictures."""
+    name, data = ("test", splits.test) if splits.test is not None and len(splits.test) else ("val", splits.val)
+    if data is None or not len(data):
+        return {}
+    loader = BatchLoader(data, cfg.train.eval_batch_size, device)
+    probs = predict_probs(model, loader, inputs, amp)
+    metrics = {"split": name, **classification_metrics(probs, data.labels, data.classes)}
+    if run_dir is not None:
+        write_evaluation(run_dir, metrics)
+        write_curves(run_dir, f"{cfg.model.name} on {Path(cfg.data.source).name}")
+    return metrics
+
+
+def write_evaluation(folder: Path, metrics: dict, prefix: str = "") -> None:
+    """metrics.json, confusion_matrix.csv and confusion_matrix.png in ``folder``."""
+    from cnnkit.visualize.confusion import plot_confusion_matrix
+    from cnnkit.visualize.figures import save_figure
+
+    save_json(metrics, folder / f"{prefix}metrics.json")
+    cm = np.asarray(metrics["confusion_matrix"])
+    header = "true\\pred," + ",".join(metrics["classes"])
+    rows = [f"{c}," + ",".join(str(v) for v in row) for c, row in zip(metrics["classes"], cm)]
+    atomic_write_text(folder / f"{prefix}confusion_matrix.csv", "\n".join([header, *rows]) + "\n")
+    fig = plot_confusion_matrix(cm, metrics["classes"], title=f"{metrics.get('split', '')} accuracy {metrics['accuracy']:.4f}")
+    save_figure(fig, folder / f"{prefix}confusion_matrix.png")
+
+
+def write_curves(run_dir: Path, title: str = "") -> None:
+    from cnnkit.visualize.curves import plot_curves
+    from cnnkit.visualize.figures import save_figure
+
+    path = run_dir / "history.json"
+    if path.exists():
+        save_figure(plot_curves(json.loads(path.read_text()), title), run_dir / "curves.png")
