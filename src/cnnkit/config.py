@@ -25,7 +25,7 @@ class DataConfig:
     source: str = "mnist-mini"
     image_size: tuple[int, int] | None = None  # (H, W); None = the data's own size
     channels: int | None = None  # 1 (grey) or 3 (RGB); None = the data's own
-    val_split: float = 0.2  # used only when the source has no validation split
+    val_split: float = 0.1  # used only when the source has no validation split
     test_split: float = 0.0
     data_dir: str | None = None  # where named datasets are looked for / downloaded
     cache_dir: str | None = None  # decode-once cache; None = default under ~/.cache/cnnkit
@@ -75,12 +75,12 @@ class ModelConfig:
 @dataclass(frozen=True)
 class OptimConfig:
     name: str = "adam"  # sgd | rmsprop | adam | adamw
-    lr: float = 1e-3
+    lr: float = 3e-3  # the peak rate of the default one-cycle schedule
     momentum: float = 0.9
     nesterov: bool = False
     weight_decay: float = 0.0
     decay: float = 0.0  # Keras-style time decay: lr / (1 + decay * step)
-    schedule: str = "none"  # none | cosine | onecycle | step
+    schedule: str = "onecycle"  # none | cosine | onecycle | step
     warmup_epochs: float = 0.0
     step_size: int = 10  # for schedule=step
     gamma: float = 0.1  # for schedule=step
@@ -89,7 +89,7 @@ class OptimConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: int = 10
+    epochs: int = 15
     batch_size: int = 64
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from cnnkit.config import DataConfig
-from cnnkit.data.arrays import conform, split_set
+from cnnkit.data.arrays import conform, split_set, stratified_split
 from cnnkit.data.types import DataSplits, ImageSet
 from cnnkit.errors import DataError
 
@@ -35,6 +35,19 @@ def sklearn_digits() -> ImageSet:
 SINGLE_SET = {"mnist-mini": mnist_mini, "digits": sklearn_digits}
 
 
+PACKAGED_TEST_FRACTION = 0.2
+
+
+def split_packaged(data: ImageSet, cfg: DataConfig) -> DataSplits:
+    """A packaged set without an official test split gets a FIXED one (20%, seed 0), so test accuracy
+    means the same images in every run; validation is then split off the rest with the run's seed."""
+    rest_idx, test_idx = stratified_split(data.labels, [PACKAGED_TEST_FRACTION], seed=0)
+    rest = data.subset(rest_idx)
+    splits = split_set(rest, cfg.val_split, 0.0, cfg.seed)
+    splits.test = data.subset(test_idx)
+    return splits
+
+
 def _conform_splits(splits: DataSplits, cfg: DataConfig) -> DataSplits:
     def fix(s: ImageSet | None) -> ImageSet | None:
         if s is None:
@@ -46,8 +59,7 @@ def _conform_splits(splits: DataSplits, cfg: DataConfig) -> DataSplits:
 
 def load_data(cfg: DataConfig) -> DataSplits:
     if cfg.source in SINGLE_SET:
-        splits = split_set(SINGLE_SET[cfg.source](), cfg.val_split, cfg.test_split, cfg.seed)
-        return _conform_splits(splits, cfg)
+        return _conform_splits(split_packaged(SINGLE_SET[cfg.source](), cfg), cfg)
     path = Path(cfg.source).expanduser()
     if not path.exists():
         known = ", ".join(sorted(SINGLE_SET))
