@@ -1,0 +1,95 @@
+"""Geometric transforms: one inverse affine matrix per image, one ``grid_sample`` per batch.
+
+Matrices map *output* pixel positions to the *input* positions they sample from (what
+``F.affine_grid`` wants and what Keras/scipy ``affine_transform`` use).  They are built in
+centred pixel coordinates ``(x, y) = (col - (W-1)/2, row - (H-1)/2)`` and composed as Keras
+composes them, then the random-resized-crop window and the flips are added:
+
+    input = Crop @ Rotation @ Shift @ Shear @ Zoom @ Flip @ output
+
+Keras works in (row, col) order; the matrices below are the same maps written in (x, y).
+Keras puts the centre at ``size/2 + 0.5``; here it is the true pixel centre ``(size-1)/2``,
+so a rotation keeps the middle pixel in place.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from cnnkit.augment.params import AugmentParams
+
+PADDING = {"nearest": "border", "reflect": "reflection", "constant": "zeros"}
+
+
+def _mat(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, d: torch.Tensor,
+         tx: torch.Tensor | None = None, ty: torch.Tensor | None = None) -> torch.Tensor:
+    """(N, 3, 3) homogeneous matrices [[a, b, tx], [c, d, ty], [0, 0, 1]] from (N,) tensors."""
+    zeros, ones = torch.zeros_like(a), torch.ones_like(a)
+    tx = zeros if tx is None else tx
+    ty = zeros if ty is None else ty
+    rows = [torch.stack([a, b, tx], -1), torch.stack([c, d, ty], -1), torch.stack([zeros, zeros, ones], -1)]
+    return torch.stack(rows, -2)
+
+
+def inverse_matrices(p: AugmentParams, size: tuple[int, int]) -> torch.Tensor:
+    """(N, 3, 3) float64 output->input maps in centred pixel coordinates (x right, y down)."""
+    h, w = size
+    p64 = {name: getattr(p, name).double() for name in p.__dataclass_fields__}
+    theta = p64["angle"] * (math.pi / 180.0)
+    shear = p64["shear"] * (math.pi / 180.0)
+    cos, sin = torch.cos(theta), torch.sin(theta)
+    one, zero = torch.ones_like(theta), torch.zeros_like(theta)
+
+    # Keras rotation [[cos, -sin], [sin, cos]] on (row, col) == [[cos, sin], [-sin, cos]] on (x, y)
+    rotation = _mat(cos, sin, -sin, cos)
+    # content moves by +shift, so the output samples the input at -shift
+    shift = _mat(one, zero, zero, one, -p64["shift_x"] * w, -p64["shift_y"] * h)
+    # Keras shear [[1, -sin s], [0, cos s]] on (row, col) == [[cos s, 0], [-sin s, 1]] on (x, y)
+    shear_m = _mat(torch.cos(shear), zero, -torch.sin(shear), one)
+    zoom = _mat(p64["zoom_x"], zero, zero, p64["zoom_y"])
+    flip = _mat(1.0 - 2.0 * p64["flip_h"], zero, zero, 1.0 - 2.0 * p64["flip_v"])
+    crop = _mat(p64["crop_w"], zero, zero, p64["crop_h"], p64["crop_x"] * w, p64["crop_y"] * h)
+    return crop @ rotation @ shift @ shear_m @ zoom @ flip
+
+
+def to_theta(m: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Centred-pixel (N,3,3) matrices -> (N,2,3) ``affine_grid`` thetas (align_corners=False).
+
+    With align_corners=False a normalised coordinate is centred_pixel * 2/size, so
+    theta = S m S^-1 with S = diag(2/W, 2/H, 1).
+    """
+    h, w = size
+    s = torch.diag(torch.tensor([2.0 / w, 2.0 / h, 1.0], dtype=m.dtype))
+    s_inv = torch.diag(torch.tensor([w / 2.0, h / 2.0, 1.0], dtype=m.dtype))
+    return (s @ m @ s_inv)[:, :2, :]
+
+
+def warp(x: torch.Tensor, theta: torch.Tensor, fill_mode: str = "nearest", fill_value: float = 0.0) -> torch.Tensor:
+    """Resample x (N,C,H,W) with thetas (N,2,3): one affine_grid + one grid_sample, bilinear.
+
+    align_corners=False samples pixel centres exactly, so an identity/flip/90-degree theta is
+    an exact pixel permutation, and 'reflection' then mirrors about the image edge like
+    scipy's (and Keras') 'reflect'.  'constant' with a non-zero fill is done by shifting the
+    image so that grid_sample's zero padding lands on fill_value.
+    """
+    theta = theta.to(device=x.device, dtype=x.dtype)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    if fill_mode == "constant" and fill_value != 0.0:
+        out = F.grid_sample(x - fill_value, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        return out + fill_value
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode=PADDING[fill_mode], align_corners=False)
+
+
+def flip_only(x: torch.Tensor, p: AugmentParams) -> torch.Tensor:
+    """Exact per-image flips without resampling, for configs whose only geometry is flipping."""
+    out = x
+    if bool(p.flip_h.any()):
+        mask = p.flip_h.to(x.device).bool().view(-1, 1, 1, 1)
+        out = torch.where(mask, out.flip(-1), out)
+    if bool(p.flip_v.any()):
+        mask = p.flip_v.to(x.device).bool().view(-1, 1, 1, 1)
+        out = torch.where(mask, out.flip(-2), out)
+    return out

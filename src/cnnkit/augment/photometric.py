@@ -1,0 +1,64 @@
+"""Per-image colour changes and cutout, vectorised over the batch (x: (N,C,H,W) in [0, 1])."""
+
+from __future__ import annotations
+
+import torch
+
+from cnnkit.augment.params import AugmentParams
+
+# ITU-R 601 luma with the rounding torchvision's rgb_to_grayscale uses (adjust_contrast)
+_LUMA = (0.2989, 0.587, 0.114)
+
+
+def _per_image(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """(N,) parameter -> (N,1,1,1) on x's device and dtype, for broadcasting."""
+    return v.to(device=x.device, dtype=x.dtype).view(-1, 1, 1, 1)
+
+
+def brightness_contrast(x: torch.Tensor, p: AugmentParams, brightness: bool, contrast: bool) -> torch.Tensor:
+    """torchvision ColorJitter semantics, brightness then contrast:
+    brightness: clamp(x * b);  contrast: clamp(c * x + (1 - c) * mean_grey(x)) per image."""
+    if brightness:
+        x = (x * _per_image(p.brightness, x)).clamp(0.0, 1.0)
+    if contrast:
+        if x.shape[1] == 3:
+            luma = torch.tensor(_LUMA, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+            grey = (x * luma).sum(1, keepdim=True)
+        else:
+            grey = x.mean(1, keepdim=True)
+        mean = grey.mean((-2, -1), keepdim=True)
+        c = _per_image(p.contrast, x)
+        x = (c * x + (1.0 - c) * mean).clamp(0.0, 1.0)
+    return x
+
+
+def box_mask(cx: torch.Tensor, cy: torch.Tensor, bw: torch.Tensor, bh: torch.Tensor,
+             size: tuple[int, int], device: torch.device) -> torch.Tensor:
+    """(N,1,H,W) bool masks of boxes; centres (cx, cy) and sizes (bw, bh) are fractions of W/H.
+
+    The centre may sit anywhere in the image, so a box can be cut off by the edge (as in
+    DeVries & Taylor's cutout).  Integer pixel bounds: [round(c*S - b*S/2), that + round(b*S)).
+    """
+    h, w = size
+    x0 = torch.round(cx * w - bw * w / 2).long()
+    y0 = torch.round(cy * h - bh * h / 2).long()
+    x1 = x0 + torch.round(bw * w).long()
+    y1 = y0 + torch.round(bh * h).long()
+    cols = torch.arange(w).view(1, 1, w)
+    rows = torch.arange(h).view(1, h, 1)
+    inside = (
+        (cols >= x0.view(-1, 1, 1)) & (cols < x1.view(-1, 1, 1)) & (rows >= y0.view(-1, 1, 1)) & (rows < y1.view(-1, 1, 1))
+    )
+    return inside.unsqueeze(1).to(device)
+
+
+def cutout(x: torch.Tensor, p: AugmentParams) -> torch.Tensor:
+    """Erase one box per image, filled with that image's per-channel mean.
+
+    The mean (rather than black) becomes ~0 after normalisation, like the original cutout that
+    zeroed normalised pixels, without needing dataset statistics here.
+    """
+    n, _, h, w = x.shape
+    mask = box_mask(p.cut_x, p.cut_y, p.cut_w, p.cut_h, (h, w), x.device)
+    fill = x.mean((-2, -1), keepdim=True)
+    return torch.where(mask, fill, x)
