@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Sequence
 
 from cnnkit import config as C
+from cnnkit.augment.cli_args import add_augment_args, augment_config_from_args
 from cnnkit.errors import CnnkitError
 
 MAIN_DEFAULT = "mnist-mini"
@@ -67,6 +68,7 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
                    help="turn off channels_last, autocast and allocator tuning")
     t.add_argument("--quiet", action="store_true", help="no progress output")
     _add_data_flags(p)
+    add_augment_args(p)
 
 
 def run_config_from_args(a: argparse.Namespace) -> C.RunConfig:
@@ -82,7 +84,8 @@ def run_config_from_args(a: argparse.Namespace) -> C.RunConfig:
     train = C.replace(cfg.train, epochs=a.epochs, batch_size=a.batch_size, seed=a.seed, out=a.out, patience=a.patience,
                       monitor=a.monitor, min_delta=a.min_delta, device=a.device, amp=a.amp, fast=a.fast,
                       progress=False if a.quiet else None)
-    return C.RunConfig(data=data, model=model, optim=optim, train=train, augment=cfg.augment)
+    augment = augment_config_from_args(a, cfg.augment)
+    return C.RunConfig(data=data, model=model, optim=optim, train=train, augment=augment)
 
 
 # ----------------------------------------------------------------------------- commands
@@ -151,6 +154,18 @@ def cmd_summary(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_augment_preview(a: argparse.Namespace) -> int:
+    from cnnkit.visualize.augment_preview import write_augment_preview
+
+    data = C.replace(C.DataConfig(source=a.data), image_size=_size(a.image_size), channels=a.channels,
+                     val_split=a.val_split, test_split=a.test_split, data_dir=a.data_dir, cache_dir=a.cache_dir,
+                     strict=a.strict)
+    out = write_augment_preview(data, augment_config_from_args(a), a.out, n_aug=a.n_aug, n_images=a.n_images,
+                                seed=a.seed)
+    print(f"wrote {out}")
+    return 0
+
+
 def cmd_models(a: argparse.Namespace) -> int:
     from cnnkit.models import MODELS, model_names
 
@@ -196,6 +211,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--channels", type=int, default=3)
     p.add_argument("--classes", type=int, default=10)
     p.set_defaults(func=cmd_summary)
+
+    p = sub.add_parser("augment-preview", help="picture of images and augmented copies of them")
+    p.add_argument("data", help="dataset name or image folder")
+    p.add_argument("--out", default="augment_preview.png", help="picture file (default augment_preview.png)")
+    p.add_argument("--n-aug", type=int, default=7, help="augmented copies per image (default 7)")
+    p.add_argument("--n-images", type=int, default=4, help="images, one per row (default 4)")
+    p.add_argument("--seed", type=int, default=0)
+    _add_data_flags(p)
+    add_augment_args(p, tta=False, preset_alias=True)
+    p.set_defaults(func=cmd_augment_preview)
 
     p = sub.add_parser("models", help="list the models by name")
     p.set_defaults(func=cmd_models)

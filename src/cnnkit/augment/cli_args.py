@@ -12,10 +12,15 @@ from cnnkit.augment.presets import FILL_MODES, PRESETS, TTA_MODES
 from cnnkit.config import AugmentConfig, replace
 
 
-def add_augment_args(p: argparse.ArgumentParser, tta: bool = True) -> None:
-    """Add the augmentation option group to ``p`` (``--tta`` only where it means something)."""
+def add_augment_args(p: argparse.ArgumentParser, tta: bool = True, preset_alias: bool = False) -> None:
+    """Add the augmentation option group to ``p``.
+
+    ``tta``: add ``--tta`` (only where there is an evaluation); ``preset_alias``: accept
+    ``--preset`` as another name for ``--augment``.
+    """
     g = p.add_argument_group("augmentation (Keras ImageDataGenerator names; applied per batch on the device)")
-    g.add_argument("--augment", choices=tuple(PRESETS), metavar="PRESET",
+    names = ("--augment", "--preset") if preset_alias else ("--augment",)
+    g.add_argument(*names, dest="augment", choices=tuple(PRESETS), metavar="PRESET",
                    help="preset: none | light (hflip, shifts 0.1) | standard (+ rotation 15, zoom 0.1) | "
                         "strong (+ shear 10, brightness/contrast 0.2, cutout 0.25); the flags below override it")
     g.add_argument("--rotation", type=float, metavar="DEG", help="rotation_range: degrees, uniform in [-DEG, DEG]")
