@@ -63,13 +63,13 @@ def test_cli_rejects_bad_settings(tmp_path, capsys):
 
 def test_train_flags_map_onto_augment_config():
     a = build_parser().parse_args(["train", "digits", "--augment", "standard", "--rotation", "5", "--shift", "0.2",
-                                   "--height-shift", "0.05", "--no-hflip", "--vflip", "--fill-mode", "reflect",
+                                   "--height-shift", "0.05", "--hflip", "--vflip", "--fill-mode", "reflect",
                                    "--cutout", "0.3", "--mixup", "0.2", "--cutmix", "1", "--brightness", "0.1",
                                    "--contrast", "0.15", "--shear", "8", "--zoom", "0.2",
                                    "--random-resized-crop", "0.5", "--tta", "flip"])
     aug = run_config_from_args(a).augment
     assert aug == AugmentConfig(preset="standard", rotation_range=5.0, width_shift_range=0.2, height_shift_range=0.05,
-                                horizontal_flip=False, vertical_flip=True, fill_mode="reflect", cutout=0.3,
+                                horizontal_flip=True, vertical_flip=True, fill_mode="reflect", cutout=0.3,
                                 mixup=0.2, cutmix=1.0, brightness=0.1, contrast=0.15, shear_range=8.0,
                                 zoom_range=0.2, random_resized_crop=0.5, tta="flip")
 
@@ -82,3 +82,13 @@ def test_config_file_augment_kept_unless_a_flag_overrides(tmp_path):
     assert aug == AugmentConfig(preset="strong", mixup=0.3, rotation_range=20.0)
     none = run_config_from_args(build_parser().parse_args(["train", "digits"])).augment
     assert none == AugmentConfig()
+
+
+def test_flag_switching_off_what_the_preset_turns_on_is_kept():
+    a = build_parser().parse_args(["train", "digits", "--augment", "standard", "--no-hflip", "--rotation", "0"])
+    aug = run_config_from_args(a).augment
+    from cnnkit.augment import resolve
+
+    eff = resolve(aug)
+    assert not eff.horizontal_flip and eff.rotation_range == 0.0
+    assert eff.zoom_range == 0.1 and eff.width_shift_range == 0.1  # the rest of the preset stays

@@ -7,8 +7,9 @@ the flag overrides it.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
-from cnnkit.augment.presets import FILL_MODES, PRESETS, TTA_MODES
+from cnnkit.augment.presets import FILL_MODES, PRESETS, TTA_MODES, resolve
 from cnnkit.config import AugmentConfig, replace
 
 
@@ -45,25 +46,38 @@ def add_augment_args(p: argparse.ArgumentParser, tta: bool = True, preset_alias:
 
 
 def augment_config_from_args(a: argparse.Namespace, base: AugmentConfig | None = None) -> AugmentConfig:
-    """``base`` (e.g. from a config file) with every flag that was given applied on top."""
+    """``base`` (e.g. from a config file) with every flag that was given applied on top.
+
+    A flag that sets a field back to its default where the preset turns it on (``--augment
+    standard --no-hflip``, ``--rotation 0``) cannot be expressed as "preset + overrides", since
+    an override equal to the default means "unset".  Then the preset is written out: the result
+    is ``preset="none"`` with every effective value explicit, so it still means what was asked.
+    """
     base = base if base is not None else AugmentConfig()
-    return replace(
-        base,
-        preset=a.augment,
-        rotation_range=a.rotation,
-        width_shift_range=a.width_shift if a.width_shift is not None else a.shift,
-        height_shift_range=a.height_shift if a.height_shift is not None else a.shift,
-        shear_range=a.shear,
-        zoom_range=a.zoom,
-        horizontal_flip=a.hflip,
-        vertical_flip=a.vflip,
-        fill_mode=a.fill_mode,
-        fill_value=a.fill_value,
-        random_resized_crop=a.random_resized_crop,
-        brightness=a.brightness,
-        contrast=a.contrast,
-        cutout=a.cutout,
-        mixup=a.mixup,
-        cutmix=a.cutmix,
-        tta=getattr(a, "tta", None),
-    )
+    given = {
+        "preset": a.augment,
+        "rotation_range": a.rotation,
+        "width_shift_range": a.width_shift if a.width_shift is not None else a.shift,
+        "height_shift_range": a.height_shift if a.height_shift is not None else a.shift,
+        "shear_range": a.shear,
+        "zoom_range": a.zoom,
+        "horizontal_flip": a.hflip,
+        "vertical_flip": a.vflip,
+        "fill_mode": a.fill_mode,
+        "fill_value": a.fill_value,
+        "random_resized_crop": a.random_resized_crop,
+        "brightness": a.brightness,
+        "contrast": a.contrast,
+        "cutout": a.cutout,
+        "mixup": a.mixup,
+        "cutmix": a.cutmix,
+        "tta": getattr(a, "tta", None),
+    }
+    given = {k: v for k, v in given.items() if v is not None}
+    cfg = replace(base, **given)
+    defaults, preset_values = AugmentConfig(), PRESETS.get(cfg.preset, {})
+    cleared = {k: v for k, v in given.items()
+               if k in preset_values and v == getattr(defaults, k) and preset_values[k] != v}
+    if cleared:
+        cfg = dataclasses.replace(resolve(cfg), preset="none", **cleared)
+    return cfg
