@@ -8,6 +8,10 @@ import numpy as np
 
 from cnnkit.config import DataConfig
 from cnnkit.data.arrays import conform, split_set, stratified_split
+from cnnkit.data.cache import cache_root
+from cnnkit.data.download import extract
+from cnnkit.data.images import check_fractions, load_folder
+from cnnkit.data.named import NAMED
 from cnnkit.data.types import DataSplits, ImageSet
 from cnnkit.errors import DataError
 
@@ -58,10 +62,23 @@ def _conform_splits(splits: DataSplits, cfg: DataConfig) -> DataSplits:
 
 
 def load_data(cfg: DataConfig) -> DataSplits:
+    """``DataConfig`` -> train/val/test ImageSets at the configured size and channels.
+
+    ``cfg.source`` is a dataset name (see :data:`SOURCES`), a folder of class folders, or a
+    ``.zip`` / ``.tar.gz`` of one (extracted once into the cache).
+    """
     if cfg.source in SINGLE_SET:
+        check_fractions(cfg)
         return _conform_splits(split_packaged(SINGLE_SET[cfg.source](), cfg), cfg)
+    if cfg.source in NAMED:
+        return NAMED[cfg.source](cfg)
     path = Path(cfg.source).expanduser()
-    if not path.exists():
-        known = ", ".join(sorted(SINGLE_SET))
-        raise DataError(f"data {cfg.source!r}: no such folder, and not a known dataset name ({known})")
-    raise DataError(f"data {cfg.source!r}: image folders are not supported yet")
+    if path.is_dir():
+        return load_folder(path, cfg)
+    if path.is_file():
+        return load_folder(extract(path, cache_root(cfg.cache_dir)), cfg)
+    known = ", ".join(SOURCES)
+    raise DataError(f"data {cfg.source!r}: no such folder or archive, and not a known dataset name ({known})")
+
+
+SOURCES = tuple(SINGLE_SET) + tuple(NAMED)

@@ -1,0 +1,156 @@
+"""Getting dataset files: verified downloads and extract-once archives.
+
+Downloads use only the standard library (``urllib``): the response is streamed into a temporary
+file next to the destination, its checksum is verified, and only then is it renamed into place,
+so a cut connection or a tampered mirror never leaves a file that looks complete.
+
+Base URLs can be redirected to a mirror (``CNNKIT_DATASET_MIRROR`` or the ``mirror`` argument):
+the file name of the official URL is appended to the mirror's base URL.  The tests use this to
+serve files from a local HTTP server on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import tarfile
+import tempfile
+import urllib.error
+import urllib.request
+import zipfile
+from pathlib import Path, PurePosixPath
+
+from cnnkit.errors import DataError
+from cnnkit.io import atomic_path
+
+log = logging.getLogger("cnnkit.data")
+
+MIRROR_ENV = "CNNKIT_DATASET_MIRROR"
+DATA_DIR_ENV = "CNNKIT_DATA_DIR"
+_CHUNK = 1 << 20
+
+
+def data_root(data_dir: str | None = None) -> Path:
+    """Where named datasets are looked for and downloaded to."""
+    if data_dir:
+        return Path(data_dir).expanduser()
+    return Path(os.environ.get(DATA_DIR_ENV) or "~/.cache/cnnkit/datasets").expanduser()
+
+
+def file_digest(path: str | Path, algorithm: str = "sha256") -> str:
+    h = hashlib.new(algorithm)
+    with open(path, "rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def mirrored(url: str, mirror: str | None = None) -> str:
+    """``url`` itself, or the same file name under the mirror base URL."""
+    mirror = mirror or os.environ.get(MIRROR_ENV)
+    if not mirror:
+        return url
+    return mirror.rstrip("/") + "/" + PurePosixPath(urllib.request.urlparse(url).path).name
+
+
+def download(url: str, dest: str | Path, sha256: str | None = None, md5: str | None = None,
+             timeout: float = 60.0) -> Path:
+    """Stream ``url`` to ``dest``; verify SHA-256 (or MD5 where only that is published); atomic.
+
+    Raises :class:`DataError` for network failures and checksum mismatches; ``dest`` is then
+    left as it was (absent, or the previous file).
+    """
+    dest = Path(dest)
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DataError(f"cannot create {dest.parent} to download {url}: {exc.strerror or exc}") from None
+    log.warning("downloading %s -> %s", url, dest)
+    digests = {name: hashlib.new(name) for name, want in (("sha256", sha256), ("md5", md5)) if want}
+    try:
+        with atomic_path(dest) as tmp:
+            try:
+                with urllib.request.urlopen(url, timeout=timeout) as resp, open(tmp, "wb") as out:
+                    while chunk := resp.read(_CHUNK):
+                        out.write(chunk)
+                        for h in digests.values():
+                            h.update(chunk)
+            except (urllib.error.URLError, OSError, ValueError) as exc:
+                reason = getattr(exc, "reason", None) or exc
+                raise DataError(f"download of {url} failed: {reason}") from None
+            for name, want in (("sha256", sha256), ("md5", md5)):
+                if want and digests[name].hexdigest() != want.lower():
+                    raise DataError(
+                        f"download of {url}: {name.upper()} mismatch (expected {want}, got "
+                        f"{digests[name].hexdigest()}); the file was not kept - the mirror may be "
+                        f"wrong or the transfer corrupted"
+                    )
+    except OSError as exc:  # the atomic rename/fsync itself
+        raise DataError(f"cannot write {dest}: {exc.strerror or exc}") from None
+    return dest
+
+
+def _safe_members_zip(zf: zipfile.ZipFile, archive: Path) -> None:
+    for name in zf.namelist():
+        p = PurePosixPath(name)
+        if p.is_absolute() or ".." in p.parts:
+            raise DataError(f"{archive}: unsafe path {name!r} inside the archive; not extracting")
+
+
+def extracted_dir(archive: str | Path, cache_dir: str | Path) -> Path:
+    """Where ``archive`` is (or will be) extracted: keyed on its path, size and mtime."""
+    archive = Path(archive)
+    st = archive.stat()
+    key = hashlib.sha256(f"{archive.resolve()}\t{st.st_size}\t{st.st_mtime_ns}".encode()).hexdigest()[:12]
+    stem = archive.name
+    for suffix in (".zip", ".tar.gz", ".tgz", ".tar"):
+        if stem.lower().endswith(suffix):
+            stem = stem[: -len(suffix)]
+            break
+    return Path(cache_dir) / "extracted" / f"{stem}-{key}"
+
+
+def extract(archive: str | Path, cache_dir: str | Path) -> Path:
+    """Extract a .zip / .tar(.gz) once into the cache and return the folder.
+
+    Extraction goes to a temporary folder that is renamed into place when complete, so a
+    half-extracted archive is never used; a later call finds the folder and returns at once.
+    """
+    archive = Path(archive)
+    if not archive.is_file():
+        raise DataError(f"{archive}: no such archive")
+    target = extracted_dir(archive, cache_dir)
+    if target.is_dir():
+        return target
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    except OSError as exc:
+        raise DataError(f"cannot create a folder to extract {archive} in {target.parent}: "
+                        f"{exc.strerror or exc} (set cache_dir to a writable folder)") from None
+    log.warning("extracting %s -> %s (once)", archive, target)
+    try:
+        if zipfile.is_zipfile(archive):
+            with zipfile.ZipFile(archive) as zf:
+                _safe_members_zip(zf, archive)
+                zf.extractall(tmp)
+        elif tarfile.is_tarfile(archive):
+            with tarfile.open(archive) as tf:
+                tf.extractall(tmp, filter="data")
+        else:
+            raise DataError(f"{archive}: not a zip or tar archive")
+        try:
+            os.rename(tmp, target)
+        except OSError:
+            if not target.is_dir():  # not a lost race with another process: a real failure
+                raise
+    except (zipfile.BadZipFile, tarfile.TarError, EOFError) as exc:
+        raise DataError(f"{archive}: damaged archive ({exc})") from None
+    except OSError as exc:
+        raise DataError(f"extracting {archive} failed: {exc.strerror or exc}") from None
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
