@@ -58,9 +58,9 @@ def channel_stats(images: np.ndarray, max_images: int = 10_000, seed: int = 0) -
     return tuple(round(float(m), 6) for m in mean), tuple(round(float(s), 6) for s in std)
 
 
-def _default_run_dir(cfg: RunConfig) -> Path:
+def _default_run_dir(cfg: RunConfig, explicit: bool) -> Path:
     base = Path(cfg.train.out)
-    if base.name == "run":  # the unset default: name the run after data and model
+    if not explicit and base.name == "run":  # the unset default: name the run after data and model
         stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(cfg.data.source).name or "data").strip("-")
         base = base.parent / f"{stem}-{cfg.model.name}"
     return base
@@ -149,7 +149,7 @@ def train(cfg: RunConfig, splits: DataSplits | None = None, resume: str | Path |
     augment = _build_augment(cfg, len(preprocess.classes))
 
     writer = rank == 0
-    run_dir = (Path(resume) if resume is not None else _fresh_dir(_default_run_dir(cfg), explicit_out)) if writer else None
+    run_dir = (Path(resume) if resume is not None else _fresh_dir(_default_run_dir(cfg, explicit_out), explicit_out)) if writer else None
     history = History(run_dir)
     cbs: list[Callback] = [BestCheckpoint(monitor), history]
     if cfg.train.patience is not None:

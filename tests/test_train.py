@@ -1,0 +1,178 @@
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from cnnkit.config import DataConfig, ModelConfig, OptimConfig, RunConfig, TrainConfig
+from cnnkit.data import DataSplits
+from cnnkit.data.loader import BatchLoader
+from cnnkit.errors import CheckpointError, ConfigError
+from cnnkit.models import build_model
+from cnnkit.train import train
+from cnnkit.train.callbacks import Callback
+from cnnkit.train.checkpoint import load_checkpoint, load_train_state
+from cnnkit.train.losses import cross_entropy
+from cnnkit.train.optim import build_optimizer, lr_factor
+
+from conftest import make_shapes
+
+
+def run_cfg(tmp_path, **train_kw) -> RunConfig:
+    tk = dict(epochs=3, batch_size=16, out=str(tmp_path / "run"), progress=False, seed=1)
+    tk.update(train_kw)
+    return RunConfig(data=DataConfig(source="shapes"), model=ModelConfig(name="cifar-cnn-bn"),
+                     optim=OptimConfig(name="adam", lr=3e-3), train=TrainConfig(**tk))
+
+
+def test_overfits_one_batch():
+    torch.manual_seed(0)
+    data = make_shapes(4, size=16)  # 12 images
+    model = build_model(ModelConfig(name="simple-cnn", num_classes=3, in_channels=3, image_size=(16, 16), dropout=0.0))
+    opt = build_optimizer(model.parameters(), OptimConfig(name="adam", lr=3e-3))
+    x = torch.from_numpy(data.images).permute(0, 3, 1, 2).float() / 255
+    y = torch.from_numpy(data.labels)
+    first = None
+    for _ in range(60):
+        loss = cross_entropy(model(x), y)
+        first = first if first is not None else loss.item()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.02 < first
+    assert (model(x).argmax(1) == y).all()
+
+
+def test_train_learns_and_writes_run_folder(tmp_path, shapes_splits):
+    result = train(run_cfg(tmp_path, epochs=4), splits=shapes_splits, explicit_out=True)
+    run = result.run_dir
+    assert result.metrics["split"] == "test" and result.metrics["accuracy"] >= 0.9
+    for name in ("config.json", "preprocess.json", "classes.txt", "history.csv", "history.json",
+                 "best.safetensors", "last.safetensors", "train_state.pt", "curves.png", "metrics.json",
+                 "confusion_matrix.csv", "confusion_matrix.png"):
+        assert (run / name).is_file(), name
+    history = json.loads((run / "history.json").read_text())
+    assert [r["epoch"] for r in history] == [1, 2, 3, 4]
+    assert {"loss", "acc", "val_loss", "val_acc", "lr"} <= set(history[0])
+    assert (run / "classes.txt").read_text().split() == ["bright", "dark", "stripes"]
+    cm = np.array(json.loads((run / "metrics.json").read_text())["confusion_matrix"])
+    assert cm.sum() == len(shapes_splits.test)
+
+
+def test_checkpoint_alone_predicts_same(tmp_path, shapes_splits):
+    result = train(run_cfg(tmp_path, epochs=2), splits=shapes_splits)
+    ck = load_checkpoint(result.run_dir)  # folder -> best.safetensors
+    assert ck.preprocess.classes == ("bright", "dark", "stripes")
+    assert ck.preprocess.image_size == (16, 16) and ck.preprocess.channels == 3
+    x = torch.rand(5, 3, 16, 16)
+    result.model.eval()
+    with torch.no_grad():
+        assert torch.allclose(ck.model(x), result.model.float()(x), atol=1e-5)
+
+
+def test_resume_matches_uninterrupted(tmp_path, shapes_splits):
+    class Crash(Callback):  # the process dies as epoch 3 begins
+        def on_epoch_begin(self, epoch, steps):
+            if epoch == 2:
+                raise KeyboardInterrupt
+
+    full = train(run_cfg(tmp_path / "a", epochs=4, fast=False), splits=shapes_splits)
+    with pytest.raises(KeyboardInterrupt):
+        train(run_cfg(tmp_path / "b", epochs=4, fast=False), splits=shapes_splits, callbacks=[Crash()])
+    run_b = tmp_path / "b" / "shapes-cifar-cnn-bn"
+    assert load_train_state(run_b / "train_state.pt")["epoch"] == 2
+    resumed = train(run_cfg(tmp_path / "b", epochs=4, fast=False), splits=shapes_splits, resume=run_b)
+    assert len(resumed.history) == 4
+    for a, b in zip(full.history, resumed.history):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5, abs=1e-7)
+        assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-5, abs=1e-7)
+    wa = load_checkpoint(full.run_dir / "last.safetensors").model.state_dict()
+    wb = load_checkpoint(resumed.run_dir / "last.safetensors").model.state_dict()
+    for k in wa:
+        assert torch.allclose(wa[k].float(), wb[k].float(), atol=1e-5), k
+
+
+def test_early_stopping_stops(tmp_path, shapes_splits):
+    # lr 0 -> nothing improves after epoch 1 -> stop after 1 + patience epochs
+    cfg = run_cfg(tmp_path, epochs=20, patience=2)
+    cfg = RunConfig(data=cfg.data, model=cfg.model, optim=OptimConfig(name="sgd", lr=0.0, schedule="none"), train=cfg.train)
+    result = train(cfg, splits=shapes_splits)
+    assert len(result.history) == 3
+    state = load_train_state(result.run_dir / "train_state.pt")
+    assert "early stopping" in state["stop_reason"]
+
+
+def test_explicit_out_refuses_to_overwrite(tmp_path, shapes_splits):
+    train(run_cfg(tmp_path, epochs=1), splits=shapes_splits, explicit_out=True)
+    with pytest.raises(ConfigError, match="already holds a run"):
+        train(run_cfg(tmp_path, epochs=1), splits=shapes_splits, explicit_out=True)
+    first = train(run_cfg(tmp_path, epochs=1), splits=shapes_splits)  # default naming: <data>-<model>
+    again = train(run_cfg(tmp_path, epochs=1), splits=shapes_splits)  # ... numbered when taken
+    assert (first.run_dir.name, again.run_dir.name) == ("shapes-cifar-cnn-bn", "shapes-cifar-cnn-bn-2")
+
+
+def test_binary_uses_one_logit(tmp_path):
+    data = make_shapes(16, classes=("bright", "dark"))
+    splits = DataSplits(train=data, val=make_shapes(6, seed=5, classes=("bright", "dark")))
+    result = train(run_cfg(tmp_path, epochs=3), splits=splits)
+    assert result.model.head[-1].out_features == 1
+    assert result.metrics["accuracy"] >= 0.9
+
+
+@pytest.mark.parametrize("opt", ["sgd", "rmsprop", "adam", "adamw"])
+def test_optimizers_reduce_loss(opt):
+    torch.manual_seed(0)
+    data = make_shapes(4, size=16)
+    model = build_model(ModelConfig(name="lenet5", num_classes=3, in_channels=3, image_size=(16, 16)))
+    lr = {"sgd": 0.05, "rmsprop": 1e-3, "adam": 3e-3, "adamw": 3e-3}[opt]
+    o = build_optimizer(model.parameters(), OptimConfig(name=opt, lr=lr, nesterov=True))
+    x = torch.from_numpy(data.images).permute(0, 3, 1, 2).float() / 255
+    y = torch.from_numpy(data.labels)
+    losses = []
+    for _ in range(30):
+        loss = cross_entropy(model(x), y)
+        losses.append(loss.item())
+        o.zero_grad()
+        loss.backward()
+        o.step()
+    assert losses[-1] < 0.7 * losses[0]
+
+
+def test_lr_schedules():
+    keras = OptimConfig(schedule="none", decay=0.01)
+    assert lr_factor(100, keras, 10, 10) == pytest.approx(1 / (1 + 0.01 * 100))
+    cos = OptimConfig(schedule="cosine")
+    assert lr_factor(0, cos, 10, 10) == pytest.approx(1.0)
+    assert lr_factor(50, cos, 10, 10) == pytest.approx(0.5)
+    one = OptimConfig(schedule="onecycle")
+    peak = max(range(100), key=lambda s: lr_factor(s, one, 10, 10))
+    assert peak == 24 and lr_factor(99, one, 10, 10) < 0.02
+    step = OptimConfig(schedule="step", step_size=2, gamma=0.5)
+    assert lr_factor(45, step, 10, 10) == pytest.approx(0.25)
+    with pytest.raises(ConfigError):
+        lr_factor(0, OptimConfig(schedule="bogus"), 1, 1)
+
+
+def test_loader_shards_cover_everything():
+    data = make_shapes(5)  # 15 images
+    seen = []
+    for rank in range(2):
+        loader = BatchLoader(data, 4, torch.device("cpu"), shuffle=True, seed=3, rank=rank, world=2)
+        seen += [int(i) for _, y in loader.batches(1) for i in range(len(y))]
+        assert len(loader) == 2
+    full = BatchLoader(data, 4, torch.device("cpu"), shuffle=True, seed=3)
+    order1 = torch.cat([y for _, y in full.batches(1)])
+    order2 = torch.cat([y for _, y in full.batches(2)])
+    assert sorted(order1.tolist()) == sorted(data.labels.tolist())
+    assert len(seen) == 16  # 15 padded to a multiple of 2
+    assert not torch.equal(full._order(1), full._order(2))
+
+
+def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(CheckpointError, match="bad.safetensors"):
+        load_checkpoint(bad)
+    with pytest.raises(CheckpointError, match="no such"):
+        load_checkpoint(tmp_path / "missing.safetensors")
