@@ -283,7 +283,8 @@ def load_cifar10(cfg: DataConfig, mirror: str | None = None) -> DataSplits:
     looked = _candidate_dirs(root, ("cifar10", "cifar-10")) + [root]
     for d in looked:
         if (d / "cifar-10-batches-py").is_dir():
-            return _conformed(fill_splits(*read_cifar10_folder(d / "cifar-10-batches-py"), None, cfg), cfg)
+            train, test = read_cifar10_folder(d / "cifar-10-batches-py")
+            return _conformed(fill_splits(train, None, test, cfg), cfg)
         if (d / "cifar-10-python.tar.gz").is_file():
             train, test = read_cifar10_tarball(d / "cifar-10-python.tar.gz")
             return _conformed(fill_splits(train, None, test, cfg), cfg)
