@@ -175,6 +175,26 @@ def cmd_models(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(a: argparse.Namespace) -> int:
+    from cnnkit.serve.export import export_model
+
+    r = export_model(a.checkpoint, a.format, a.out, tolerance=a.tolerance)
+    print(f"parity with PyTorch: max abs difference {r.max_abs_diff:.3g} in probabilities, "
+          f"{r.logits_max_abs_diff:.3g} in logits (max |logit| {r.logits_scale:.3g}; tolerance {r.tolerance:g})")
+    print(f"wrote {r.path} ({r.format}; input: float32 NCHW in [0, 1], normalisation inside)")
+    return 0
+
+
+def cmd_serve(a: argparse.Namespace) -> int:
+    from cnnkit.serve.app import serve
+
+    if a.max_upload_mb <= 0:
+        raise CnnkitError(f"--max-upload-mb must be positive, got {a.max_upload_mb}")
+    serve(a.checkpoint, host=a.host, port=a.port, max_upload_bytes=int(a.max_upload_mb * 1024 * 1024),
+          device=a.device or "cpu")
+    return 0
+
+
 # ----------------------------------------------------------------------------- parser
 
 
@@ -197,7 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("predict", help="top-k classes of image files or folders")
-    p.add_argument("checkpoint", help="checkpoint file or run folder")
+    p.add_argument("checkpoint", help="checkpoint file, run folder or .onnx export")
     p.add_argument("inputs", nargs="+", help="image files and/or folders")
     p.add_argument("--top-k", type=int, default=3)
     p.add_argument("--format", choices=("table", "csv", "json"), default="table")
@@ -221,6 +241,21 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_flags(p)
     add_augment_args(p, tta=False, preset_alias=True)
     p.set_defaults(func=cmd_augment_preview)
+
+    p = sub.add_parser("export", help="export a checkpoint to ONNX or TorchScript, checked against PyTorch")
+    p.add_argument("checkpoint", help="checkpoint file or run folder")
+    p.add_argument("--format", choices=("onnx", "torchscript"), default="onnx")
+    p.add_argument("--out", help="output file (default: beside the checkpoint, .onnx or .pt)")
+    p.add_argument("--tolerance", type=float, default=1e-4, help="max abs difference allowed vs PyTorch (default 1e-4)")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("serve", help="web page and JSON API that classify uploaded images")
+    p.add_argument("checkpoint", help="checkpoint file, run folder or .onnx export")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--max-upload-mb", type=float, default=10.0, help="largest accepted upload in MiB (default 10)")
+    p.add_argument("--device", help="cpu (default) | cuda | mps (PyTorch checkpoints only)")
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("models", help="list the models by name")
     p.set_defaults(func=cmd_models)

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from cnnkit import runtime
+from cnnkit.config import Preprocess
 from cnnkit.data.folders import is_hidden, is_image_name
 from cnnkit.errors import DataError
 from cnnkit.train.checkpoint import Checkpoint, load_checkpoint
@@ -57,33 +58,22 @@ class Prediction:
                 **({"error": self.error} if self.error else {})}
 
 
-class Predictor:
-    """A loaded checkpoint that turns images into class probabilities."""
+class BasePredictor:
+    """What every backend shares: files -> uint8 images -> ``probs`` -> top-k.
 
-    def __init__(self, checkpoint: str | Path | Checkpoint, device: str = "cpu"):
-        self.device = runtime.select_device(device)
-        self.ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint, self.device)
-        self.model = self.ckpt.model.to(self.device).eval()
-        pre = self.ckpt.preprocess
-        self.classes = list(pre.classes)
-        self.inputs = ImageInputs(pre.mean, pre.std, self.device, channels_last=False)
+    A backend (PyTorch checkpoint, ONNX export) sets ``preprocess`` and ``classes`` and
+    implements ``probs(uint8 (N,H,W,C)) -> (N,K)``.
+    """
 
-    @property
-    def preprocess(self):
-        return self.ckpt.preprocess
+    preprocess: Preprocess
+    classes: list[str]
+    backend: str = ""
+
+    def probs(self, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
+        raise NotImplementedError
 
     def read(self, source: str | Path) -> np.ndarray:
         return read_image(source, tuple(self.preprocess.image_size), self.preprocess.channels)
-
-    @torch.no_grad()
-    def probs(self, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
-        """uint8 (N,H,W,C) -> (N,K) probabilities."""
-        out = []
-        for i in range(0, len(images), batch_size):
-            xb = torch.from_numpy(np.ascontiguousarray(images[i:i + batch_size])).to(self.device).permute(0, 3, 1, 2)
-            logits = self.model(self.inputs.normalize(self.inputs.scale(xb)))
-            out.append(logits_to_probs(logits).cpu().numpy())
-        return np.concatenate(out) if out else np.zeros((0, len(self.classes)), np.float32)
 
     def top_k(self, probs: np.ndarray, k: int) -> list[list[tuple[str, float]]]:
         k = min(k, len(self.classes))
@@ -108,9 +98,46 @@ class Predictor:
         return [r for r in results if r is not None]
 
 
+class Predictor(BasePredictor):
+    """A loaded checkpoint that turns images into class probabilities."""
+
+    backend = "pytorch"
+
+    def __init__(self, checkpoint: str | Path | Checkpoint, device: str = "cpu"):
+        self.device = runtime.select_device(device)
+        self.ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint, self.device)
+        self.model = self.ckpt.model.to(self.device).eval()
+        pre = self.ckpt.preprocess
+        self.classes = list(pre.classes)
+        self.inputs = ImageInputs(pre.mean, pre.std, self.device, channels_last=False)
+
+    @property
+    def preprocess(self) -> Preprocess:
+        return self.ckpt.preprocess
+
+    @torch.no_grad()
+    def probs(self, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
+        """uint8 (N,H,W,C) -> (N,K) probabilities."""
+        out = []
+        for i in range(0, len(images), batch_size):
+            xb = torch.from_numpy(np.ascontiguousarray(images[i:i + batch_size])).to(self.device).permute(0, 3, 1, 2)
+            logits = self.model(self.inputs.normalize(self.inputs.scale(xb)))
+            out.append(logits_to_probs(logits).cpu().numpy())
+        return np.concatenate(out) if out else np.zeros((0, len(self.classes)), np.float32)
+
+
+def load_predictor(model: str | Path, device: str = "cpu") -> BasePredictor:
+    """A checkpoint or run folder -> PyTorch; an ``.onnx`` export -> ONNX Runtime (CPU)."""
+    if Path(model).suffix.lower() == ".onnx":
+        from cnnkit.serve.onnx_predict import OnnxPredictor
+
+        return OnnxPredictor(model)
+    return Predictor(model, device)
+
+
 def predict(checkpoint: str | Path, inputs: Sequence[str | Path], top_k: int = 3, device: str = "cpu") -> list[Prediction]:
-    """Top-k classes for image files and folders of images."""
-    return Predictor(checkpoint, device).predict_files(expand_inputs(inputs), top_k)
+    """Top-k classes for image files and folders of images (checkpoint, run folder or ``.onnx``)."""
+    return load_predictor(checkpoint, device).predict_files(expand_inputs(inputs), top_k)
 
 
 def format_predictions(preds: Sequence[Prediction], fmt: str = "table") -> str:

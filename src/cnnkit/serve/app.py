@@ -1,0 +1,224 @@
+"""A small web service around one model: JSON API plus a page where a person drops an image.
+
+``create_app(model)`` takes a checkpoint file, a run folder, an ``.onnx`` export or an already
+loaded predictor; everything it needs (classes, preprocessing) comes from that file.
+
+Endpoints::
+
+    GET  /          the HTML page (no external resources: works offline)
+    GET  /health    {"status": "ok"}
+    GET  /info      model name, backend, classes, input size, channels, mean/std, upload limit
+    POST /predict   multipart field ``file`` (+ ``?top_k=``) -> {"top": [{"class", "probability"}], ...}
+
+Every bad request gets a 4xx with ``{"detail": "<one clear sentence>"}``; nothing a client
+sends can stop the server.  Inference runs in Starlette's thread pool (decoding in parallel,
+the model itself behind a lock), so the event loop keeps answering while a model works.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from fastapi import FastAPI, File, Query, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from cnnkit.errors import CnnkitError
+
+FIELD = "file"  # the multipart field that carries the image
+DEFAULT_MAX_UPLOAD = 10 * 1024 * 1024
+MULTIPART_SLACK = 64 * 1024  # boundaries and part headers around the file in a multipart body
+MAX_TOP_K = 1000
+
+
+def _mib(n: int) -> str:
+    return f"{n / (1024 * 1024):.3g} MiB"
+
+
+class _TooLarge(HTTPException):
+    """Raised from inside body reading; an HTTPException so FastAPI's form parser lets it through."""
+
+    def __init__(self, limit: int):
+        super().__init__(413, f"upload too large: the limit is {_mib(limit)} ({limit} bytes)")
+
+
+class BodyLimit:
+    """Refuse request bodies over ``max_body`` bytes without reading them into memory or onto disk.
+
+    A declared Content-Length over the limit is answered at once; a chunked body is counted as
+    it streams in and stopped at the first byte over.
+    """
+
+    def __init__(self, app: ASGIApp, max_body: int, max_upload: int):
+        self.app, self.max_body, self.max_upload = app, max_body, max_upload
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_body:
+            await JSONResponse({"detail": _TooLarge(self.max_upload).detail}, 413)(scope, receive, send)
+            return
+        seen = 0
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_body:
+                    raise _TooLarge(self.max_upload)
+            return message
+
+        await self.app(scope, counted, send)
+
+
+class ModelService:
+    """The loaded model plus what the endpoints need: decode, predict under a lock, describe."""
+
+    def __init__(self, predictor: Any, max_upload_bytes: int):
+        self.predictor = predictor
+        self.max_upload_bytes = max_upload_bytes
+        self._lock = threading.Lock()  # one forward pass at a time: torch/ORT already use every core
+        pre = predictor.preprocess
+        self.size, self.channels = tuple(pre.image_size), int(pre.channels)
+
+    def info(self) -> dict:
+        pre = self.predictor.preprocess
+        return {
+            "model": pre.model,
+            "backend": getattr(self.predictor, "backend", ""),
+            "classes": list(pre.classes),
+            "num_classes": len(pre.classes),
+            "image_size": list(pre.image_size),
+            "channels": pre.channels,
+            "mean": list(pre.mean),
+            "std": list(pre.std),
+            "max_upload_bytes": self.max_upload_bytes,
+            "upload_field": FIELD,
+        }
+
+    def decode(self, data: bytes, name: str) -> np.ndarray:
+        """Upload bytes -> uint8 (H, W, C); HTTP 400 with the reason when they are not a usable image."""
+        from cnnkit.data.decode import BadImage, decode_bytes
+
+        try:
+            return decode_bytes(data, self.size, self.channels)
+        except BadImage as exc:
+            raise HTTPException(400, f"{name}: {exc}") from None
+
+    def predict(self, data: bytes, name: str, top_k: int) -> dict:
+        """Runs in a worker thread: decode without the lock (Pillow releases the GIL), infer with it."""
+        start = time.perf_counter()
+        batch = np.stack([self.decode(data, name)])  # (1, H, W, C); a writable copy (Pillow's array is read-only)
+        with self._lock:
+            probs = self.predictor.probs(batch)
+        top = self.predictor.top_k(probs, top_k)[0]
+        return {
+            "filename": name,
+            "model": self.predictor.preprocess.model,
+            "top": [{"class": c, "probability": p} for c, p in top],
+            "time_ms": round((time.perf_counter() - start) * 1000, 3),
+        }
+
+
+def _load(model: Any, device: str) -> Any:
+    if isinstance(model, (str, Path)):
+        from cnnkit.serve.predict import load_predictor
+
+        return load_predictor(model, device)
+    return model
+
+
+def _page() -> str:
+    return resources.files("cnnkit.serve").joinpath("static/index.html").read_text(encoding="utf-8")
+
+
+def _validation_message(exc: RequestValidationError) -> str:
+    """FastAPI's error list -> one sentence that names the parameter or field."""
+    parts = []
+    for err in exc.errors():
+        loc = [str(x) for x in err.get("loc", ()) if x not in ("body", "query")]
+        where = ".".join(loc) or "request"
+        if where == FIELD:
+            parts.append(f"'{FIELD}' must be an uploaded image file (multipart/form-data file part)")
+        else:
+            parts.append(f"{where}: {err.get('msg', 'invalid')}")
+    return "; ".join(parts) or "invalid request"
+
+
+async def _upload_bytes(request: Request, file: UploadFile | None, limit: int) -> tuple[bytes, str]:
+    """The uploaded file's bytes and name, or the 4xx that says what the client did wrong."""
+    if file is None:
+        form = await request.form()  # already parsed (and cached) by FastAPI
+        fields = sorted(set(form.keys()))
+        if fields:
+            raise HTTPException(422, f"no field '{FIELD}' in the upload: send the image as the multipart "
+                                     f"field '{FIELD}' (got: {', '.join(repr(f) for f in fields)})")
+        raise HTTPException(400, f"no file uploaded: POST the image as multipart/form-data in the field '{FIELD}'")
+    data = await file.read(limit + 1)
+    await file.close()
+    if len(data) > limit:
+        raise _TooLarge(limit)
+    return data, file.filename or "upload"
+
+
+def create_app(model: Any, max_upload_bytes: int = DEFAULT_MAX_UPLOAD, device: str = "cpu") -> FastAPI:
+    """The web app for ``model`` (checkpoint, run folder, ``.onnx`` or a loaded predictor).
+
+    ``max_upload_bytes`` bounds the uploaded file (413 above it); the whole request body may
+    be a little larger for multipart framing.
+    """
+    if max_upload_bytes < 1:
+        raise CnnkitError(f"max upload size must be positive, got {max_upload_bytes} bytes")
+    service = ModelService(_load(model, device), max_upload_bytes)
+    name = service.predictor.preprocess.model or "model"
+    app = FastAPI(title=f"cnnkit: {name}", description="Image classification with a cnnkit model.")
+    app.state.service = service
+    app.add_middleware(BodyLimit, max_body=max_upload_bytes + MULTIPART_SLACK, max_upload=max_upload_bytes)
+    page = _page()
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"detail": _validation_message(exc)}, status_code=422)
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def index() -> str:
+        return page
+
+    @app.get("/health")
+    def health() -> dict:
+        return {"status": "ok"}
+
+    @app.get("/info")
+    def info() -> dict:
+        return service.info()
+
+    @app.post("/predict")
+    async def predict(request: Request, file: UploadFile | None = File(None, description="the image"),
+                      top_k: int = Query(3, ge=1, le=MAX_TOP_K, description="how many classes to return")) -> dict:
+        data, filename = await _upload_bytes(request, file, service.max_upload_bytes)
+        return await run_in_threadpool(service.predict, data, filename, top_k)
+
+    return app
+
+
+def serve(model: str | Path, host: str = "127.0.0.1", port: int = 8000, max_upload_bytes: int = DEFAULT_MAX_UPLOAD,
+          device: str = "cpu", log_level: str = "info") -> None:
+    """Load ``model`` and serve it with uvicorn until interrupted."""
+    import uvicorn
+
+    app = create_app(model, max_upload_bytes, device)
+    info = app.state.service.info()
+    print(f"cnnkit: serving {info['model'] or 'model'} ({info['num_classes']} classes, {info['backend']}) "
+          f"on http://{host}:{port}/  (Ctrl+C stops)", flush=True)
+    uvicorn.run(app, host=host, port=port, log_level=log_level)

@@ -1,0 +1,211 @@
+"""Export a checkpoint to ONNX or TorchScript, checked against PyTorch before it is kept.
+
+The exported graph includes the normalisation and the probability layer, so a user only has
+to decode and resize an image:
+
+* input ``image``: float32 (N, C, H, W), pixel values / 255 (i.e. in [0, 1]), RGB or grey as
+  ``channels`` says, at ``image_size`` (H, W); the batch axis is dynamic.
+* outputs ``logits``: float32 (N, 1) for two classes (one sigmoid logit), else (N, K);
+  ``probs``: float32 (N, K) class probabilities (K = len(classes), also 2 for binary).
+
+The file carries everything needed to use it (classes, image size, channels, mean/std, model
+name and the full ModelConfig) as JSON: in ONNX ``metadata_props`` under the key ``cnnkit``,
+in TorchScript as the extra file ``cnnkit.json``.  See :func:`export_metadata`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+from torch import nn
+
+from cnnkit.config import ModelConfig, Preprocess, to_dict
+from cnnkit.errors import CnnkitError
+from cnnkit.io import atomic_path
+from cnnkit.models.base import logits_to_probs
+from cnnkit.train.checkpoint import Checkpoint, load_checkpoint
+
+FORMATS = ("onnx", "torchscript")
+SUFFIX = {"onnx": ".onnx", "torchscript": ".pt"}
+META_KEY = "cnnkit"  # ONNX metadata_props key / TorchScript extra file stem
+META_FORMAT = "cnnkit-export-1"
+INPUT_DOC = "float32 (N, C, H, W), pixel values / 255 in [0, 1]; normalisation is inside the graph"
+OPSET = 17
+
+
+class ExportError(CnnkitError):
+    """The model could not be exported, or the export does not match PyTorch."""
+
+
+@dataclass
+class ExportResult:
+    path: Path
+    format: str
+    max_abs_diff: float  # probabilities, on the sample inputs
+    logits_max_abs_diff: float
+    logits_scale: float  # max |logit| of the reference; logits are checked against tolerance * max(1, scale)
+    tolerance: float
+
+
+class ExportWrapper(nn.Module):
+    """[0, 1] float (N, C, H, W) -> (logits, probs): the checkpoint's model plus its preprocessing."""
+
+    def __init__(self, model: nn.Module, mean: tuple[float, ...], std: tuple[float, ...]):
+        super().__init__()
+        self.model = model
+        # buffers, so they are saved as constants of the graph
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self.model((image - self.mean) / self.std).float()
+        return logits, logits_to_probs(logits)
+
+
+def export_metadata(pre: Preprocess, model_cfg: ModelConfig) -> dict:
+    """What an exported file carries so that serving it needs nothing else."""
+    return {
+        "format": META_FORMAT,
+        "input": INPUT_DOC,
+        "preprocess": to_dict(pre),
+        "model": to_dict(model_cfg),
+    }
+
+
+def default_out(checkpoint: str | Path, fmt: str) -> Path:
+    """``run/best.safetensors`` -> ``run/best.onnx``; a run folder -> ``run/model.onnx``."""
+    p = Path(checkpoint)
+    return (p / "model" if p.is_dir() else p).with_suffix(SUFFIX[fmt])
+
+
+def sample_inputs(pre: Preprocess, n: int = 4, seed: int = 0) -> torch.Tensor:
+    """Deterministic [0, 1] inputs (N, C, H, W): noise plus the two extremes (all black, all white)."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand((n, pre.channels, *pre.image_size), generator=g)
+    x[0] = 0.0
+    x[-1] = 1.0
+    return x
+
+
+@contextlib.contextmanager
+def _quiet_deprecations() -> Iterator[None]:
+    """torch 2.x marks the TorchScript-based exporters deprecated; the warning is not the user's business."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", FutureWarning)
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        yield
+
+
+def _write_onnx(wrapper: nn.Module, x: torch.Tensor, meta: dict, path: Path) -> None:
+    """Legacy (TorchScript-based) exporter: the dynamo one needs onnxscript, which is not a dependency."""
+    import onnx
+
+    with _quiet_deprecations():
+        torch.onnx.export(wrapper, (x,), str(path), dynamo=False, opset_version=OPSET,
+                          input_names=["image"], output_names=["logits", "probs"],
+                          dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}, "probs": {0: "batch"}})
+    proto = onnx.load(str(path))
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = META_KEY, json.dumps(meta)
+    proto.doc_string = f"cnnkit {meta['preprocess']['model']}: input 'image' {INPUT_DOC}"
+    onnx.checker.check_model(proto)
+    onnx.save(proto, str(path))
+
+
+def _run_onnx(path: Path, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    logits, probs = session.run(["logits", "probs"], {"image": x.numpy()})
+    return logits, probs
+
+
+def _write_torchscript(wrapper: nn.Module, x: torch.Tensor, meta: dict, path: Path) -> None:
+    with _quiet_deprecations():
+        traced = torch.jit.trace(wrapper, (x,), check_trace=False)
+        torch.jit.save(traced, str(path), _extra_files={f"{META_KEY}.json": json.dumps(meta)})
+
+
+def _run_torchscript(path: Path, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    with _quiet_deprecations(), torch.no_grad():
+        logits, probs = torch.jit.load(str(path), map_location="cpu")(x)
+    return logits.numpy(), probs.numpy()
+
+
+def max_abs_diff(ref: torch.Tensor, got: np.ndarray) -> float:
+    return float(np.max(np.abs(ref.numpy() - np.asarray(got)))) if ref.numel() else 0.0
+
+
+def export_model(checkpoint: str | Path | Checkpoint, fmt: str = "onnx", out: str | Path | None = None,
+                 tolerance: float = 1e-4) -> ExportResult:
+    """Export ``checkpoint`` to ``fmt`` at ``out`` and verify it against PyTorch.
+
+    The parity check runs the export (ONNX Runtime or the TorchScript interpreter) and the
+    PyTorch model on :func:`sample_inputs` with a batch size other than the one traced (so the
+    dynamic batch axis is exercised) and fails with ExportError if the largest absolute
+    difference of the probabilities exceeds ``tolerance``, or that of the logits exceeds
+    ``tolerance * max(1, max |logit|)`` (float32 keeps ~7 significant digits, so a logit of 300
+    cannot agree to 1e-4 absolutely); ``out`` is then left as it was.
+    """
+    if fmt not in FORMATS:
+        raise ExportError(f"unknown export format {fmt!r}; choose one of: {', '.join(FORMATS)}")
+    ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint, "cpu")
+    pre = ckpt.preprocess
+    out = Path(out) if out is not None else default_out(ckpt.path, fmt)
+    wrapper = ExportWrapper(ckpt.model.cpu().float().eval(), tuple(pre.mean), tuple(pre.std)).eval()
+    meta = export_metadata(pre, ckpt.model_config)
+    trace_x, check_x = sample_inputs(pre, 2, seed=1), sample_inputs(pre, 5, seed=2)
+    with torch.no_grad():
+        ref = wrapper(check_x)
+    write, run = (_write_onnx, _run_onnx) if fmt == "onnx" else (_write_torchscript, _run_torchscript)
+    with atomic_path(out) as tmp:
+        try:
+            write(wrapper, trace_x, meta, tmp)
+            got = run(tmp, check_x)
+        except Exception as exc:  # noqa: BLE001 - exporter failures come in many types; name the model
+            raise ExportError(f"{ckpt.path}: cannot export model {pre.model or ckpt.model_config.name!r} to {fmt} "
+                              f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+        diff, logit_diff = max_abs_diff(ref[1], got[1]), max_abs_diff(ref[0], got[0])
+        scale = float(ref[0].abs().max()) if ref[0].numel() else 0.0
+        if not diff <= tolerance:  # `not <=` also catches NaN
+            raise ExportError(f"{fmt} export of {ckpt.path} does not match PyTorch: max abs difference of the "
+                              f"probabilities {diff:.3g} > tolerance {tolerance:g}; nothing written to {out}")
+        if not logit_diff <= tolerance * max(1.0, scale):
+            raise ExportError(f"{fmt} export of {ckpt.path} does not match PyTorch: max abs difference of the "
+                              f"logits {logit_diff:.3g} > tolerance {tolerance:g} x max(1, max |logit| {scale:.3g}); "
+                              f"nothing written to {out}")
+    return ExportResult(out, fmt, diff, logit_diff, scale, tolerance)
+
+
+def read_export_metadata(path: str | Path) -> dict:
+    """The cnnkit metadata of an exported ONNX or TorchScript file (no weights are loaded for ONNX)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ExportError(f"{path}: no such exported model")
+    try:
+        if path.suffix == ".onnx":
+            import onnx
+
+            proto = onnx.load(str(path), load_external_data=False)
+            props = {p.key: p.value for p in proto.metadata_props}
+            text = props.get(META_KEY, "")
+        else:
+            extra = {f"{META_KEY}.json": ""}
+            with _quiet_deprecations():
+                torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+            text = extra[f"{META_KEY}.json"]
+            text = text.decode() if isinstance(text, bytes) else text
+        meta = json.loads(text) if text else {}
+    except Exception as exc:  # noqa: BLE001 - protobuf/jit errors: say which file
+        raise ExportError(f"{path}: not a readable exported model ({type(exc).__name__})") from None
+    if meta.get("format") != META_FORMAT:
+        raise ExportError(f"{path}: not a cnnkit export (no '{META_KEY}' metadata with classes and preprocessing)")
+    return meta
