@@ -1,0 +1,80 @@
+"""CLI smoke test on generated tiny images: train -> evaluate -> predict -> summary."""
+
+import csv
+import json
+import shutil
+
+import pytest
+
+from cnnkit.cli import main
+
+
+@pytest.fixture
+def trained(image_folder, tmp_path):
+    out = tmp_path / "run"
+    rc = main(["train", str(image_folder), "--model", "lenet5", "--epochs", "3", "--batch-size", "8",
+               "--val-split", "0.25", "--out", str(out), "--cache-dir", str(tmp_path / "cache"), "--quiet",
+               "--lr", "0.01"])
+    assert rc == 0
+    return out
+
+
+def test_train_evaluate_predict(trained, image_folder, tmp_path, capsys):
+    assert (trained / "best.safetensors").is_file() and (trained / "curves.png").is_file()
+    capsys.readouterr()
+
+    # the run's own data: its held-out validation split (9 of 36 images)
+    assert main(["evaluate", str(trained)]) == 0
+    out = capsys.readouterr().out
+    assert "precision" in out and "accuracy" in out
+    metrics = json.loads((trained / "eval_val_metrics.json").read_text())
+    assert metrics["n"] == 9 and sum(map(sum, metrics["confusion_matrix"])) == 9
+    # another folder: all of it
+    other = tmp_path / "other"
+    shutil.copytree(image_folder, other)
+    assert main(["evaluate", str(trained), str(other), "--out", str(tmp_path / "eval")]) == 0
+    metrics = json.loads((tmp_path / "eval" / "eval_train_metrics.json").read_text())
+    assert metrics["n"] == 36 and sum(map(sum, metrics["confusion_matrix"])) == 36
+    assert metrics["accuracy"] > 0.5
+
+    pred_csv = tmp_path / "pred.csv"
+    assert main(["predict", str(trained / "best.safetensors"), str(image_folder / "stripes"), "--top-k", "2",
+                 "--format", "csv", "-o", str(pred_csv)]) == 0
+    rows = list(csv.DictReader(pred_csv.open()))
+    assert len(rows) == 12 and all(r["class1"] in {"bright", "dark", "stripes"} for r in rows)
+    assert all(0.0 <= float(r["prob1"]) <= 1.0 and float(r["prob1"]) >= float(r["prob2"]) for r in rows)
+
+    assert "wrote 12 predictions" in capsys.readouterr().out
+    assert main(["predict", str(trained), str(next((image_folder / "dark").iterdir())), "--format", "json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert len(data) == 1 and len(data[0]["top"]) == 3
+    assert sum(t["prob"] for t in data[0]["top"]) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_predict_reports_bad_file(trained, tmp_path, capsys):
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8 definitely not a jpeg")
+    rc = main(["predict", str(trained), str(bad)])
+    out = capsys.readouterr().out
+    assert rc == 1 and "broken.jpg" in out
+
+
+def test_resume_from_cli(trained, image_folder, tmp_path):
+    rc = main(["train", "--resume", str(trained), "--epochs", "4", "--quiet"])
+    assert rc == 0
+    history = json.loads((trained / "history.json").read_text())
+    assert [r["epoch"] for r in history] == [1, 2, 3, 4]
+
+
+def test_errors_are_one_line(tmp_path, capsys):
+    assert main(["train", str(tmp_path / "nowhere"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("cnnkit: error:") and "nowhere" in err and "Traceback" not in err
+    assert main(["evaluate", str(tmp_path / "nothing.safetensors"), "mnist-mini"]) == 2
+    assert "no such checkpoint" in capsys.readouterr().err
+
+
+def test_summary_command(capsys):
+    assert main(["summary", "cifar-cnn", "--image-size", "32", "--channels", "3", "--classes", "10"]) == 0
+    out = capsys.readouterr().out
+    assert "Total params:" in out and "(None, 10)" in out
