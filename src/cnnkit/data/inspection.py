@@ -1,0 +1,248 @@
+"""``cnnkit inspect``: what is in a dataset, and what is wrong with it, before training on it.
+
+:func:`inspect_data` computes a plain dict (counts per class and split, image size spread,
+unreadable files, exact duplicates across splits, class imbalance); :func:`render_inspection`
+prints it with rich.  Folders are inspected file by file (every file is opened and decoded, and
+its bytes hashed); named datasets are inspected as the arrays ``load_data`` returns.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter, defaultdict
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from cnnkit.config import DataConfig
+from cnnkit.data.cache import cache_root
+from cnnkit.data.decode import BadImage, open_image, parallel_map
+from cnnkit.data.download import extract
+from cnnkit.data.folders import FileEntry, list_images
+from cnnkit.data.types import DataSplits
+
+IMBALANCE_WARN = 1.5  # largest / smallest class count above which a split is called imbalanced
+SPLIT_ORDER = ("train", "val", "test")
+
+
+def _check_file(f: FileEntry) -> tuple[str | None, int, int, str, str | None]:
+    """(sha256 of bytes, width, height, mode, problem) - decodes the pixels to catch truncation."""
+    try:
+        with open(f.path, "rb") as fh:
+            digest = hashlib.sha256(fh.read()).hexdigest()
+    except OSError as exc:
+        return None, 0, 0, "", f"cannot read file: {exc.strerror or exc}"
+    try:
+        im = open_image(f.path, Image.MAX_IMAGE_PIXELS)
+    except BadImage as exc:
+        return digest, 0, 0, "", str(exc)
+    try:
+        w, h, mode = im.width, im.height, im.mode
+        if im.format == "JPEG":
+            im.draft(im.mode, (1, 1))  # smallest DCT scale: still reads every byte, 64x less work
+        im.load()
+        return digest, w, h, mode, None
+    except Exception as exc:  # noqa: BLE001 - any decoder failure is a property of the file
+        return digest, w, h, mode, f"truncated or corrupt image data: {exc}"
+    finally:
+        im.close()
+
+
+def _size_stats(sizes: list[tuple[int, int]]) -> dict[str, Any]:
+    if not sizes:
+        return {"distinct": 0}
+    arr = np.asarray(sizes)
+    common = Counter(sizes).most_common(5)
+    return {
+        "distinct": len(set(sizes)),
+        "min_hw": [int(arr[:, 0].min()), int(arr[:, 1].min())],
+        "median_hw": [int(np.median(arr[:, 0])), int(np.median(arr[:, 1]))],
+        "max_hw": [int(arr[:, 0].max()), int(arr[:, 1].max())],
+        "most_common": [[h, w, n] for (h, w), n in common],
+    }
+
+
+def _imbalance(counts: dict[str, dict[str, int]], classes: list[str]) -> dict[str, float]:
+    out = {}
+    for split, per_class in counts.items():
+        values = [per_class.get(c, 0) for c in classes]
+        if values and min(values) > 0:
+            out[split] = round(max(values) / min(values), 3)
+        elif values and max(values) > 0:
+            out[split] = float("inf")
+    return out
+
+
+def _finish(report: dict[str, Any]) -> dict[str, Any]:
+    """Add the human-readable warnings that the numbers imply."""
+    warnings = []
+    for split, ratio in report["imbalance"].items():
+        if ratio > IMBALANCE_WARN:
+            warnings.append(f"{split}: classes are imbalanced (largest/smallest = {ratio:g}); "
+                            f"consider class weights or resampling, and judge by per-class metrics")
+    for split, per_class in report["counts"].items():
+        missing = [c for c in report["classes"] if per_class.get(c, 0) == 0]
+        if missing:
+            warnings.append(f"{split}: no images of {', '.join(missing)}")
+    if report["duplicates"]["across_splits"]:
+        n = len(report["duplicates"]["across_splits"])
+        warnings.append(f"{n} image(s) appear in more than one split (leakage: evaluation scores "
+                        f"will be optimistic); remove the copies")
+    if report["unreadable"]:
+        warnings.append(f"{len(report['unreadable'])} file(s)/folder(s) cannot be used and will be skipped")
+    if report["sizes"].get("distinct", 0) > 1:
+        warnings.append("images have different sizes: they are resized to one size (150x150 unless "
+                        "image_size is set)")
+    if len(report["classes"]) < 2:
+        warnings.append("fewer than two classes: nothing to classify")
+    report["warnings"] = warnings
+    return report
+
+
+def inspect_folder(root: str | Path, workers: int | None = None) -> dict[str, Any]:
+    """File-level report for ``root/<class>/*`` or ``root/{train,validation,test}/<class>/*``."""
+    listing = list_images(root)
+    classes = list(listing.classes)
+    counts: dict[str, Counter] = defaultdict(Counter)
+    by_digest: dict[str, list[FileEntry]] = defaultdict(list)
+    unreadable = list(listing.problems)
+    sizes, modes = [], Counter()
+    for f, (digest, w, h, mode, problem) in zip(listing.files, parallel_map(_check_file, listing.files, workers)):
+        if digest:
+            by_digest[digest].append(f)
+        if problem:
+            unreadable.append((f.path, problem))
+            continue
+        counts[f.split][classes[f.label]] += 1
+        sizes.append((h, w))
+        modes[mode] += 1
+    across = [[g.path for g in group] for group in by_digest.values()
+              if len(group) > 1 and len({g.split for g in group}) > 1]
+    within = sum(len(group) - 1 for group in by_digest.values()
+                 if len(group) > 1 and len({g.split for g in group}) == 1)
+    count_dict = {s: {c: counts[s].get(c, 0) for c in classes} for s in SPLIT_ORDER if s in counts}
+    report = {
+        "source": str(listing.root),
+        "kind": "folder",
+        "classes": classes,
+        "counts": count_dict,
+        "totals": {s: sum(v.values()) for s, v in count_dict.items()},
+        "sizes": _size_stats(sizes),
+        "modes": dict(modes),
+        "unreadable": [list(u) for u in unreadable],
+        "ignored_files": listing.ignored,
+        "duplicates": {"across_splits": across, "within_split": within},
+        "imbalance": _imbalance(count_dict, classes),
+    }
+    return _finish(report)
+
+
+def inspect_splits(splits: DataSplits, source: str = "") -> dict[str, Any]:
+    """Array-level report for already loaded data (named datasets)."""
+    classes = list(splits.classes)
+    count_dict, sizes, owners = {}, [], defaultdict(set)
+    within = 0
+    for split in SPLIT_ORDER:
+        s = getattr(splits, split)
+        if s is None:
+            continue
+        bincount = np.bincount(s.labels, minlength=len(classes))
+        count_dict[split] = {c: int(bincount[i]) for i, c in enumerate(classes)}
+        sizes.extend([s.image_size] * len(s))
+        seen = set()
+        for i in range(len(s)):
+            d = hashlib.blake2b(np.ascontiguousarray(s.images[i]).tobytes(), digest_size=16).digest()
+            within += d in seen
+            seen.add(d)
+            owners[d].add(split)
+    across = sum(1 for o in owners.values() if len(o) > 1)
+    report = {
+        "source": source,
+        "kind": "arrays",
+        "classes": classes,
+        "counts": count_dict,
+        "totals": {s: sum(v.values()) for s, v in count_dict.items()},
+        "sizes": _size_stats(sizes),
+        "modes": {},
+        "unreadable": [list(u) for u in splits.skipped],
+        "ignored_files": 0,
+        "duplicates": {"across_splits": [["(identical pixels)"]] * across, "within_split": within},
+        "imbalance": _imbalance(count_dict, classes),
+    }
+    return _finish(report)
+
+
+def inspect_data(source: str, data_dir: str | None = None, cache_dir: str | None = None,
+                 workers: int | None = None) -> dict[str, Any]:
+    """Report on a folder, an archive of one, or a dataset name (see ``cnnkit.data.load_data``)."""
+    path = Path(source).expanduser()
+    if path.is_dir():
+        return inspect_folder(path, workers)
+    if path.is_file():
+        return inspect_folder(extract(path, cache_root(cache_dir)), workers)
+    from cnnkit.data import load_data
+
+    cfg = DataConfig(source=source, data_dir=data_dir, cache_dir=cache_dir)
+    return inspect_splits(load_data(replace(cfg, val_split=0.0, test_split=0.0)), source)
+
+
+def render_inspection(report: dict[str, Any], console: Any = None) -> None:
+    """Print the report as rich tables (counts, sizes, problems, warnings)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console()
+    splits = list(report["counts"])
+    table = Table(title=f"{report['source']}: {len(report['classes'])} classes")
+    table.add_column("class")
+    for s in splits:
+        table.add_column(s, justify="right")
+    for c in report["classes"]:
+        table.add_row(c, *(str(report["counts"][s].get(c, 0)) for s in splits))
+    table.add_row("[bold]total", *(f"[bold]{report['totals'][s]}" for s in splits))
+    console.print(table)
+    sz = report["sizes"]
+    if sz.get("distinct"):
+        common = ", ".join(f"{h}x{w} ({n})" for h, w, n in sz["most_common"])
+        console.print(f"image sizes (HxW): {sz['distinct']} distinct; min {sz['min_hw'][0]}x{sz['min_hw'][1]}, "
+                      f"median {sz['median_hw'][0]}x{sz['median_hw'][1]}, max {sz['max_hw'][0]}x{sz['max_hw'][1]}; "
+                      f"most common: {common}")
+    if report["modes"]:
+        console.print("pixel modes: " + ", ".join(f"{m} ({n})" for m, n in report["modes"].items()))
+    if report["imbalance"]:
+        console.print("class imbalance (largest/smallest): " +
+                      ", ".join(f"{s} {r:g}" for s, r in report["imbalance"].items()))
+    dup = report["duplicates"]
+    console.print(f"exact duplicates: {len(dup['across_splits'])} across splits, {dup['within_split']} within a split")
+    for group in dup["across_splits"][:10]:
+        if group and group[0] != "(identical pixels)":
+            console.print("  [yellow]same bytes:[/] " + "  ==  ".join(group))
+    if report["unreadable"]:
+        bad = Table(title=f"cannot be used ({len(report['unreadable'])})")
+        bad.add_column("file or folder", overflow="fold")
+        bad.add_column("why", overflow="fold")
+        for path, reason in report["unreadable"][:50]:
+            bad.add_row(path, reason)
+        console.print(bad)
+    for w in report["warnings"]:
+        console.print(f"[bold yellow]warning:[/] {w}")
+
+
+def inspect_command(source: str, samples: str | None = None, n: int = 16, data_dir: str | None = None,
+                    cache_dir: str | None = None, console: Any = None) -> dict[str, Any]:
+    """What ``cnnkit inspect`` does: compute, print, and optionally save a grid of sample images."""
+    report = inspect_data(source, data_dir, cache_dir)
+    render_inspection(report, console)
+    if samples:
+        from cnnkit.data import load_data
+        from cnnkit.visualize.figures import save_figure
+        from cnnkit.visualize.samples import plot_samples
+
+        cfg = DataConfig(source=source, data_dir=data_dir, cache_dir=cache_dir, val_split=0.0, test_split=0.0)
+        train = load_data(cfg).train
+        save_figure(plot_samples(train, n, title=f"{Path(source).name}: {len(train)} training images"), samples)
+        report["samples"] = str(samples)
+    return report
