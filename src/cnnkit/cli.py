@@ -44,6 +44,7 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
     m = p.add_argument_group("model")
     m.add_argument("--model", help="model name (see `cnnkit models`)")
     m.add_argument("--dropout", type=float, help="override the model's dropout rate")
+    _add_transfer_flags(m)
     o = p.add_argument_group("optimisation")
     o.add_argument("--optimizer", choices=("sgd", "rmsprop", "adam", "adamw"))
     o.add_argument("--lr", type=float, help="learning rate")
@@ -71,13 +72,39 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
     add_augment_args(p)
 
 
+def _add_transfer_flags(m: argparse._ArgumentGroup) -> None:
+    m.add_argument("--transfer", choices=("none", "features", "head", "finetune"),
+                   help="pretrained backbones: features = frozen, head trained on features computed once; "
+                        "head = frozen, head trained on (augmented) images; finetune = also the top "
+                        "--finetune-blocks blocks at 0.1x the learning rate; none = train every layer")
+    m.add_argument("--cut", metavar="LAYER", help="backbone layer to cut after (e.g. Mixed_6e or Keras' mixed7, "
+                   "layer3, features.7; an unknown name lists them)")
+    m.add_argument("--head", type=int, nargs="+", metavar="N", help="hidden sizes of the dense head, e.g. 1024 "
+                   "(0 = none: pooled features straight to the output layer)")
+    m.add_argument("--head-dropout", type=float, help="dropout in the head (e.g. 0.2)")
+    m.add_argument("--finetune-blocks", type=int, metavar="N", help="--transfer finetune: top N backbone blocks to train")
+    m.add_argument("--pretrained", action=argparse.BooleanOptionalAction, default=None,
+                   help="load the backbone's ImageNet weights (default: on with --transfer)")
+    m.add_argument("--weights", metavar="PATH", help="backbone weights from a local state_dict file "
+                   "(.pth/.pt/.safetensors of the torchvision network)")
+
+
+def _transfer_model_config(model: C.ModelConfig, a: argparse.Namespace) -> C.ModelConfig:
+    head = tuple(h for h in a.head if h > 0) if a.head is not None else None
+    model = C.replace(model, transfer=a.transfer, cut=a.cut, head=head, head_dropout=a.head_dropout,
+                      finetune_blocks=a.finetune_blocks, pretrained=a.pretrained, weights=a.weights)
+    if a.pretrained is None and model.transfer != "none" and not model.weights:
+        model = C.replace(model, pretrained=True)  # a transfer mode means pretrained weights unless --no-pretrained
+    return model
+
+
 def run_config_from_args(a: argparse.Namespace) -> C.RunConfig:
     """Defaults <- --config file <- flags given on the command line."""
     cfg = C.load_run_config(a.config) if a.config else C.RunConfig()
     data = C.replace(cfg.data, source=a.data, image_size=_size(a.image_size), channels=a.channels,
                      val_split=a.val_split, test_split=a.test_split, data_dir=a.data_dir, cache_dir=a.cache_dir,
                      strict=a.strict, seed=a.seed)
-    model = C.replace(cfg.model, name=a.model, dropout=a.dropout)
+    model = _transfer_model_config(C.replace(cfg.model, name=a.model, dropout=a.dropout), a)
     optim = C.replace(cfg.optim, name=a.optimizer, lr=a.lr, momentum=a.momentum, nesterov=a.nesterov, decay=a.decay,
                       weight_decay=a.weight_decay, schedule=a.schedule, warmup_epochs=a.warmup_epochs,
                       label_smoothing=a.label_smoothing)
@@ -94,8 +121,13 @@ def run_config_from_args(a: argparse.Namespace) -> C.RunConfig:
 def cmd_train(a: argparse.Namespace) -> int:
     from cnnkit.train import train
 
+    from cnnkit.runtime import distributed_from_env
+
     cfg = run_config_from_args(a)
-    result = train(cfg, resume=a.resume, explicit_out=a.out is not None)
+    with distributed_from_env() as (rank, _):
+        result = train(cfg, resume=a.resume, explicit_out=a.out is not None)
+    if rank != 0:
+        return 0
     if result.metrics:
         m = result.metrics
         print(f"{m['split']} accuracy {m['accuracy']:.4f} ({m['n']} images); run folder: {result.run_dir}")
@@ -166,6 +198,25 @@ def cmd_augment_preview(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_organize(a: argparse.Namespace) -> int:
+    from cnnkit.data.organize import organize
+
+    r = organize(a.src, a.dst, val=a.val, test=a.test, label_from=a.label_from, mode=a.mode, seed=a.seed)
+    for split, counts in r["counts"].items():
+        print(f"{split:<10} " + ", ".join(f"{c} {n}" for c, n in counts.items()))
+    for path, reason in r["skipped"]:
+        print(f"skipped {path}: {reason}")
+    print(f"wrote {r['dst']} ({len(r['classes'])} classes)")
+    return 0
+
+
+def cmd_inspect(a: argparse.Namespace) -> int:
+    from cnnkit.data.inspection import inspect_command
+
+    inspect_command(a.data, samples=a.samples, n=a.n, data_dir=a.data_dir, cache_dir=a.cache_dir, json_out=a.json)
+    return 0
+
+
 def cmd_models(a: argparse.Namespace) -> int:
     from cnnkit.models import MODELS, model_names
 
@@ -192,6 +243,50 @@ def cmd_serve(a: argparse.Namespace) -> int:
         raise CnnkitError(f"--max-upload-mb must be positive, got {a.max_upload_mb}")
     serve(a.checkpoint, host=a.host, port=a.port, max_upload_bytes=int(a.max_upload_mb * 1024 * 1024),
           device=a.device or "cpu")
+    return 0
+
+
+def _save_picture(fig, out: str) -> int:
+    from cnnkit.visualize.figures import save_figure
+
+    print(f"wrote {save_figure(fig, out)}")
+    return 0
+
+
+def cmd_explain_sobel(a: argparse.Namespace) -> int:
+    from cnnkit.explain import sobel_figure
+
+    return _save_picture(sobel_figure(a.image), a.out)
+
+
+def cmd_explain_filters(a: argparse.Namespace) -> int:
+    from cnnkit.explain import filters_figure
+
+    return _save_picture(filters_figure(a.checkpoint), a.out)
+
+
+def cmd_explain_features(a: argparse.Namespace) -> int:
+    from cnnkit.explain import features_figure
+
+    return _save_picture(features_figure(a.checkpoint, a.image, a.layer), a.out)
+
+
+def cmd_explain_gradcam(a: argparse.Namespace) -> int:
+    from cnnkit.explain import gradcam_figure
+
+    return _save_picture(gradcam_figure(a.checkpoint, a.image, a.class_name), a.out)
+
+
+def cmd_explain_most_wrong(a: argparse.Namespace) -> int:
+    from cnnkit.explain import most_wrong_figure
+
+    return _save_picture(most_wrong_figure(a.checkpoint, a.data, n=a.n, split=a.split, data_dir=a.data_dir), a.out)
+
+
+def cmd_report(a: argparse.Namespace) -> int:
+    from cnnkit.visualize.report import write_report
+
+    print(f"wrote {write_report(a.run, a.data)}")
     return 0
 
 
@@ -256,6 +351,65 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-upload-mb", type=float, default=10.0, help="largest accepted upload in MiB (default 10)")
     p.add_argument("--device", help="cpu (default) | cuda | mps (PyTorch checkpoints only)")
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("explain", help="pictures that explain images and models (sobel, filters, features, gradcam, most-wrong)")
+    ex = p.add_subparsers(dest="what", required=True)
+    e = ex.add_parser("sobel", help="Sobel dx, dy and gradient magnitude of an image, computed as a convolution")
+    e.add_argument("image", nargs="?", help="image file (default: scikit-image's cat photo)")
+    e.add_argument("--out", default="sobel.png", help="picture file (default sobel.png)")
+    e.set_defaults(func=cmd_explain_sobel)
+    e = ex.add_parser("filters", help="the first convolution layer's learned filters as a grid")
+    e.add_argument("checkpoint", help="checkpoint file or run folder")
+    e.add_argument("--out", default="filters.png", help="picture file (default filters.png)")
+    e.set_defaults(func=cmd_explain_filters)
+    e = ex.add_parser("features", help="feature maps of one layer for one image")
+    e.add_argument("checkpoint", help="checkpoint file or run folder")
+    e.add_argument("image", help="image file")
+    e.add_argument("--layer", required=True, help="dotted layer name as in model.named_modules(), e.g. features.3 "
+                   "(an unknown name lists them)")
+    e.add_argument("--out", default="features.png", help="picture file (default features.png)")
+    e.set_defaults(func=cmd_explain_features)
+    e = ex.add_parser("gradcam", help="Grad-CAM heat map of a class over an image (gradient saliency for dense models)")
+    e.add_argument("checkpoint", help="checkpoint file or run folder")
+    e.add_argument("image", help="image file")
+    e.add_argument("--class", dest="class_name", help="class name to explain (default: the predicted class)")
+    e.add_argument("--out", default="gradcam.png", help="picture file (default gradcam.png)")
+    e.set_defaults(func=cmd_explain_gradcam)
+    e = ex.add_parser("most-wrong", help="the highest-loss images of an evaluation with true/predicted class")
+    e.add_argument("checkpoint", help="checkpoint file or run folder")
+    e.add_argument("data", nargs="?", help="dataset name or folder (default: the run's own data)")
+    e.add_argument("--n", type=int, default=16, help="number of images (default 16)")
+    e.add_argument("--split", default="auto", choices=("auto", "test", "val", "train"))
+    e.add_argument("--data-dir")
+    e.add_argument("--out", default="most_wrong.png", help="picture file (default most_wrong.png)")
+    e.set_defaults(func=cmd_explain_most_wrong)
+
+    p = sub.add_parser("report", help="write report.html in a run folder: curves, metrics, confusion matrix, "
+                       "most-wrong images, Grad-CAM")
+    p.add_argument("run", help="run folder")
+    p.add_argument("data", nargs="?", help="evaluate on this dataset or folder (default: the run's own data)")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("organize", help="sort a flat folder of labelled file names (cat.1.jpg) into train/validation/<class>/")
+    p.add_argument("src", help="flat folder of images; only read, never changed")
+    p.add_argument("dst", help="new folder to create: DST/{train,validation[,test]}/<class>/")
+    p.add_argument("--val", type=float, default=0.2, help="validation fraction, stratified (default 0.2)")
+    p.add_argument("--test", type=float, default=0.0, help="test fraction (default 0: no test folder)")
+    p.add_argument("--label-from", default="name-prefix",
+                   help="name-prefix (text before the first digit: cat.123.jpg -> cat) or a regex whose "
+                        "group 'label' / first group is the class")
+    p.add_argument("--mode", choices=("copy", "hardlink", "symlink"), default="copy")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_organize)
+
+    p = sub.add_parser("inspect", help="counts per class and split, sizes, unreadable files, leakage, imbalance")
+    p.add_argument("data", help="dataset name, image folder or archive")
+    p.add_argument("--samples", metavar="PNG", help="also save a grid of sample images with their labels")
+    p.add_argument("-n", type=int, default=16, help="images in the sample grid (default 16)")
+    p.add_argument("--json", metavar="FILE", help="also save the report as JSON")
+    p.add_argument("--data-dir", help="folder holding (or receiving) named datasets")
+    p.add_argument("--cache-dir", help="decode-once image cache (default ~/.cache/cnnkit)")
+    p.set_defaults(func=cmd_inspect)
 
     p = sub.add_parser("models", help="list the models by name")
     p.set_defaults(func=cmd_models)

@@ -111,3 +111,27 @@ def prepare(device: torch.device, fast: bool) -> None:
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
+
+
+@contextlib.contextmanager
+def distributed_from_env() -> Iterator[tuple[int, int]]:
+    """Join the process group when launched by ``torchrun`` (WORLD_SIZE > 1); yield (rank, world).
+
+    gloo on CPU, nccl on CUDA (one GPU per process, chosen by LOCAL_RANK).
+    """
+    import torch.distributed as dist
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1 or not dist.is_available():
+        yield 0, 1
+        return
+    if torch.cuda.is_available():
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        backend = "nccl"
+    else:
+        backend = "gloo"
+    dist.init_process_group(backend=backend)
+    try:
+        yield dist.get_rank(), dist.get_world_size()
+    finally:
+        dist.destroy_process_group()

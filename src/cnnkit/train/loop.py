@@ -72,7 +72,7 @@ def evaluate_loss(model: torch.nn.Module, loader: BatchLoader, inputs: Any, amp:
 
 def fit(model: torch.nn.Module, train: BatchLoader, val: BatchLoader | None, *, inputs: Any,
         augment: Callable | None, optimizer: torch.optim.Optimizer, scheduler: Any, epochs: int, seed: int,
-        amp: torch.dtype | None, label_smoothing: float = 0.0, callbacks: Sequence[Callback] = (),
+        rank: int = 0, amp: torch.dtype | None, label_smoothing: float = 0.0, callbacks: Sequence[Callback] = (),
         save: Callable[[str, FitState], None] = lambda kind, state: None,
         state: FitState | None = None) -> FitState:
     """Train ``model`` for ``epochs`` epochs (from ``state.epoch`` when resuming)."""
@@ -82,8 +82,9 @@ def fit(model: torch.nn.Module, train: BatchLoader, val: BatchLoader | None, *, 
         cb.on_train_begin({"epochs": epochs, "steps": steps})
     while state.epoch < epochs and not state.stop_reason:
         epoch = state.epoch
-        torch.manual_seed(epoch_generator(seed, epoch, 2).initial_seed())  # dropout RNG for this epoch
-        aug_gen = epoch_generator(seed, epoch, 1)
+        # dropout and augmentation RNGs for this epoch (and this DDP rank)
+        torch.manual_seed(epoch_generator(seed, epoch, 2 + 2 * rank).initial_seed())
+        aug_gen = epoch_generator(seed, epoch, 1 + 2 * rank)
         for cb in callbacks:
             cb.on_epoch_begin(epoch, steps)
         model.train()

@@ -7,6 +7,7 @@ Run folder::
     best.safetensors   best weights (+ metadata)    last.safetensors latest weights (+ metadata)
     train_state.pt     optimizer etc. for --resume  curves.png       accuracy and loss curves
     metrics.json       final evaluation             confusion_matrix.csv/png
+    report.html        all of it on one offline page (cnnkit.visualize.report)
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from cnnkit.evaluate.metrics import classification_metrics
 from cnnkit.evaluate.predict import predict_probs
 from cnnkit.io import atomic_write_text
 from cnnkit.models import build_model
+from cnnkit.models.transfer import prepare_run_config
 from cnnkit.train import checkpoint as ckpt
 from cnnkit.train.callbacks import BestCheckpoint, Callback, EarlyStopping, History, Progress
 from cnnkit.train.loop import FitState, ImageInputs, fit
@@ -114,8 +116,11 @@ def train(cfg: RunConfig, splits: DataSplits | None = None, resume: str | Path |
         cfg = dataclasses.replace(saved, train=dataclasses.replace(saved.train, epochs=cfg.train.epochs,
                                                                    progress=cfg.train.progress))
     device = runtime.select_device(cfg.train.device)
+    if device.type == "cuda" and world > 1:
+        device = torch.device("cuda", torch.cuda.current_device())
     runtime.prepare(device, cfg.train.fast)
     runtime.seed_everything(cfg.train.seed)
+    cfg = prepare_run_config(cfg)  # pretrained backbones: their input size (unless set) and RGB
     splits = splits if splits is not None else load_data(cfg.data)
     _check_splits(splits)
     model_cfg = _resolve_model_config(cfg, splits.train)
@@ -134,7 +139,10 @@ def train(cfg: RunConfig, splits: DataSplits | None = None, resume: str | Path |
     amp = runtime.amp_dtype(device, cfg.train.amp if cfg.train.fast else "off")
     inputs = ImageInputs(mean, std, device, channels_last)
 
-    train_loader = BatchLoader(splits.train, cfg.train.batch_size, device, shuffle=True, seed=cfg.train.seed,
+    if cfg.train.batch_size % world:
+        raise ConfigError(f"--batch-size {cfg.train.batch_size} is the global batch: it must divide evenly over {world} processes")
+    # each process takes batch_size / world images of the same global batch
+    train_loader = BatchLoader(splits.train, cfg.train.batch_size // world, device, shuffle=True, seed=cfg.train.seed,
                                rank=rank, world=world)
     val_loader = (BatchLoader(splits.val, cfg.train.eval_batch_size, device, rank=rank, world=world)
                   if splits.val is not None and len(splits.val) else None)
@@ -144,9 +152,20 @@ def train(cfg: RunConfig, splits: DataSplits | None = None, resume: str | Path |
         from torch.nn.parallel import DistributedDataParallel
 
         model = DistributedDataParallel(model)
-    optimizer = build_optimizer([p for p in model.parameters() if p.requires_grad], cfg.optim)
+    target = getattr(model, "module", model)  # transfer models give the backbone its own (lower) rate
+    params = (target.param_groups(cfg.optim.lr) if hasattr(target, "param_groups")
+              else [p for p in model.parameters() if p.requires_grad])
+    optimizer = build_optimizer(params, cfg.optim)
     scheduler = build_scheduler(optimizer, cfg.optim, len(train_loader), cfg.train.epochs)
     augment = _build_augment(cfg, len(preprocess.classes))
+    fit_model, fit_inputs, features_info = model, inputs, None
+    if model_cfg.transfer == "features":  # frozen backbone: train the head on features computed once
+        from cnnkit.train.features import feature_training, features_cache_dir
+
+        setup = feature_training(model, splits, inputs, device, amp, features_cache_dir(cfg.data.cache_dir),
+                                 cfg.train.batch_size, cfg.train.eval_batch_size, cfg.train.seed, augment, world)
+        fit_model, fit_inputs, train_loader, val_loader, augment = setup.head, setup.inputs, setup.train, setup.val, None
+        features_info = setup.info
 
     writer = rank == 0
     run_dir = (Path(resume) if resume is not None else _fresh_dir(_default_run_dir(cfg, explicit_out), explicit_out)) if writer else None
@@ -164,6 +183,8 @@ def train(cfg: RunConfig, splits: DataSplits | None = None, resume: str | Path |
         run_dir.mkdir(parents=True, exist_ok=True)
         save_json(cfg, run_dir / "config.json")
         save_json(preprocess, run_dir / "preprocess.json")
+        if features_info is not None:
+            save_json(features_info, run_dir / "features.json")
         atomic_write_text(run_dir / "classes.txt", "\n".join(preprocess.classes) + "\n")
         if splits.skipped:
             atomic_write_text(run_dir / "skipped.txt", "".join(f"{f}\t{why}\n" for f, why in splits.skipped))
@@ -179,8 +200,8 @@ def train(cfg: RunConfig, splits: DataSplits | None = None, resume: str | Path |
                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                 "callbacks": [cb.state_dict() for cb in cbs]})
 
-    state = fit(model, train_loader, val_loader, inputs=inputs, augment=augment, optimizer=optimizer,
-                scheduler=scheduler, epochs=cfg.train.epochs, seed=cfg.train.seed, amp=amp,
+    state = fit(fit_model, train_loader, val_loader, inputs=fit_inputs, augment=augment, optimizer=optimizer,
+                scheduler=scheduler, epochs=cfg.train.epochs, seed=cfg.train.seed, rank=rank, amp=amp,
                 label_smoothing=cfg.optim.label_smoothing, callbacks=cbs, save=save, state=state)
 
     model = getattr(model, "module", model)
@@ -225,7 +246,18 @@ def final_evaluation(model, splits: DataSplits, inputs, device, amp, cfg: RunCon
     if run_dir is not None:
         write_evaluation(run_dir, metrics)
         write_curves(run_dir, f"{cfg.model.name} on {Path(cfg.data.source).name}")
+        write_report_safely(run_dir, (metrics, probs, data))
     return metrics
+
+
+def write_report_safely(run_dir: Path, evaluation: tuple) -> None:
+    """report.html from the evaluation just made; a failure is a warning, never a lost run."""
+    try:
+        from cnnkit.visualize.report import write_report
+
+        write_report(run_dir, evaluation=evaluation)
+    except Exception as exc:  # noqa: BLE001 - the trained weights and metrics are already on disk
+        log.warning("could not write %s: %s: %s", run_dir / "report.html", type(exc).__name__, exc)
 
 
 def write_evaluation(folder: Path, metrics: dict, prefix: str = "") -> None:

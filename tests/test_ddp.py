@@ -1,0 +1,56 @@
+"""Two processes under torchrun (gloo, CPU) give the same training as one process on the same global batch."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import make_shapes
+
+
+def _folder(root):
+    from PIL import Image
+
+    data = make_shapes(16, size=16, seed=7, classes=("bright", "stripes"))  # 32 images
+    for i, (img, label) in enumerate(zip(data.images, data.labels)):
+        d = root / data.classes[label]
+        d.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img).save(d / f"{i:02d}.png")
+    return root
+
+
+def _train(args, cwd, env):
+    proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc
+
+
+@pytest.mark.skipif(not torch.distributed.is_available() or shutil.which("torchrun") is None,
+                    reason="torch.distributed / torchrun not available")
+def test_ddp_matches_single_process(tmp_path):
+    data = _folder(tmp_path / "data")
+    common = [str(data), "--model", "lenet5", "--epochs", "2", "--batch-size", "8", "--val-split", "0.25",
+              "--optimizer", "sgd", "--lr", "0.05", "--schedule", "none", "--no-fast", "--quiet",
+              "--cache-dir", str(tmp_path / "cache"), "--seed", "3"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    _train([sys.executable, "-m", "cnnkit", "train", *common, "--out", str(tmp_path / "single")], tmp_path, env)
+    _train(["torchrun", "--standalone", "--nproc_per_node", "2", "-m", "cnnkit", "train", *common,
+            "--out", str(tmp_path / "ddp")], tmp_path, env)
+
+    h1 = json.loads((tmp_path / "single" / "history.json").read_text())
+    h2 = json.loads((tmp_path / "ddp" / "history.json").read_text())
+    assert len(h1) == len(h2) == 2
+    for a, b in zip(h1, h2):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-4, abs=1e-5)
+        assert a["acc"] == pytest.approx(b["acc"], abs=1e-6)
+    w1 = load_file(str(tmp_path / "single" / "last.safetensors"))
+    w2 = load_file(str(tmp_path / "ddp" / "last.safetensors"))
+    for k in w1:
+        assert torch.allclose(w1[k], w2[k], atol=1e-4), k
+    # only rank 0 wrote: one run folder, no numbered twin
+    assert not (tmp_path / "ddp-2").exists()
