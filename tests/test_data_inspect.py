@@ -104,3 +104,19 @@ def test_inspect_command_writes_sample_grid(tmp_path):
                              console=Console(file=open(tmp_path / "log.txt", "w")))
     assert report["totals"] == {"train": 6}
     assert out.stat().st_size > 1000 and Image.open(out).format == "PNG"
+
+
+def test_cli_inspect(tmp_path, capsys):
+    import json
+
+    from cnnkit.cli import main
+
+    root = make_dataset(tmp_path / "d")
+    assert main(["inspect", str(root), "--json", str(tmp_path / "r.json"), "--samples", str(tmp_path / "s.png"),
+                 "-n", "4", "--cache-dir", str(tmp_path / "c")]) == 0
+    out = capsys.readouterr().out
+    assert "cats" in out and "leak.png" in out
+    assert json.loads((tmp_path / "r.json").read_text())["totals"] == {"train": 8, "val": 3}
+    assert (tmp_path / "s.png").stat().st_size > 1000
+    assert main(["inspect", str(tmp_path / "missing")]) == 2
+    assert "error" in capsys.readouterr().err

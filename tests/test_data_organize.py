@@ -116,3 +116,15 @@ def test_errors(tmp_path):
     (tmp_path / "empty").mkdir()
     report = organize(src, tmp_path / "empty", val=0.34)  # an existing empty folder is fine
     assert np.sum([sum(v.values()) for v in report["counts"].values()]) == 6
+
+
+def test_cli_organize(tmp_path, capsys):
+    from cnnkit.cli import main
+
+    src = flat(tmp_path / "src", {"cat": 5, "dog": 5})
+    assert main(["organize", str(src), str(tmp_path / "dst"), "--val", "0.2", "--test", "0.2", "--seed", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "validation" in out and "cat 1" in out and "wrote" in out
+    assert len(list((tmp_path / "dst" / "test" / "dog").iterdir())) == 1
+    assert main(["organize", str(src), str(tmp_path / "dst")]) == 2  # DST not empty: one clear line
+    assert "already exists" in capsys.readouterr().err

@@ -65,14 +65,14 @@ def _size_stats(sizes: list[tuple[int, int]]) -> dict[str, Any]:
     }
 
 
-def _imbalance(counts: dict[str, dict[str, int]], classes: list[str]) -> dict[str, float]:
+def _imbalance(counts: dict[str, dict[str, int]], classes: list[str]) -> dict[str, float | None]:
     out = {}
     for split, per_class in counts.items():
         values = [per_class.get(c, 0) for c in classes]
         if values and min(values) > 0:
             out[split] = round(max(values) / min(values), 3)
         elif values and max(values) > 0:
-            out[split] = float("inf")
+            out[split] = None  # a class is missing: reported as its own warning (JSON has no inf)
     return out
 
 
@@ -80,7 +80,7 @@ def _finish(report: dict[str, Any]) -> dict[str, Any]:
     """Add the human-readable warnings that the numbers imply."""
     warnings = []
     for split, ratio in report["imbalance"].items():
-        if ratio > IMBALANCE_WARN:
+        if ratio is not None and ratio > IMBALANCE_WARN:
             warnings.append(f"{split}: classes are imbalanced (largest/smallest = {ratio:g}); "
                             f"consider class weights or resampling, and judge by per-class metrics")
     for split, per_class in report["counts"].items():
@@ -214,7 +214,8 @@ def render_inspection(report: dict[str, Any], console: Any = None) -> None:
         console.print("pixel modes: " + ", ".join(f"{m} ({n})" for m, n in report["modes"].items()))
     if report["imbalance"]:
         console.print("class imbalance (largest/smallest): " +
-                      ", ".join(f"{s} {r:g}" for s, r in report["imbalance"].items()))
+                      ", ".join(f"{s} {r:g}" if r is not None else f"{s} n/a (a class is missing)"
+                                for s, r in report["imbalance"].items()))
     dup = report["duplicates"]
     console.print(f"exact duplicates: {len(dup['across_splits'])} across splits, {dup['within_split']} within a split")
     for group in dup["across_splits"][:10]:
@@ -232,10 +233,17 @@ def render_inspection(report: dict[str, Any], console: Any = None) -> None:
 
 
 def inspect_command(source: str, samples: str | None = None, n: int = 16, data_dir: str | None = None,
-                    cache_dir: str | None = None, console: Any = None) -> dict[str, Any]:
-    """What ``cnnkit inspect`` does: compute, print, and optionally save a grid of sample images."""
+                    cache_dir: str | None = None, json_out: str | None = None, console: Any = None) -> dict[str, Any]:
+    """What ``cnnkit inspect`` does: compute, print, and optionally save the report as JSON and a
+    grid of sample images."""
     report = inspect_data(source, data_dir, cache_dir)
     render_inspection(report, console)
+    if json_out:
+        import json
+
+        from cnnkit.io import atomic_write_text
+
+        atomic_write_text(json_out, json.dumps(report, indent=1) + "\n")
     if samples:
         from cnnkit.data import load_data
         from cnnkit.visualize.figures import save_figure
