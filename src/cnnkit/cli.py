@@ -217,25 +217,6 @@ def cmd_inspect(a: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_organize(a: argparse.Namespace) -> int:
-    from cnnkit.data.organize import organize
-
-    r = organize(a.src, a.dst, val=a.val, test=a.test, label_from=a.label_from, mode=a.mode, seed=a.seed)
-    for split, counts in r["counts"].items():
-        print(f"{split:<10} " + ", ".join(f"{c} {n}" for c, n in counts.items()))
-    for path, reason in r["skipped"]:
-        print(f"skipped {path}: {reason}")
-    print(f"wrote {r['dst']} ({len(r['classes'])} classes)")
-    return 0
-
-
-def cmd_inspect(a: argparse.Namespace) -> int:
-    from cnnkit.data.inspection import inspect_command
-
-    inspect_command(a.data, samples=a.samples, n=a.n, data_dir=a.data_dir, cache_dir=a.cache_dir, json_out=a.json)
-    return 0
-
-
 def cmd_models(a: argparse.Namespace) -> int:
     from cnnkit.models import MODELS, model_names
 
@@ -408,27 +389,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", help="run folder")
     p.add_argument("data", nargs="?", help="evaluate on this dataset or folder (default: the run's own data)")
     p.set_defaults(func=cmd_report)
-
-    p = sub.add_parser("organize", help="sort a flat folder of labelled file names (cat.1.jpg) into train/validation/<class>/")
-    p.add_argument("src", help="flat folder of images; only read, never changed")
-    p.add_argument("dst", help="new folder to create: DST/{train,validation[,test]}/<class>/")
-    p.add_argument("--val", type=float, default=0.2, help="validation fraction, stratified (default 0.2)")
-    p.add_argument("--test", type=float, default=0.0, help="test fraction (default 0: no test folder)")
-    p.add_argument("--label-from", default="name-prefix",
-                   help="name-prefix (text before the first digit: cat.123.jpg -> cat) or a regex whose "
-                        "group 'label' / first group is the class")
-    p.add_argument("--mode", choices=("copy", "hardlink", "symlink"), default="copy")
-    p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(func=cmd_organize)
-
-    p = sub.add_parser("inspect", help="counts per class and split, sizes, unreadable files, leakage, imbalance")
-    p.add_argument("data", help="dataset name, image folder or archive")
-    p.add_argument("--samples", metavar="PNG", help="also save a grid of sample images with their labels")
-    p.add_argument("-n", type=int, default=16, help="images in the sample grid (default 16)")
-    p.add_argument("--json", metavar="FILE", help="also save the report as JSON")
-    p.add_argument("--data-dir", help="folder holding (or receiving) named datasets")
-    p.add_argument("--cache-dir", help="decode-once image cache (default ~/.cache/cnnkit)")
-    p.set_defaults(func=cmd_inspect)
 
     p = sub.add_parser("organize", help="sort a flat folder of labelled file names (cat.1.jpg) into train/validation/<class>/")
     p.add_argument("src", help="flat folder of images; only read, never changed")
