@@ -212,3 +212,93 @@ def test_unusable_model_files_fail_before_serving(tmp_path):
         create_app(bad)
     assert main(["serve", str(tmp_path / "missing")]) == 2
     assert main(["serve", str(bad), "--max-upload-mb", "0"]) == 2
+
+
+# ------------------------------------------------------------------ Grad-CAM
+
+
+def test_gradcam_returns_a_png_overlay_of_the_upload(client, ckpt, tmp_path):
+    pytest.importorskip("cnnkit.visualize.gradcam")
+    assert client.get("/info").json()["gradcam"] is True
+    data = png_bytes(11, shape=(60, 90, 3))
+    r = client.post("/gradcam", files={"file": ("wide.png", data)})
+    assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+    picture = Image.open(io.BytesIO(r.content))
+    assert picture.size == (90, 60) and picture.mode == "RGB"  # the upload's own shape, not the model's 16x16
+    assert r.headers["x-cnnkit-class"] == expected_top(ckpt, data, tmp_path, k=1)[0][0]
+    assert r.headers["x-cnnkit-method"] == "Grad-CAM"
+    assert np.asarray(picture).std() > 0
+
+    r = client.post("/gradcam?class=owl", files={"file": ("wide.png", data)})
+    assert r.status_code == 200 and r.headers["x-cnnkit-class"] == "owl"
+
+
+def test_gradcam_bad_requests(client, ckpt, tmp_path):
+    pytest.importorskip("cnnkit.visualize.gradcam")
+    r = client.post("/gradcam?class=zebra", files={"file": ("a.png", png_bytes())})
+    assert r.status_code == 422 and "'zebra' is not one of the model's classes" in r.json()["detail"]
+    r = client.post("/gradcam", files={"file": ("a.png", b"no image")})
+    assert r.status_code == 400 and "not an image" in r.json()["detail"]
+    r = client.post("/gradcam", files={"picture": ("a.png", png_bytes())})
+    assert r.status_code == 422 and "'file'" in r.json()["detail"]
+
+    from cnnkit.serve.export import export_model
+
+    onnx_app = TestClient(create_app(export_model(ckpt, "onnx", tmp_path / "m.onnx").path))
+    assert onnx_app.get("/info").json()["gradcam"] is False
+    r = onnx_app.post("/gradcam", files={"file": ("a.png", png_bytes())})
+    assert r.status_code == 501 and "needs a PyTorch checkpoint" in r.json()["detail"]
+    assert_still_serving(client)
+
+
+# ------------------------------------------------------------------ a real server
+
+
+@pytest.fixture(scope="module")
+def live_url(ckpt):
+    """uvicorn on 127.0.0.1 (free port) in a thread, with a 100 kB upload limit."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(ckpt, max_upload_bytes=100_000), host="127.0.0.1",
+                                           port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    end = time.monotonic() + 20
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < end, "uvicorn did not start"
+        time.sleep(0.02)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(10)
+
+
+def test_concurrent_requests_on_a_real_server_agree(live_url, ckpt, tmp_path):
+    import httpx
+    from concurrent.futures import ThreadPoolExecutor
+
+    uploads = [png_bytes(seed) for seed in range(4)]
+    want = [[c for c, _ in expected_top(ckpt, data, tmp_path)] for data in uploads]
+
+    def call(i: int) -> tuple[int, list[str]]:
+        r = httpx.post(f"{live_url}/predict", files={"file": (f"{i}.png", uploads[i % 4])}, timeout=30)
+        return i, [t["class"] for t in r.json()["top"]] if r.status_code == 200 else [str(r.status_code)]
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(call, range(48)))
+    assert all(top == want[i % 4] for i, top in results), results
+
+
+def test_real_server_answers_413_and_keeps_serving(live_url):
+    import httpx
+
+    r = httpx.post(f"{live_url}/predict", files={"file": ("big.png", b"z" * 400_000)}, timeout=30)
+    assert r.status_code == 413 and "upload too large" in r.json()["detail"]
+    r = httpx.post(f"{live_url}/predict", files={"file": ("ok.png", png_bytes(1))}, timeout=30)
+    assert r.status_code == 200

@@ -9,6 +9,9 @@ Endpoints::
     GET  /health    {"status": "ok"}
     GET  /info      model name, backend, classes, input size, channels, mean/std, upload limit
     POST /predict   multipart field ``file`` (+ ``?top_k=``) -> {"top": [{"class", "probability"}], ...}
+    POST /gradcam   multipart field ``file`` (+ ``?class=``, default the predicted one) -> PNG overlay of
+                    the Grad-CAM map (gradient saliency for dense models) on the image; PyTorch
+                    checkpoints only (an ONNX export has no gradients: 501)
 
 Every bad request gets a 4xx with ``{"detail": "<one clear sentence>"}``; nothing a client
 sends can stop the server.  Inference runs in Starlette's thread pool (decoding in parallel,
@@ -17,16 +20,18 @@ the model itself behind a lock), so the event loop keeps answering while a model
 
 from __future__ import annotations
 
+import io
 import threading
 import time
-from importlib import resources
+from importlib import resources, util
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import numpy as np
 from fastapi import FastAPI, File, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -37,6 +42,7 @@ FIELD = "file"  # the multipart field that carries the image
 DEFAULT_MAX_UPLOAD = 10 * 1024 * 1024
 MULTIPART_SLACK = 64 * 1024  # boundaries and part headers around the file in a multipart body
 MAX_TOP_K = 1000
+GRADCAM_SIDE = 384  # longest side of the Grad-CAM overlay picture (the upload, scaled down)
 
 
 def _mib(n: int) -> str:
@@ -88,9 +94,14 @@ class ModelService:
     def __init__(self, predictor: Any, max_upload_bytes: int):
         self.predictor = predictor
         self.max_upload_bytes = max_upload_bytes
-        self._lock = threading.Lock()  # one forward pass at a time: torch/ORT already use every core
+        # One model call at a time: torch/ORT already use every core, and Grad-CAM puts a forward
+        # hook on the shared model that must not see another request's forward pass.
+        self._lock = threading.Lock()
         pre = predictor.preprocess
         self.size, self.channels = tuple(pre.image_size), int(pre.channels)
+        # Grad-CAM needs gradients: a PyTorch model (an ONNX session has none)
+        self.gradcam = (hasattr(predictor, "model") and hasattr(predictor, "inputs")
+                        and util.find_spec("cnnkit.visualize.gradcam") is not None)
 
     def info(self) -> dict:
         pre = self.predictor.preprocess
@@ -105,6 +116,7 @@ class ModelService:
             "std": list(pre.std),
             "max_upload_bytes": self.max_upload_bytes,
             "upload_field": FIELD,
+            "gradcam": self.gradcam,
         }
 
     def decode(self, data: bytes, name: str) -> np.ndarray:
@@ -129,6 +141,55 @@ class ModelService:
             "top": [{"class": c, "probability": p} for c, p in top],
             "time_ms": round((time.perf_counter() - start) * 1000, 3),
         }
+
+
+    def class_index(self, name: str | None) -> int | None:
+        classes = list(self.predictor.preprocess.classes)
+        if name is None or name == "":
+            return None
+        if name in classes:
+            return classes.index(name)
+        raise HTTPException(422, f"class {name!r} is not one of the model's classes: {', '.join(classes)}")
+
+    def gradcam_png(self, data: bytes, name: str, class_name: str | None) -> tuple[bytes, str, str]:
+        """Upload -> (PNG of the class map over the image, explained class, method); in a worker thread."""
+        import torch
+        import torch.nn.functional as F
+        from PIL import Image
+
+        from cnnkit.data.decode import BadImage, probe
+        from cnnkit.visualize.gradcam import class_map, overlay
+
+        target = self.class_index(class_name)
+        image = self.decode(data, name)  # (H, W, C) at the model's size: raises 400 if unusable
+        try:  # the picture shown: the upload itself, scaled down to GRADCAM_SIDE
+            info = probe(io.BytesIO(data))  # type: ignore[arg-type] - open_image takes in-memory files
+            scale = min(1.0, GRADCAM_SIDE / max(info.width, info.height, 1))
+            shown = (max(1, round(info.height * scale)), max(1, round(info.width * scale)))
+        except BadImage:
+            shown = self.size
+        picture = self._decode_rgb(data, name, shown)  # colour even for a greyscale model
+        p = self.predictor
+        xb = torch.from_numpy(np.stack([image])).to(p.device).permute(0, 3, 1, 2)
+        with self._lock:
+            x = p.inputs.normalize(p.inputs.scale(xb))
+            probs = p.probs(np.stack([image]))[0]
+            cls = int(np.argmax(probs)) if target is None else target
+            cam, method = class_map(p.model, x, cls)
+        cam_t = torch.from_numpy(np.ascontiguousarray(cam[0]))[None, None]
+        cam_big = F.interpolate(cam_t, size=shown, mode="bilinear", align_corners=False)[0, 0].numpy()
+        rgb = (overlay(picture, cam_big) * 255).round().astype(np.uint8)
+        buf = io.BytesIO()
+        Image.fromarray(rgb).save(buf, "PNG")
+        return buf.getvalue(), p.preprocess.classes[cls], method
+
+    def _decode_rgb(self, data: bytes, name: str, size: tuple[int, int]) -> np.ndarray:
+        from cnnkit.data.decode import BadImage, decode_bytes
+
+        try:
+            return decode_bytes(data, size, 3)
+        except BadImage as exc:
+            raise HTTPException(400, f"{name}: {exc}") from None
 
 
 def _load(model: Any, device: str) -> Any:
@@ -208,6 +269,20 @@ def create_app(model: Any, max_upload_bytes: int = DEFAULT_MAX_UPLOAD, device: s
                       top_k: int = Query(3, ge=1, le=MAX_TOP_K, description="how many classes to return")) -> dict:
         data, filename = await _upload_bytes(request, file, service.max_upload_bytes)
         return await run_in_threadpool(service.predict, data, filename, top_k)
+
+    @app.post("/gradcam", response_class=Response,
+              responses={200: {"content": {"image/png": {}}, "description": "the class map over the image"}})
+    async def gradcam(request: Request, file: UploadFile | None = File(None, description="the image"),
+                      class_name: str | None = Query(None, alias="class",
+                                                     description="class to explain (default: the predicted one)")
+                      ) -> Response:
+        if not service.gradcam:
+            raise HTTPException(501, "Grad-CAM needs a PyTorch checkpoint: this server runs "
+                                     f"{getattr(service.predictor, 'backend', 'a model')} without gradients")
+        data, filename = await _upload_bytes(request, file, service.max_upload_bytes)
+        png, cls, method = await run_in_threadpool(service.gradcam_png, data, filename, class_name)
+        # headers are latin-1: percent-encode class names such as 'café' or '猫'
+        return Response(png, media_type="image/png", headers={"X-Cnnkit-Class": quote(cls), "X-Cnnkit-Method": method})
 
     return app
 
