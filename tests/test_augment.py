@@ -44,6 +44,14 @@ def params(n: int = 1, **kw: float) -> AugmentParams:
 # ------------------------------------------------------------------ geometry
 
 
+def test_grid_equals_torch_affine_grid():
+    from cnnkit.augment.geometry import affine_grid
+
+    theta = torch.randn(5, 2, 3)
+    ref = torch.nn.functional.affine_grid(theta, [5, 3, 7, 11], align_corners=False)
+    torch.testing.assert_close(affine_grid(theta, (7, 11)), ref, atol=1e-6, rtol=0)
+
+
 def test_identity_params_leave_image_exactly_unchanged():
     x = torch.rand(2, 3, 17, 23)
     out = apply_params(x, AugmentParams.identity(2), GEOM)
