@@ -1,0 +1,117 @@
+"""``cnnkit explain``: files and checkpoints in, one matplotlib Figure out (the CLI saves it).
+
+The computations live in :mod:`cnnkit.visualize` (sobel, filters, gradcam, mostwrong); this
+module only reads images and checkpoints and passes the arrays between them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+
+from cnnkit.errors import ConfigError, DataError
+from cnnkit.serve.predict import Predictor, read_image
+
+
+def read_full_image(path: str | Path, max_side: int = 1024) -> np.ndarray:
+    """An image file at its own size (longest side capped at ``max_side``) as uint8 (H,W,3)."""
+    from cnnkit.data.decode import BadImage, probe
+
+    try:
+        info = probe(str(path))
+    except BadImage as exc:
+        raise DataError(f"{path}: {exc}") from None
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such image file") from None
+    scale = min(1.0, max_side / max(info.width, info.height, 1))
+    size = (max(1, round(info.height * scale)), max(1, round(info.width * scale)))
+    return read_image(path, size, 3)
+
+
+def model_input(predictor: Predictor, image: np.ndarray) -> torch.Tensor:
+    """uint8 (H,W,C) at the checkpoint's size -> normalised float (1,C,H,W), as the model was trained."""
+    xb = torch.from_numpy(np.array(image, np.uint8))[None].permute(0, 3, 1, 2).to(predictor.device)  # a copy: decoded arrays may be read-only
+    return predictor.inputs.normalize(predictor.inputs.scale(xb))
+
+
+def class_index(classes: tuple[str, ...] | list[str], name: str | None) -> int | None:
+    """A class name (or its index as text) -> index; None stays None (= the predicted class)."""
+    if name is None:
+        return None
+    if name in classes:
+        return list(classes).index(name)
+    if name.isdigit() and int(name) < len(classes):
+        return int(name)
+    raise ConfigError(f"class {name!r} is not one of the model's classes: {list(classes)}")
+
+
+def sobel_figure(image: str | Path | None = None) -> Figure:
+    """Sobel dx, dy and magnitude of an image file (default: scikit-image's cat photo)."""
+    from cnnkit.visualize.sobel import default_image, plot_sobel
+
+    if image is None:
+        return plot_sobel(default_image(), title="")
+    return plot_sobel(read_full_image(image))
+
+
+def filters_figure(checkpoint: str | Path) -> Figure:
+    """First-layer filters of a checkpoint."""
+    from cnnkit.visualize.filters import filter_weights, first_conv, plot_filters
+
+    pred = Predictor(checkpoint)
+    name, _ = first_conv(pred.model)
+    weights = filter_weights(pred.model)
+    o, i, kh, kw = weights.shape
+    title = (f"{pred.preprocess.model or 'model'}: first-layer filters\n"
+             f"layer {name}: {o} filters of {i}×{kh}×{kw}{' (each scaled to its min..max)' if i == 3 else ''}")
+    return plot_filters(weights, title=title)
+
+
+def features_figure(checkpoint: str | Path, image: str | Path, layer: str) -> Figure:
+    """Feature maps of layer ``layer`` (dotted name) for one image file."""
+    from cnnkit.visualize.filters import feature_maps, plot_feature_maps
+
+    pred = Predictor(checkpoint)
+    img = np.array(pred.read(image))  # writable: decoded arrays may be read-only
+    maps = feature_maps(pred.model, model_input(pred, img), layer)
+    return plot_feature_maps(maps, image=img, layer=layer)
+
+
+def gradcam_figure(checkpoint: str | Path, image: str | Path, class_name: str | None = None) -> Figure:
+    """Grad-CAM (gradient saliency for dense models) of the predicted or the named class."""
+    from cnnkit.visualize.gradcam import class_map, plot_gradcam
+
+    pred = Predictor(checkpoint)
+    img = np.array(pred.read(image))  # writable: decoded arrays may be read-only
+    x = model_input(pred, img)
+    probs = pred.probs(img[None])[0]
+    target = class_index(pred.classes, class_name)
+    shown = int(probs.argmax()) if target is None else target
+    cam, method = class_map(pred.model, x[0], shown)  # (C,H,W) in -> (H,W) out
+    top = int(probs.argmax())
+    which = "predicted class" if target is None else "chosen class"
+    title = (f"{method} for {which} {pred.classes[shown]!r} (p={probs[shown]:.3f}); "
+             f"prediction {pred.classes[top]!r} p={probs[top]:.3f} - {Path(image).name}")
+    return plot_gradcam(img, cam, title=title, method=method)
+
+
+def most_wrong_figure(checkpoint: str | Path, data: str | None = None, n: int = 16, split: str = "auto",
+                      data_dir: str | None = None) -> Figure:
+    """The ``n`` highest-loss images of the checkpoint's evaluation on ``data`` (default: its own data)."""
+    from cnnkit.evaluate.evaluate import evaluate
+    from cnnkit.train.checkpoint import load_checkpoint
+    from cnnkit.visualize.mostwrong import most_wrong, plot_most_wrong
+
+    if data is None:
+        run_cfg = load_checkpoint(checkpoint).run_config
+        if run_cfg is None:
+            raise ConfigError(f"{checkpoint}: name the data to look at (the checkpoint does not record it)")
+        data = run_cfg.data.source
+    metrics, probs, imageset = evaluate(checkpoint, data, split=split, data_dir=data_dir)
+    result = most_wrong(probs, imageset.labels, n)
+    title = (f"{len(result['index'])} most-wrong of {metrics['n']} {metrics['split']} images of {Path(data).name}\n"
+             f"(accuracy {metrics['accuracy']:.4f}; highest loss first; p of the predicted class)")
+    return plot_most_wrong(imageset, result, title=title)
