@@ -24,8 +24,10 @@ class ImageInputs:
     """uint8 batches -> model inputs: scale to [0,1] (before augmenting), then normalise."""
 
     def __init__(self, mean: Sequence[float], std: Sequence[float], device: torch.device, channels_last: bool):
-        self.mean = torch.tensor(mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
-        self.std = torch.tensor(std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+        # (x - mean) / std as one fused x * scale + shift (a single pass, a single new tensor)
+        std_t = torch.tensor(std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+        self.scale_ = 1.0 / std_t
+        self.shift = -torch.tensor(mean, dtype=torch.float32, device=device).view(1, -1, 1, 1) / std_t
         self.channels_last = channels_last
 
     def scale(self, xb: torch.Tensor) -> torch.Tensor:
@@ -34,7 +36,7 @@ class ImageInputs:
         return x.contiguous(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.mean) / self.std
+        return torch.addcmul(self.shift, x, self.scale_)
 
 
 @dataclass
