@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from cnnkit.augment.photometric import box_mask
+from cnnkit.augment.photometric import box_bounds, box_mask
 
 
 def _beta(a: float, gen: torch.Generator) -> float:
@@ -36,9 +36,10 @@ def mix_batch(x: torch.Tensor, y: torch.Tensor, num_classes: int, mixup: float, 
         centre = torch.rand(2, generator=gen, device=gen.device).cpu()
         side = math.sqrt(1.0 - lam)
         one = torch.ones(1)
-        mask = box_mask(centre[0:1], centre[1:2], side * one, side * one, (h, w), x.device)
-        x = torch.where(mask, partner, x)
-        lam = 1.0 - float(mask.sum()) / (h * w)
+        bounds = box_bounds(centre[0:1], centre[1:2], side * one, side * one, (h, w))
+        x = torch.where(box_mask(bounds, (h, w), x.device), partner, x)
+        x0, y0, x1, y1 = bounds[0].tolist()
+        lam = 1.0 - (x1 - x0) * (y1 - y0) / (h * w)  # from the CPU bounds: no device sync
     else:
         x = lam * x + (1.0 - lam) * partner
     onehot = F.one_hot(y, num_classes).float()

@@ -32,24 +32,30 @@ def brightness_contrast(x: torch.Tensor, p: AugmentParams, brightness: bool, con
     return x
 
 
-def box_mask(cx: torch.Tensor, cy: torch.Tensor, bw: torch.Tensor, bh: torch.Tensor,
-             size: tuple[int, int], device: torch.device) -> torch.Tensor:
-    """(N,1,H,W) bool masks of boxes; centres (cx, cy) and sizes (bw, bh) are fractions of W/H.
+def box_bounds(cx: torch.Tensor, cy: torch.Tensor, bw: torch.Tensor, bh: torch.Tensor,
+               size: tuple[int, int]) -> torch.Tensor:
+    """(N, 4) int64 pixel bounds [x0, y0, x1, y1) (clipped to the image) of boxes whose centres
+    (cx, cy) and sizes (bw, bh) are fractions of W/H; computed on the CPU (tiny).
 
     The centre may sit anywhere in the image, so a box can be cut off by the edge (as in
-    DeVries & Taylor's cutout).  Integer pixel bounds: [round(c*S - b*S/2), that + round(b*S)).
+    DeVries & Taylor's cutout).
     """
     h, w = size
     x0 = torch.round(cx * w - bw * w / 2).long()
     y0 = torch.round(cy * h - bh * h / 2).long()
     x1 = x0 + torch.round(bw * w).long()
     y1 = y0 + torch.round(bh * h).long()
-    cols = torch.arange(w).view(1, 1, w)
-    rows = torch.arange(h).view(1, h, 1)
-    inside = (
-        (cols >= x0.view(-1, 1, 1)) & (cols < x1.view(-1, 1, 1)) & (rows >= y0.view(-1, 1, 1)) & (rows < y1.view(-1, 1, 1))
-    )
-    return inside.unsqueeze(1).to(device)
+    return torch.stack([x0.clamp(0, w), y0.clamp(0, h), x1.clamp(0, w), y1.clamp(0, h)], dim=1)
+
+
+def box_mask(bounds: torch.Tensor, size: tuple[int, int], device: torch.device) -> torch.Tensor:
+    """(N,1,H,W) bool masks of the boxes ``box_bounds`` returned, built directly on ``device``."""
+    h, w = size
+    b = bounds.to(device).view(-1, 4, 1, 1)
+    cols = torch.arange(w, device=device).view(1, 1, w)
+    rows = torch.arange(h, device=device).view(1, h, 1)
+    inside = (cols >= b[:, 0]) & (cols < b[:, 2]) & (rows >= b[:, 1]) & (rows < b[:, 3])
+    return inside.unsqueeze(1)
 
 
 def cutout(x: torch.Tensor, p: AugmentParams) -> torch.Tensor:
@@ -59,6 +65,6 @@ def cutout(x: torch.Tensor, p: AugmentParams) -> torch.Tensor:
     zeroed normalised pixels, without needing dataset statistics here.
     """
     n, _, h, w = x.shape
-    mask = box_mask(p.cut_x, p.cut_y, p.cut_w, p.cut_h, (h, w), x.device)
+    mask = box_mask(box_bounds(p.cut_x, p.cut_y, p.cut_w, p.cut_h, (h, w)), (h, w), x.device)
     fill = x.mean((-2, -1), keepdim=True)
     return torch.where(mask, fill, x)
