@@ -257,8 +257,8 @@ def test_keeps_shape_dtype_layout_and_labels():
     assert out.is_contiguous(memory_format=torch.channels_last)
     assert target is y
     assert float(out.min()) >= 0.0 and float(out.max()) <= 1.0
-    x64 = torch.rand(2, 1, 8, 8, dtype=torch.float64)
-    assert aug(x64, y[:2], torch.Generator())[0].dtype == torch.float64
+    for dtype in (torch.float64, torch.bfloat16):
+        assert aug(torch.rand(2, 1, 8, 8, dtype=dtype), y[:2], torch.Generator())[0].dtype == dtype
     with pytest.raises(TypeError):
         aug(torch.zeros(2, 1, 8, 8, dtype=torch.uint8), y[:2], torch.Generator())
 
