@@ -180,3 +180,34 @@ def save_json(obj: Any, path: str | Path) -> None:
 
 def load_run_config(path: str | Path) -> RunConfig:
     return from_dict(RunConfig, json.loads(Path(path).read_text()))
+
+
+_SECTIONS = {"data": DataConfig, "model": ModelConfig, "optim": OptimConfig, "train": TrainConfig, "augment": AugmentConfig}
+# flat names that differ from the field name, or that would be ambiguous
+_ALIASES = {"data": ("data", "source"), "model": ("model", "name"), "optimizer": ("optim", "name"),
+            "augment": ("augment", "preset")}
+
+
+def make_config(base: RunConfig | None = None, **flat: Any) -> RunConfig:
+    """A RunConfig from flat keyword names, for the Python API::
+
+        make_config(data="mnist-mini", model="lenet5", epochs=5, optimizer="sgd", lr=0.01, augment="light")
+
+    Each name is a field of one section (``image_size`` -> data, ``epochs`` -> train, ...);
+    ``seed`` sets both the data split seed and the training seed.
+    """
+    base = base or RunConfig()
+    changes: dict[str, dict[str, Any]] = {name: {} for name in _SECTIONS}
+    for key, value in flat.items():
+        if key in _ALIASES:
+            section, fname = _ALIASES[key]
+            changes[section][fname] = value
+            continue
+        owners = [name for name, cls in _SECTIONS.items() if key in {f.name for f in fields(cls)}]
+        if not owners:
+            from cnnkit.errors import ConfigError
+
+            raise ConfigError(f"unknown setting {key!r}")
+        for owner in owners:  # 'seed' lives in data and train: set both
+            changes[owner][key] = tuple(value) if isinstance(value, list) else value
+    return RunConfig(**{name: dataclasses.replace(getattr(base, name), **changes[name]) for name in _SECTIONS})
