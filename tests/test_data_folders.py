@@ -185,6 +185,10 @@ def test_bad_fractions_are_config_errors(tmp_path):
         load_data(cfg(root, tmp_path, val_split=0.6, test_split=0.5))
     with pytest.raises(ConfigError):
         load_data(cfg(root, tmp_path, val_split=-0.1))
+    with pytest.raises(ConfigError, match="channels"):
+        load_data(cfg(root, tmp_path, channels=4))
+    with pytest.raises(ConfigError, match="image_size"):
+        load_data(cfg(root, tmp_path, image_size=(0, 10)))
 
 
 def test_zip_archive_source_is_extracted_once(tmp_path):

@@ -26,6 +26,11 @@ log = logging.getLogger("cnnkit.data")
 
 
 def check_fractions(cfg: DataConfig) -> None:
+    """Split fractions, size and channels a loader can honour; ConfigError naming the setting otherwise."""
+    if cfg.channels not in (None, 1, 3):
+        raise ConfigError(f"data.channels={cfg.channels}: use 1 (grey) or 3 (RGB)")
+    if cfg.image_size is not None and (len(cfg.image_size) != 2 or min(cfg.image_size) < 1):
+        raise ConfigError(f"data.image_size={cfg.image_size}: give (height, width), both at least 1")
     for name in ("val_split", "test_split"):
         f = getattr(cfg, name)
         if not 0.0 <= f < 1.0:
@@ -81,6 +86,7 @@ def _split_set(dec: Decoded, split: str) -> ImageSet | None:
 
 def load_listing(listing: FileListing, cfg: DataConfig) -> DataSplits:
     """Decode (or map from the cache) a listing and arrange it into train/val/test."""
+    check_fractions(cfg)
     check_listing(listing, cfg.strict)
     dec = decoded(listing, cfg.image_size, cfg.channels, cfg.cache_dir, cfg.strict)
     train = _split_set(dec, "train")
