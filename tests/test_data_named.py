@@ -183,3 +183,28 @@ def test_shared_idx_datasets(name, first_labels):
     split = load_data(DataConfig(source=name, data_dir=str(SHARED), val_split=0.1, seed=1))
     assert len(split.train) + len(split.val) == 60000 and abs(len(split.val) - 6000) <= 5
     assert np.bincount(split.val.labels).tolist() == [round(0.1 * n) for n in np.bincount(s.train.labels)]
+
+
+@pytest.mark.slow  # decodes 3,000 real JPEGs (~10 s on 2 cores), then reads them back from the cache
+def test_shared_cats_vs_dogs(tmp_path):
+    if not (SHARED / "cats_and_dogs_filtered.zip").exists():
+        pytest.skip("shared cats_and_dogs_filtered.zip not present")
+    c = DataConfig(source="cats-vs-dogs", data_dir=str(SHARED), cache_dir=str(tmp_path), image_size=(150, 150))
+    s = load_data(c)
+    assert s.classes == ("cats", "dogs") and s.skipped == []
+    assert s.train.images.shape == (2000, 150, 150, 3) and s.val.images.shape == (1000, 150, 150, 3)
+    assert np.bincount(s.val.labels).tolist() == [500, 500]
+    again = load_data(c)
+    assert isinstance(again.train.images, np.memmap)
+    np.testing.assert_array_equal(again.val.images[::97], s.val.images[::97])
+
+
+@pytest.mark.slow  # extracts and decodes 60,000 JPEGs once (~45 s on 2 cores)
+def test_shared_cifar10_jpeg(tmp_path):
+    if not (SHARED / "cifar10-jpeg.zip").exists():
+        pytest.skip("shared cifar10-jpeg.zip not present")
+    s = load_data(DataConfig(source="cifar10", data_dir=str(SHARED), cache_dir=str(tmp_path), val_split=0.1))
+    assert s.classes == tuple(CIFAR_CLASSES)
+    assert (len(s.train), len(s.val), len(s.test)) == (45000, 5000, 10000)
+    assert s.train.images.shape[1:] == (32, 32, 3)
+    assert np.bincount(s.test.labels).tolist() == [1000] * 10
