@@ -8,7 +8,6 @@ import hashlib
 import http.server
 import threading
 import zipfile
-from pathlib import Path
 
 import numpy as np
 import pytest
