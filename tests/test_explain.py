@@ -86,18 +86,34 @@ def lenet(channels: int = 1, size: int = 28, classes: int = 10) -> CNNKitModel:
     return build_model(ModelConfig(name="lenet5", num_classes=classes, in_channels=channels, image_size=(size, size)))
 
 
+def tiles_of(picture: np.ndarray, n: int, cols: int, h: int, w: int, pad: int = 1) -> list[np.ndarray]:
+    """Cut a mosaic back into its tiles (the inverse of cnnkit.visualize.filters.mosaic)."""
+    return [picture[(k // cols) * (h + pad):(k // cols) * (h + pad) + h, (k % cols) * (w + pad):(k % cols) * (w + pad) + w]
+            for k in range(n)]
+
+
 def test_filters_grid_has_one_tile_per_filter():
     model = lenet()
     w = filter_weights(model)
     assert w.shape == (6, 1, 5, 5)
     np.testing.assert_array_equal(w, model.features[0].weight.detach().numpy())
-    assert len(image_axes(plot_filters(w))) == 6
+    fig = plot_filters(w)
+    picture = image_axes(fig)[0].images[0].get_array().filled(np.nan)  # (2*6-1, 3*6-1): 2 rows of 3
+    assert picture.shape == (11, 17)
+    for k, tile in enumerate(tiles_of(picture, 6, 3, 5, 5)):
+        np.testing.assert_array_equal(tile, w[k, 0])  # filter k, raw weights, in its cell
+    assert np.isnan(picture).sum() == picture.size - 6 * 25  # nothing else but the gaps
+    assert len(fig.axes) == 2  # the grid and its colour bar
+
     rgb = build_model(ModelConfig(name="cifar-cnn", num_classes=10, in_channels=3, image_size=(16, 16)))
     w3 = filter_weights(rgb)
     assert w3.shape == (32, 3, 3, 3)
-    fig = plot_filters(w3)
-    assert len(image_axes(fig)) == 32
-    assert image_axes(fig)[0].images[0].get_array().shape == (3, 3, 3)  # drawn as colour
+    picture = image_axes(plot_filters(w3))[0].images[0].get_array()
+    assert picture.shape == (6 * 4 - 1, 6 * 4 - 1, 3)  # 32 colour tiles, 6 a row (the last row has 2)
+    tiles = tiles_of(np.asarray(picture), 32, 6, 3, 3)
+    for k in (0, 31):
+        f = w3[k].transpose(1, 2, 0)
+        np.testing.assert_allclose(tiles[k], (f - f.min()) / (f.max() - f.min()), atol=1e-6)
 
 
 def test_filters_of_dense_model_is_a_clear_error():
@@ -118,7 +134,11 @@ def test_feature_maps_have_the_layer_shape_and_values():
     assert maps.min() < 0
     assert feature_maps(model, x, "features.3").shape == (16, 10, 10)
     assert feature_maps(model, x[0], "features.5").shape == (16, 5, 5)  # (C,H,W) input works too
-    assert len(image_axes(plot_feature_maps(maps, image=np.zeros((28, 28, 1), np.uint8), layer="features.0"))) == 7
+    fig = plot_feature_maps(maps, image=np.zeros((28, 28, 1), np.uint8), layer="features.0")
+    assert len(image_axes(fig)) == 2  # input, then all channels in one grid
+    picture = image_axes(fig)[1].images[0].get_array().filled(np.nan)
+    for c, tile in enumerate(tiles_of(picture, 6, 3, 28, 28)):
+        np.testing.assert_array_equal(tile, maps[c])
 
 
 def test_feature_maps_errors_name_the_layers():

@@ -31,8 +31,39 @@ def filter_weights(model: nn.Module) -> np.ndarray:
     return conv.weight.detach().float().cpu().numpy()
 
 
+def mosaic(tiles: np.ndarray, cols: int, pad: int = 1, fill: float = np.nan) -> np.ndarray:
+    """(N,h,w) or (N,h,w,C) tiles -> one float32 image, tile k at grid row k // cols, column k % cols.
+
+    Tiles are separated by ``pad`` pixels of ``fill`` (NaN is drawn transparent).  One image in one
+    axes draws in milliseconds; 64 separate axes take seconds to lay out.
+    """
+    tiles = np.asarray(tiles, np.float32)
+    n, h, w = tiles.shape[:3]
+    rows = max(1, math.ceil(n / cols))
+    out = np.full((rows * (h + pad) - pad, cols * (w + pad) - pad, *tiles.shape[3:]), fill, np.float32)
+    for k in range(n):
+        r, c = divmod(k, cols)
+        out[r * (h + pad): r * (h + pad) + h, c * (w + pad): c * (w + pad) + w] = tiles[k]
+    return out
+
+
+def grid_columns(n: int) -> int:
+    return min(8, max(1, math.ceil(math.sqrt(n))))
+
+
+def _label_grid(ax, n: int, cols: int, h: int, w: int, pad: int, what: str) -> None:
+    """Tick labels that number the tiles: the tile at row label R and column label +C is number R + C."""
+    rows = max(1, math.ceil(n / cols))
+    ax.set_xticks([c * (w + pad) + (w - 1) / 2 for c in range(min(cols, n))], labels=[f"+{c}" for c in range(min(cols, n))])
+    ax.set_yticks([r * (h + pad) + (h - 1) / 2 for r in range(rows)], labels=[str(r * cols) for r in range(rows)])
+    ax.tick_params(length=0, labelsize=8)
+    ax.set_xlabel(f"{what} number = row label + column label", fontsize=8)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+
+
 def plot_filters(weights: np.ndarray, title: str = "") -> Figure:
-    """One tile per filter of ``weights`` (O, I, kh, kw).
+    """One tile per filter of ``weights`` (O, I, kh, kw), numbered row + column.
 
     RGB filters (I == 3) are drawn as colour images, each scaled to its own min..max (as in the
     Keras "visualizing what convnets learn" tutorial).  Other filters show the raw weights (mean
@@ -40,30 +71,25 @@ def plot_filters(weights: np.ndarray, title: str = "") -> Figure:
     red = positive weight, blue = negative.
     """
     w = np.asarray(weights, np.float32)
-    o, i = w.shape[:2]
-    cols = min(8, max(1, math.ceil(math.sqrt(o))))
+    o, i, kh, kw = w.shape
+    cols = grid_columns(o)
     rows = math.ceil(o / cols)
-    fig = new_figure(max(5.0, 1.1 * cols + (1.0 if i != 3 else 0.2)), 1.2 * rows + 0.8)
-    axes = fig.subplots(rows, cols, squeeze=False)
     rgb = i == 3
-    lim = float(max(np.abs(w).max(), 1e-8))
-    im = None
-    for k, ax in enumerate(axes.flat):
-        ax.set_axis_off()
-        if k >= o:
-            continue
-        if rgb:
-            tile = w[k].transpose(1, 2, 0)  # (kh,kw,3)
-            lo, hi = tile.min(), tile.max()
-            ax.imshow((tile - lo) / max(hi - lo, 1e-8), interpolation="nearest")
-        else:
-            im = ax.imshow(w[k].mean(axis=0), cmap="RdBu_r", vmin=-lim, vmax=lim, interpolation="nearest")
-        ax.set_title(f"#{k}", fontsize=8)
-    if im is not None:
-        fig.colorbar(im, ax=axes, shrink=0.8, label="weight")
-    scale = "each filter scaled to its min..max" if rgb else "shared scale"
+    fig = new_figure(max(4.5, 0.75 * cols + 1.8), max(2.5, 0.75 * rows * kh / kw + 1.3))
+    ax = fig.add_subplot()
+    if rgb:
+        tiles = w.transpose(0, 2, 3, 1)  # (O,kh,kw,3)
+        lo = tiles.min(axis=(1, 2, 3), keepdims=True)
+        hi = tiles.max(axis=(1, 2, 3), keepdims=True)
+        ax.imshow(mosaic((tiles - lo) / np.maximum(hi - lo, 1e-8), cols, fill=1.0), interpolation="nearest")
+    else:
+        lim = float(max(np.abs(w).max(), 1e-8))
+        im = ax.imshow(mosaic(w.mean(axis=1), cols), cmap="RdBu_r", vmin=-lim, vmax=lim, interpolation="nearest")
+        fig.colorbar(im, ax=ax, shrink=0.8, label="weight")
+    _label_grid(ax, o, cols, kh, kw, 1, "filter")
+    scale = "each filter scaled to its min..max" if rgb else "red +, blue -, shared scale"
     fig.suptitle(title or f"first-layer filters\n{o} filters, {i} input channel{'s' * (i > 1)}, "
-                 f"{w.shape[2]}×{w.shape[3]} ({scale})", fontsize=10)
+                 f"{kh}×{kw} ({scale})", fontsize=10)
     return fig
 
 
@@ -111,7 +137,7 @@ def feature_maps(model: nn.Module, x: torch.Tensor, layer: str) -> np.ndarray:
 
 
 def plot_feature_maps(maps: np.ndarray, image: np.ndarray | None = None, layer: str = "", max_maps: int = 64) -> Figure:
-    """Grid of the first ``max_maps`` channels of ``maps`` (C,H,W), optionally after the input image.
+    """The first ``max_maps`` channels of ``maps`` (C,H,W) as numbered tiles, optionally beside the input.
 
     All channels share one colour scale (one colour bar), so a channel that stays dark really
     responds weakly - with ReLU often exactly zero (a "dead" filter for this input).
@@ -121,27 +147,26 @@ def plot_feature_maps(maps: np.ndarray, image: np.ndarray | None = None, layer: 
         raise ConfigError(f"layer {layer!r} outputs shape {tuple(maps.shape)}, not a (channels, H, W) feature map; "
                           "choose a convolution, activation or pooling layer")
     shown = maps[:max_maps]
-    n = len(shown) + (image is not None)
-    cols = min(8, max(1, math.ceil(math.sqrt(n))))
+    n, h, w = shown.shape
+    cols = grid_columns(n)
     rows = math.ceil(n / cols)
-    fig = new_figure(1.5 * cols + 1.0, 1.55 * rows + 0.6)
-    axes = fig.subplots(rows, cols, squeeze=False)
-    for ax in axes.flat:
-        ax.set_axis_off()
-    flat = list(axes.flat)
+    grid_w = max(3.0, 0.9 * cols)
+    grid_h = max(2.2, grid_w * rows * h / (cols * w))
     if image is not None:
+        fig = new_figure(grid_w + 3.2, grid_h + 0.9)
+        ax_img, ax = fig.subplots(1, 2, width_ratios=[2.0, grid_w])
         img = np.asarray(image)
-        flat[0].imshow(img[..., 0] if img.ndim == 3 and img.shape[2] == 1 else img,
-                       cmap="gray" if img.ndim == 2 or img.shape[2] == 1 else None)
-        flat[0].set_title("input", fontsize=8)
-        flat = flat[1:]
+        grey = img.ndim == 2 or img.shape[2] == 1
+        ax_img.imshow(img.reshape(img.shape[:2]) if grey else img, cmap="gray" if grey else None)
+        ax_img.set_title("input", fontsize=9)
+        ax_img.set_axis_off()
+    else:
+        fig = new_figure(grid_w + 1.2, grid_h + 0.9)
+        ax = fig.add_subplot()
     vmin, vmax = float(shown.min()), float(shown.max())
-    im = None
-    for c, (ax, fmap) in enumerate(zip(flat, shown)):
-        im = ax.imshow(fmap, cmap="viridis", vmin=vmin, vmax=max(vmax, vmin + 1e-8))
-        ax.set_title(f"ch {c}", fontsize=8)
-    if im is not None:
-        fig.colorbar(im, ax=axes, shrink=0.8, label="activation")
-    more = f", first {len(shown)} shown" if len(maps) > len(shown) else ""
-    fig.suptitle(f"feature maps of layer {layer or '?'}: {maps.shape[0]} channels × {maps.shape[1]}×{maps.shape[2]}{more}")
+    im = ax.imshow(mosaic(shown, cols), cmap="viridis", vmin=vmin, vmax=max(vmax, vmin + 1e-8), interpolation="nearest")
+    fig.colorbar(im, ax=ax, shrink=0.8, label="activation")
+    _label_grid(ax, n, cols, h, w, 1, "channel")
+    more = f", first {n} shown" if len(maps) > n else ""
+    fig.suptitle(f"feature maps of layer {layer or '?'}\n{maps.shape[0]} channels of {h}×{w}{more}", fontsize=10)
     return fig
