@@ -127,13 +127,18 @@ class Page:
         return res["result"].get("value")
 
     def wait_for(self, expression: str, timeout: float = 15) -> Any:
+        """Poll until ``expression`` is truthy; errors count as 'not yet' (the page may still be loading)."""
         end = time.monotonic() + timeout
+        last_error: Exception | None = None
         while time.monotonic() < end:
-            value = self.js(expression)
+            try:
+                value = self.js(expression)
+            except RuntimeError as exc:
+                last_error, value = exc, None
             if value:
                 return value
             time.sleep(0.05)
-        raise TimeoutError(f"page never satisfied {expression!r}")
+        raise TimeoutError(f"page never satisfied {expression!r} (last error: {last_error})")
 
     def upload(self, selector: str, path: Path) -> None:
         """Choose ``path`` in the file input, as a person would: the page gets its 'change' event."""
@@ -214,8 +219,10 @@ def test_upload_on_the_page_shows_the_predicted_class(server, browser, tmp_path)
     if browser.js("!document.getElementById('gradcam-option').hidden"):
         browser.js("document.getElementById('gradcam').click()")
         size = browser.wait_for("(() => { const c = document.getElementById('cam');"
-                                " return !c.hidden && c.complete && c.naturalWidth ? [c.naturalWidth, c.naturalHeight] : null; })()")
-        assert size == [64, 48]
+                                " return !document.getElementById('cam-figure').hidden && c.complete && c.naturalWidth"
+                                " ? [c.naturalWidth, c.naturalHeight] : null; })()")
+        assert size == [64, 48]  # the upload's own shape
+        assert expected[0][0] in browser.js("document.getElementById('cam-caption').textContent")
     browser.screenshot(tmp_path / "page.png")
     assert (tmp_path / "page.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

@@ -14,12 +14,15 @@ Endpoints::
                     checkpoints only (an ONNX export has no gradients: 501)
 
 Every bad request gets a 4xx with ``{"detail": "<one clear sentence>"}``; nothing a client
-sends can stop the server.  Inference runs in Starlette's thread pool (decoding in parallel,
-the model itself behind a lock), so the event loop keeps answering while a model works.
+sends can stop the server.  Decoding and inference run in Starlette's thread pool, so the
+event loop keeps answering while a model works.  Concurrent predictions share the model
+(an eval-mode forward pass under ``no_grad`` changes no state, and an ONNX Runtime session
+is thread-safe); Grad-CAM hooks a model, so it runs on its own copy, one request at a time.
 """
 
 from __future__ import annotations
 
+import copy
 import io
 import threading
 import time
@@ -89,14 +92,15 @@ class BodyLimit:
 
 
 class ModelService:
-    """The loaded model plus what the endpoints need: decode, predict under a lock, describe."""
+    """The loaded model plus what the endpoints need: decode, predict, explain, describe."""
 
     def __init__(self, predictor: Any, max_upload_bytes: int):
         self.predictor = predictor
         self.max_upload_bytes = max_upload_bytes
-        # One model call at a time: torch/ORT already use every core, and Grad-CAM puts a forward
-        # hook on the shared model that must not see another request's forward pass.
-        self._lock = threading.Lock()
+        # Grad-CAM puts a forward hook on the model it explains; a hook on the shared model would
+        # also see concurrent /predict passes, so it gets a private copy (made on first use).
+        self._explain_lock = threading.Lock()
+        self._explain_model: Any = None
         pre = predictor.preprocess
         self.size, self.channels = tuple(pre.image_size), int(pre.channels)
         # Grad-CAM needs gradients: a PyTorch model (an ONNX session has none)
@@ -129,11 +133,10 @@ class ModelService:
             raise HTTPException(400, f"{name}: {exc}") from None
 
     def predict(self, data: bytes, name: str, top_k: int) -> dict:
-        """Runs in a worker thread: decode without the lock (Pillow releases the GIL), infer with it."""
+        """Runs in a worker thread; Pillow, torch and ONNX Runtime release the GIL while they work."""
         start = time.perf_counter()
         batch = np.stack([self.decode(data, name)])  # (1, H, W, C); a writable copy (Pillow's array is read-only)
-        with self._lock:
-            probs = self.predictor.probs(batch)
+        probs = self.predictor.probs(batch)
         top = self.predictor.top_k(probs, top_k)[0]
         return {
             "filename": name,
@@ -141,7 +144,6 @@ class ModelService:
             "top": [{"class": c, "probability": p} for c, p in top],
             "time_ms": round((time.perf_counter() - start) * 1000, 3),
         }
-
 
     def class_index(self, name: str | None) -> int | None:
         classes = list(self.predictor.preprocess.classes)
@@ -171,11 +173,12 @@ class ModelService:
         picture = self._decode_rgb(data, name, shown)  # colour even for a greyscale model
         p = self.predictor
         xb = torch.from_numpy(np.stack([image])).to(p.device).permute(0, 3, 1, 2)
-        with self._lock:
-            x = p.inputs.normalize(p.inputs.scale(xb))
-            probs = p.probs(np.stack([image]))[0]
-            cls = int(np.argmax(probs)) if target is None else target
-            cam, method = class_map(p.model, x, cls)
+        x = p.inputs.normalize(p.inputs.scale(xb))
+        cls = int(np.argmax(p.probs(np.stack([image]))[0])) if target is None else target
+        with self._explain_lock:
+            if self._explain_model is None:
+                self._explain_model = copy.deepcopy(p.model).eval()
+            cam, method = class_map(self._explain_model, x, cls)
         cam_t = torch.from_numpy(np.ascontiguousarray(cam[0]))[None, None]
         cam_big = F.interpolate(cam_t, size=shown, mode="bilinear", align_corners=False)[0, 0].numpy()
         rgb = (overlay(picture, cam_big) * 255).round().astype(np.uint8)
@@ -288,11 +291,30 @@ def create_app(model: Any, max_upload_bytes: int = DEFAULT_MAX_UPLOAD, device: s
 
 
 def serve(model: str | Path, host: str = "127.0.0.1", port: int = 8000, max_upload_bytes: int = DEFAULT_MAX_UPLOAD,
-          device: str = "cpu", log_level: str = "info") -> None:
-    """Load ``model`` and serve it with uvicorn until interrupted."""
+          device: str = "cpu", log_level: str = "info", threads: int = 1) -> None:
+    """Load ``model`` and serve it with uvicorn until interrupted.
+
+    ``threads`` is the intra-op thread count of each model call (torch or ONNX Runtime).
+    Requests already run in parallel in the thread pool, so 1 keeps the cores from being
+    oversubscribed (on a busy 2-core machine, 2 threads made a 1 ms LeNet call take 10-80 ms);
+    raise it for large models served to few clients at a time.
+    """
     import uvicorn
 
-    app = create_app(model, max_upload_bytes, device)
+    if threads < 1:
+        raise CnnkitError(f"threads must be at least 1, got {threads}")
+    if Path(model).suffix.lower() == ".onnx":
+        from cnnkit.serve.onnx_predict import OnnxPredictor
+
+        predictor: Any = OnnxPredictor(model, threads=threads)
+    else:
+        import torch
+
+        from cnnkit.serve.predict import Predictor
+
+        torch.set_num_threads(threads)  # this process is the server: a process-wide setting is right here
+        predictor = Predictor(model, device)
+    app = create_app(predictor, max_upload_bytes)
     info = app.state.service.info()
     print(f"cnnkit: serving {info['model'] or 'model'} ({info['num_classes']} classes, {info['backend']}) "
           f"on http://{host}:{port}/  (Ctrl+C stops)", flush=True)
