@@ -73,7 +73,7 @@ def test_sobel_rgb_uses_luma_and_plot_has_panels_with_colour_bars():
     luma = rgb.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32) / 255
     np.testing.assert_allclose(sobel(rgb)["dx"], sobel(luma)["dx"], atol=1e-5)
     fig = plot_sobel(rgb)
-    assert len(image_axes(fig)) == 4 + 0  # original, dx, dy, magnitude
+    assert len(image_axes(fig)) == 4  # original, dx, dy, magnitude
     assert len(fig.axes) == 7  # + three colour bars
     assert [ax.get_title().split(":")[0] for ax in image_axes(fig)] == ["original", "dx", "dy", "magnitude sqrt(dx² + dy²)"]
 
@@ -278,6 +278,23 @@ def test_every_zoo_model_gets_a_map_at_input_resolution(name):
     if name == "mlp":
         with pytest.raises(ConfigError, match="no spatial layer"):
             gradcam(model, x)
+
+
+def transfer_backbones() -> list:
+    from cnnkit.models import transfer
+
+    fast = {"resnet18", "mobilenet_v3_small"}  # ~0.2 s each on a CPU; the others are bigger
+    return [pytest.param(name, marks=() if name in fast else pytest.mark.slow) for name in sorted(transfer.BACKBONES)]
+
+
+@pytest.mark.parametrize("name", transfer_backbones())
+def test_transfer_backbones_get_a_map_through_gradcam_layer(name):
+    torch.manual_seed(0)
+    for classes, target in ((3, None), (2, 0)):  # K logits, and one binary logit explained for class 0
+        model = build_model(ModelConfig(name=name, num_classes=classes, in_channels=3, image_size=(64, 64)))
+        cam = gradcam(model, torch.randn(2, 3, 64, 64), target)
+        assert cam.shape == (2, 64, 64) and np.isfinite(cam).all()
+        assert cam.min() >= 0 and all(m.max() == pytest.approx(1.0) or m.max() == 0 for m in cam)
 
 
 def test_saliency_marks_the_pixels_the_score_depends_on():

@@ -131,3 +131,12 @@ def test_explain_errors_are_one_clear_line(run, tmp_path, capsys):
     assert "not one of the model's classes: ['bright', 'dark', 'stripes']" in capsys.readouterr().err
     assert main(["explain", "sobel", str(tmp_path / "missing.png")]) == 2
     assert "missing.png" in capsys.readouterr().err
+
+
+def test_gradcam_examples_takeconfident_right_answers_of_every_class():
+    from cnnkit.visualize.report import confident_right
+
+    probs = np.array([[0.9, 0.1], [0.6, 0.4], [0.2, 0.8], [0.3, 0.7], [0.99, 0.01], [0.8, 0.2]])
+    labels = np.array([0, 0, 1, 1, 0, 1])  # image 5 is wrong
+    assert confident_right(probs, labels, 3) == [4, 2, 0]
+    assert confident_right(probs, labels, 10) == [4, 2, 0, 3, 1]

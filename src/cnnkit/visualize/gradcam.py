@@ -61,8 +61,12 @@ def class_scores(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 
 def _normalise(maps: torch.Tensor) -> torch.Tensor:
-    """Divide each (H,W) map of (N,H,W) by its max; an all-zero map stays zero."""
-    top = maps.flatten(1).amax(dim=1).clamp_min(1e-12)
+    """Divide each (H,W) map of (N,H,W) by its max; an all-zero map stays zero.
+
+    Only exact zeros count as "no evidence": an untrained or saturated network can have class
+    gradients around 1e-14 whose map is still a valid relative picture.
+    """
+    top = maps.flatten(1).amax(dim=1).clamp_min(torch.finfo(maps.dtype).tiny)
     return maps / top[:, None, None]
 
 

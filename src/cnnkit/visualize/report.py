@@ -107,6 +107,21 @@ def _curves_uri(run_dir: Path, history: list[dict], title: str) -> str | None:
     return None
 
 
+def confident_right(probs: np.ndarray, labels: np.ndarray, n: int) -> list[int]:
+    """Up to ``n`` correctly classified images, most confident first, taking the classes in turn."""
+    preds = probs.argmax(axis=1)
+    pools = []
+    for c in np.unique(labels):
+        right = np.flatnonzero((preds == labels) & (labels == c))
+        pools.append(list(right[np.argsort(-probs[right, c], kind="stable")]))
+    out: list[int] = []
+    while len(out) < n and any(pools):
+        for pool in pools:
+            if pool and len(out) < n:
+                out.append(int(pool.pop(0)))
+    return out
+
+
 def _gradcam_section(ckpt: Checkpoint, probs: np.ndarray, data: ImageSet, wrong: dict, n: int) -> str:
     """Grad-CAM of the predicted class for the most-wrong images and the most confident right ones."""
     import torch
@@ -115,10 +130,8 @@ def _gradcam_section(ckpt: Checkpoint, probs: np.ndarray, data: ImageSet, wrong:
     from cnnkit.visualize.gradcam import class_map, plot_gradcam_grid
 
     preds = probs.argmax(axis=1)
-    right = np.flatnonzero(preds == data.labels)
-    confident = right[np.argsort(-probs[right, preds[right]], kind="stable")]
     wrong_idx = [int(i) for i in wrong["index"] if preds[i] != data.labels[i]][: n // 2]
-    index = np.array(wrong_idx + [int(i) for i in confident[: n - len(wrong_idx)]], np.int64)
+    index = np.array(wrong_idx + confident_right(probs, data.labels, n - len(wrong_idx)), np.int64)
     if not len(index):
         return ""
     images = np.asarray(data.images[index])
@@ -188,7 +201,6 @@ def _evaluate_run(run_dir: Path, cfg: RunConfig | None, data_source: str | None)
 def render_report(run_dir: str | Path, data_source: str | None = None, evaluation: Evaluation | None = None,
                   n_wrong: int = 16, n_cam: int = 8) -> str:
     """The report page as an HTML string (see :func:`write_report`)."""
-    from cnnkit.evaluate.metrics import format_report
     from cnnkit.visualize.confusion import plot_confusion_matrix
     from cnnkit.visualize.mostwrong import most_wrong, plot_most_wrong
     from cnnkit.visualize.samples import plot_samples
@@ -220,7 +232,7 @@ def render_report(run_dir: str | Path, data_source: str | None = None, evaluatio
         parts += ["<h2>Training curves</h2>", _img(curves, "accuracy and loss per epoch")]
     if metrics:
         parts += ["<h2>Metrics</h2>", _table(_metric_rows(metrics)), "<h3>Per class</h3>", _per_class_table(metrics),
-                  f"<pre>{html.escape(format_report(metrics))}</pre>", "<h2>Confusion matrix</h2>",
+                  "<h2>Confusion matrix</h2>",
                   _safe("confusion matrix", lambda: _img(figure_data_uri(plot_confusion_matrix(
                       np.asarray(metrics["confusion_matrix"]), metrics["classes"],
                       title=f"{metrics.get('split', '')} accuracy {metrics['accuracy']:.4f}")), "confusion matrix"))]
