@@ -290,6 +290,28 @@ def cmd_report(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_recipes(a: argparse.Namespace) -> int:
+    from cnnkit.recipes import format_recipe_list
+
+    print(format_recipe_list(verbose=a.verbose))
+    return 0
+
+
+def _recipe_overrides(a: argparse.Namespace) -> dict:
+    given = {"train.epochs": a.epochs, "train.batch_size": a.batch_size, "data.image_size": _size(a.image_size),
+             "model.weights": a.weights, "train.out": a.out, "train.device": a.device, "data.cache_dir": a.cache_dir,
+             "train.seed": a.seed, "data.seed": a.seed, "train.progress": False if a.quiet else None}
+    return {k: v for k, v in given.items() if v is not None}
+
+
+def cmd_recipe(a: argparse.Namespace) -> int:
+    from cnnkit.recipes import format_results, run_recipe
+
+    result = run_recipe(a.name, fast=a.fast, data_dir=a.data_dir, overrides=_recipe_overrides(a))
+    print(format_results([result]))
+    return 0
+
+
 # ----------------------------------------------------------------------------- parser
 
 
@@ -414,6 +436,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", help="folder holding (or receiving) named datasets")
     p.add_argument("--cache-dir", help="decode-once image cache (default ~/.cache/cnnkit)")
     p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("recipes", help="list the tutorial recipes and the accuracy each tutorial reported")
+    p.add_argument("-v", "--verbose", action="store_true", help="also what each does, its source and the data it needs")
+    p.set_defaults(func=cmd_recipes)
+
+    p = sub.add_parser("recipe", help="run a tutorial recipe end to end; print reported vs measured accuracy")
+    p.add_argument("name", help="recipe name (see `cnnkit recipes`)")
+    p.add_argument("--fast", action="store_true", help="modern settings (Adam one-cycle, batch-norm net, fewer epochs)")
+    p.add_argument("--data-dir", help="folder holding the recipe's dataset (default: $CNNKIT_DATA_DIR or the cache)")
+    p.add_argument("--weights", metavar="PATH", help="local backbone weights (state_dict file) for transfer recipes")
+    p.add_argument("--epochs", type=int, help="override the recipe's epochs")
+    p.add_argument("--batch-size", type=int, help="override the recipe's batch size")
+    p.add_argument("--image-size", type=int, nargs="+", metavar="N", help="override the image size: N or H W")
+    p.add_argument("--out", help="run folder (default runs/recipes/<name>, numbered if taken)")
+    p.add_argument("--cache-dir", help="decode-once image cache (default ~/.cache/cnnkit)")
+    p.add_argument("--device", help="auto | cpu | cuda | cuda:N | mps")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.set_defaults(func=cmd_recipe)
 
     p = sub.add_parser("models", help="list the models by name")
     p.set_defaults(func=cmd_models)

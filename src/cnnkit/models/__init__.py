@@ -17,6 +17,7 @@ MODELS: dict[str, Callable[..., CNNKitModel]] = {
     "simple-cnn": zoo.simple_cnn,
     "cifar-cnn": zoo.cifar_cnn,
     "cifar-cnn-bn": zoo.cifar_cnn_bn,
+    "fashion-functional": zoo.fashion_functional,
 }
 
 
