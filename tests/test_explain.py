@@ -18,7 +18,7 @@ from cnnkit.errors import ConfigError
 from cnnkit.models import MODELS, build_model
 from cnnkit.models.base import CNNKitModel
 from cnnkit.visualize.filters import feature_maps, filter_weights, plot_feature_maps, plot_filters
-from cnnkit.visualize.gradcam import class_map, gradcam, plot_gradcam, plot_gradcam_grid, saliency
+from cnnkit.visualize.gradcam import class_map, gradcam, overlay, plot_gradcam, plot_gradcam_grid, saliency
 from cnnkit.visualize.mostwrong import most_wrong, plot_most_wrong, sample_losses
 from cnnkit.visualize.sobel import SOBEL_X, SOBEL_Y, plot_sobel, sobel
 
@@ -317,7 +317,11 @@ def test_gradcam_plots_show_image_heat_and_colour_bar():
     fig = plot_gradcam(img, cam, title="t")
     assert len(image_axes(fig)) == 3 and len(fig.axes) == 4
     grid = plot_gradcam_grid([img] * 3, [cam] * 3, ["a", "b", "c"])
-    assert len(image_axes(grid)) == 6
+    panels = image_axes(grid)
+    assert [ax.get_title() for ax in panels] == ["a", "b", "c"]
+    pair = panels[0].images[0].get_array()  # image | gap | overlay
+    assert pair.shape == (16, 33, 3)
+    np.testing.assert_allclose(pair[:, 17:], overlay(img, cam), atol=1e-6)
 
 
 # ------------------------------------------------------------------ most-wrong

@@ -191,23 +191,33 @@ def plot_gradcam(image: np.ndarray, cam: np.ndarray, title: str = "", method: st
     return fig
 
 
+def _rgb01(image: np.ndarray) -> np.ndarray:
+    """uint8 (H,W), (H,W,1) or (H,W,3) -> float RGB (H,W,3) in [0,1]."""
+    img = np.asarray(image, np.float32) / 255.0
+    img = img.reshape(*img.shape[:2], -1)
+    return np.repeat(img, 3, axis=2) if img.shape[2] == 1 else img
+
+
 def plot_gradcam_grid(images: Sequence[np.ndarray], cams: Sequence[np.ndarray], titles: Sequence[str],
                       title: str = "", method: str = "Grad-CAM", cols: int = 4) -> Figure:
-    """Pairs (image, overlay) for several images, one shared colour bar."""
+    """One panel per image: the image and its heat-map overlay side by side; one shared colour bar.
+
+    Each pair is a single ``imshow`` (half the axes of two panels: laying out axes is what
+    costs time in a report of many pictures).
+    """
     n = len(images)
     cols = max(1, min(cols, n))
     rows = max(1, math.ceil(n / cols))
-    fig = new_figure(3.0 * cols + 0.8, 1.75 * rows + 0.5)
-    axes = fig.subplots(rows, 2 * cols, squeeze=False)
+    fig = new_figure(3.0 * cols + 0.8, 1.8 * rows + 0.5)
+    axes = fig.subplots(rows, cols, squeeze=False)
     for ax in axes.flat:
         ax.set_axis_off()
     for j, (img, cam, name) in enumerate(zip(images, cams, titles)):
-        a_img, a_cam = axes[j // cols, 2 * (j % cols)], axes[j // cols, 2 * (j % cols) + 1]
-        _show_image(a_img, img)
-        a_img.set_title(name, fontsize=8)
-        a_cam.imshow(overlay(img, cam))
-        a_cam.set_title(method, fontsize=8)
-    fig.colorbar(ScalarMappable(Normalize(0, 1), "jet"), ax=axes, shrink=0.8, label="relative importance")
+        ax = axes[j // cols, j % cols]
+        gap = np.ones((img.shape[0], max(1, img.shape[1] // 16), 3), np.float32)
+        ax.imshow(np.concatenate([_rgb01(img), gap, overlay(img, cam)], axis=1))
+        ax.set_title(name, fontsize=8)
+    fig.colorbar(ScalarMappable(Normalize(0, 1), "jet"), ax=axes, shrink=0.8, label=f"{method}: relative importance")
     if title:
         fig.suptitle(title)
     return fig
