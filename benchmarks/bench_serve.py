@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
+import os
 import platform
 import socket
 import subprocess
@@ -138,6 +139,8 @@ def main() -> int:
     ap.add_argument("--requests", type=int, default=2000)
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--timeout", type=float, default=30.0, help="seconds per request")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="repeat every configuration, interleaved, and report the median (for busy machines)")
     ap.add_argument("--configs", default="pytorch:1,pytorch:2,onnx:1",
                     help="backend:threads pairs to compare (threads per model call, `cnnkit serve --threads`)")
     args = ap.parse_args()
@@ -162,17 +165,27 @@ def main() -> int:
               f"{args.concurrency}")
         print(f"python {platform.python_version()}, torch {torch.__version__}, onnxruntime {onnxruntime.__version__}, "
               f"fastapi {fastapi.__version__}, uvicorn {uvicorn.__version__}, {platform.machine()} "
-              f"{len(__import__('os').sched_getaffinity(0))} cores")
-        results = {}
-        for name in args.configs.split(","):
-            backend, threads = name.split(":")
-            with Server(models[backend], int(threads)) as server:
-                asyncio.run(load(server.url, uploads, 50, min(args.concurrency, 8), args.timeout))  # warm-up
-                results[name] = asyncio.run(load(server.url, uploads, args.requests, args.concurrency, args.timeout))
-    print(f"{'backend:threads':<16}{'requests':>9}{'failed':>8}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}")
-    for name, r in results.items():
+              f"{len(os.sched_getaffinity(0))} cores")
+        runs: dict[str, list[dict]] = {name: [] for name in args.configs.split(",")}
+        for _ in range(args.rounds):  # interleaved, so a burst of load elsewhere hits every configuration alike
+            for name in runs:
+                backend, threads = name.split(":")
+                with Server(models[backend], int(threads)) as server:
+                    asyncio.run(load(server.url, uploads, 50, min(args.concurrency, 8), args.timeout))  # warm-up
+                    runs[name].append(asyncio.run(load(server.url, uploads, args.requests, args.concurrency,
+                                                       args.timeout)))
+    print(f"load average after: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+    print(f"{'backend:threads':<16}{'requests':>9}{'failed':>8}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}"
+          + ("   (median of rounds; req/s of each)" if args.rounds > 1 else ""))
+    results = {}
+    for name, rs in runs.items():
+        r = {k: float(np.median([x[k] for x in rs])) for k in ("throughput", "p50_ms", "p99_ms", "max_ms")}
+        r.update(requests=sum(x["requests"] for x in rs), failures=sum(x["failures"] for x in rs),
+                 first_failure=next((x["first_failure"] for x in rs if x["failures"]), ""))
+        results[name] = r
+        each = "   " + " ".join(f"{x['throughput']:.0f}" for x in rs) if args.rounds > 1 else ""
         print(f"{name:<16}{r['requests']:>9}{r['failures']:>8}{r['throughput']:>9.1f}{r['p50_ms']:>9.1f}"
-              f"{r['p99_ms']:>9.1f}{r['max_ms']:>9.1f}")
+              f"{r['p99_ms']:>9.1f}{r['max_ms']:>9.1f}{each}")
         if r["failures"]:
             print(f"  first failure: {r['first_failure']}")
     base = next(iter(results))

@@ -194,6 +194,13 @@ def test_upload_limit_is_configurable(ckpt):
         create_app(ckpt, max_upload_bytes=0)
 
 
+def test_decompression_bombs_are_refused_before_decoding(ckpt):
+    strict = TestClient(create_app(ckpt, max_pixels=1000))
+    r = strict.post("/predict", files={"file": ("big.png", png_bytes(1, shape=(50, 50, 3)))})  # 2,500 pixels
+    assert r.status_code == 400 and "decompression bomb" in r.json()["detail"]
+    assert strict.post("/predict", files={"file": ("ok.png", png_bytes(1, shape=(20, 20, 3)))}).status_code == 200
+
+
 def test_bad_top_k_is_422_naming_it(client):
     for q in ("0", "-2", "many"):
         r = client.post(f"/predict?top_k={q}", files={"file": ("a.png", png_bytes())})
@@ -231,6 +238,18 @@ def test_gradcam_returns_a_png_overlay_of_the_upload(client, ckpt, tmp_path):
 
     r = client.post("/gradcam?class=owl", files={"file": ("wide.png", data)})
     assert r.status_code == 200 and r.headers["x-cnnkit-class"] == "owl"
+
+
+def test_unicode_class_names_survive_json_and_headers(tmp_path):
+    pytest.importorskip("cnnkit.visualize.gradcam")
+    from urllib.parse import unquote
+
+    ck = make_checkpoint(tmp_path / "u.safetensors", classes=("café", "猫"))
+    c = TestClient(create_app(ck))
+    top = c.post("/predict", files={"file": ("a.png", png_bytes())}).json()["top"]
+    assert {t["class"] for t in top} == {"café", "猫"}
+    r = c.post("/gradcam?class=猫", files={"file": ("a.png", png_bytes())})
+    assert r.status_code == 200 and unquote(r.headers["x-cnnkit-class"]) == "猫"
 
 
 def test_gradcam_bad_requests(client, ckpt, tmp_path):

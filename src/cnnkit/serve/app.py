@@ -46,10 +46,13 @@ DEFAULT_MAX_UPLOAD = 10 * 1024 * 1024
 MULTIPART_SLACK = 64 * 1024  # boundaries and part headers around the file in a multipart body
 MAX_TOP_K = 1000
 GRADCAM_SIDE = 384  # longest side of the Grad-CAM overlay picture (the upload, scaled down)
+# Pixels one upload may decode to.  A few MB of PNG can inflate to gigabytes, and every request
+# in the thread pool holds its own; 50 MP still takes any camera's full-size photo.
+DEFAULT_MAX_PIXELS = 50_000_000
 
 
 def _mib(n: int) -> str:
-    return f"{n / (1024 * 1024):.3g} MiB"
+    return f"{n / (1024 * 1024):.3g} MiB" if n >= 1024 * 1024 else f"{n / 1024:.3g} KiB"
 
 
 class _TooLarge(HTTPException):
@@ -94,9 +97,10 @@ class BodyLimit:
 class ModelService:
     """The loaded model plus what the endpoints need: decode, predict, explain, describe."""
 
-    def __init__(self, predictor: Any, max_upload_bytes: int):
+    def __init__(self, predictor: Any, max_upload_bytes: int, max_pixels: int = DEFAULT_MAX_PIXELS):
         self.predictor = predictor
         self.max_upload_bytes = max_upload_bytes
+        self.max_pixels = max_pixels
         # Grad-CAM puts a forward hook on the model it explains; a hook on the shared model would
         # also see concurrent /predict passes, so it gets a private copy (made on first use).
         self._explain_lock = threading.Lock()
@@ -128,7 +132,7 @@ class ModelService:
         from cnnkit.data.decode import BadImage, decode_bytes
 
         try:
-            return decode_bytes(data, self.size, self.channels)
+            return decode_bytes(data, self.size, self.channels, max_pixels=self.max_pixels)
         except BadImage as exc:
             raise HTTPException(400, f"{name}: {exc}") from None
 
@@ -165,7 +169,7 @@ class ModelService:
         target = self.class_index(class_name)
         image = self.decode(data, name)  # (H, W, C) at the model's size: raises 400 if unusable
         try:  # the picture shown: the upload itself, scaled down to GRADCAM_SIDE
-            info = probe(io.BytesIO(data))  # type: ignore[arg-type] - open_image takes in-memory files
+            info = probe(io.BytesIO(data), self.max_pixels)  # type: ignore[arg-type] - takes in-memory files
             scale = min(1.0, GRADCAM_SIDE / max(info.width, info.height, 1))
             shown = (max(1, round(info.height * scale)), max(1, round(info.width * scale)))
         except BadImage:
@@ -190,7 +194,7 @@ class ModelService:
         from cnnkit.data.decode import BadImage, decode_bytes
 
         try:
-            return decode_bytes(data, size, 3)
+            return decode_bytes(data, size, 3, max_pixels=self.max_pixels)
         except BadImage as exc:
             raise HTTPException(400, f"{name}: {exc}") from None
 
@@ -236,15 +240,17 @@ async def _upload_bytes(request: Request, file: UploadFile | None, limit: int) -
     return data, file.filename or "upload"
 
 
-def create_app(model: Any, max_upload_bytes: int = DEFAULT_MAX_UPLOAD, device: str = "cpu") -> FastAPI:
+def create_app(model: Any, max_upload_bytes: int = DEFAULT_MAX_UPLOAD, device: str = "cpu",
+               max_pixels: int = DEFAULT_MAX_PIXELS) -> FastAPI:
     """The web app for ``model`` (checkpoint, run folder, ``.onnx`` or a loaded predictor).
 
     ``max_upload_bytes`` bounds the uploaded file (413 above it); the whole request body may
-    be a little larger for multipart framing.
+    be a little larger for multipart framing.  ``max_pixels`` bounds what an upload may decode
+    to (400 "decompression bomb" above it).
     """
     if max_upload_bytes < 1:
         raise CnnkitError(f"max upload size must be positive, got {max_upload_bytes} bytes")
-    service = ModelService(_load(model, device), max_upload_bytes)
+    service = ModelService(_load(model, device), max_upload_bytes, max_pixels)
     name = service.predictor.preprocess.model or "model"
     app = FastAPI(title=f"cnnkit: {name}", description="Image classification with a cnnkit model.")
     app.state.service = service
