@@ -1,8 +1,8 @@
 """Load test of `cnnkit serve`: throughput and latency of POST /predict on 127.0.0.1.
 
 Starts the server as a subprocess (``python -m cnnkit serve``, access log off) once per
-configuration - the PyTorch checkpoint and its ONNX export, with 1 or 2 threads per model
-call - and sends the same bounded load to each, side by side in one run: ``--requests`` uploads (default 2,000) with ``--concurrency``
+configuration - the PyTorch checkpoint and its ONNX export, with the library's default
+threads per model call or one - and sends the same bounded load to each, side by side in one run: ``--requests`` uploads (default 2,000) with ``--concurrency``
 in flight (default 16) from one httpx.AsyncClient, after 50 warm-up requests.  Every
 non-200 answer or transport error counts as a failure; the script exits 1 if there is any.
 
@@ -70,11 +70,12 @@ def payloads(size: tuple[int, int], channels: int, n: int = 8) -> list[bytes]:
 class Server:
     """`python -m cnnkit serve MODEL` on a free 127.0.0.1 port, for the duration of a with-block."""
 
-    def __init__(self, model: Path, threads: int):
+    def __init__(self, model: Path, threads: str):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        extra = [] if threads == "auto" else ["--threads", threads]
         self.proc = subprocess.Popen([sys.executable, "-m", "cnnkit", "serve", str(model), "--host", "127.0.0.1",
-                                      "--port", str(self.port), "--log-level", "warning", "--threads", str(threads)],
+                                      "--port", str(self.port), "--log-level", "warning", *extra],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
     def __enter__(self) -> "Server":
@@ -141,8 +142,8 @@ def main() -> int:
     ap.add_argument("--timeout", type=float, default=30.0, help="seconds per request")
     ap.add_argument("--rounds", type=int, default=1,
                     help="repeat every configuration, interleaved, and report the median (for busy machines)")
-    ap.add_argument("--configs", default="pytorch:1,pytorch:2,onnx:1",
-                    help="backend:threads pairs to compare (threads per model call, `cnnkit serve --threads`)")
+    ap.add_argument("--configs", default="pytorch:auto,pytorch:1,onnx:auto",
+                    help="backend:threads pairs to compare (`cnnkit serve --threads`; auto = the library's default)")
     args = ap.parse_args()
 
     import fastapi
@@ -170,7 +171,7 @@ def main() -> int:
         for _ in range(args.rounds):  # interleaved, so a burst of load elsewhere hits every configuration alike
             for name in runs:
                 backend, threads = name.split(":")
-                with Server(models[backend], int(threads)) as server:
+                with Server(models[backend], threads) as server:
                     asyncio.run(load(server.url, uploads, 50, min(args.concurrency, 8), args.timeout))  # warm-up
                     runs[name].append(asyncio.run(load(server.url, uploads, args.requests, args.concurrency,
                                                        args.timeout)))

@@ -372,8 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--max-upload-mb", type=float, default=10.0, help="largest accepted upload in MiB (default 10)")
     p.add_argument("--device", help="cpu (default) | cuda | mps (PyTorch checkpoints only)")
-    p.add_argument("--threads", type=int, default=1,
-                   help="threads per model call (default 1: requests already run in parallel)")
+    p.add_argument("--threads", type=int, help="threads per model call (default: torch/ONNX Runtime's own, one per core)")
     p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"),
                    help="uvicorn log level; 'warning' drops the per-request access log (default info)")
     p.set_defaults(func=cmd_serve)

@@ -297,17 +297,17 @@ def create_app(model: Any, max_upload_bytes: int = DEFAULT_MAX_UPLOAD, device: s
 
 
 def serve(model: str | Path, host: str = "127.0.0.1", port: int = 8000, max_upload_bytes: int = DEFAULT_MAX_UPLOAD,
-          device: str = "cpu", log_level: str = "info", threads: int = 1) -> None:
+          device: str = "cpu", log_level: str = "info", threads: int | None = None) -> None:
     """Load ``model`` and serve it with uvicorn until interrupted.
 
-    ``threads`` is the intra-op thread count of each model call (torch or ONNX Runtime).
-    Requests already run in parallel in the thread pool, so 1 keeps the cores from being
-    oversubscribed (on a busy 2-core machine, 2 threads made a 1 ms LeNet call take 10-80 ms);
-    raise it for large models served to few clients at a time.
+    ``threads`` is the intra-op thread count of each model call (torch or ONNX Runtime);
+    None keeps the library's default (one per core).  Requests already run in parallel in the
+    thread pool, so fewer threads per call can help many small requests on a big machine;
+    ``benchmarks/bench_serve.py`` compares settings side by side.
     """
     import uvicorn
 
-    if threads < 1:
+    if threads is not None and threads < 1:
         raise CnnkitError(f"threads must be at least 1, got {threads}")
     if Path(model).suffix.lower() == ".onnx":
         from cnnkit.serve.onnx_predict import OnnxPredictor
@@ -318,7 +318,8 @@ def serve(model: str | Path, host: str = "127.0.0.1", port: int = 8000, max_uplo
 
         from cnnkit.serve.predict import Predictor
 
-        torch.set_num_threads(threads)  # this process is the server: a process-wide setting is right here
+        if threads is not None:
+            torch.set_num_threads(threads)  # this process is the server: a process-wide setting is right here
         predictor = Predictor(model, device)
     app = create_app(predictor, max_upload_bytes)
     info = app.state.service.info()
