@@ -20,7 +20,7 @@ from conftest import make_shapes
 
 
 def run_cfg(tmp_path, **train_kw) -> RunConfig:
-    tk = dict(epochs=3, batch_size=16, out=str(tmp_path / "run"), progress=False, seed=1)
+    tk = dict(epochs=3, batch_size=16, out=str(tmp_path / "run"), progress=False, seed=1, report=False)
     tk.update(train_kw)
     return RunConfig(data=DataConfig(source="shapes"), model=ModelConfig(name="cifar-cnn-bn"),
                      optim=OptimConfig(name="adam", lr=3e-3), train=TrainConfig(**tk))

@@ -65,9 +65,11 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
     t.add_argument("--min-delta", type=float)
     t.add_argument("--device", help="auto | cpu | cuda | cuda:N | mps")
     t.add_argument("--amp", choices=("auto", "off", "bf16", "fp16"), help="mixed precision (default auto)")
+    t.add_argument("--compile", choices=("auto", "on", "off"), help="torch.compile (default: on CUDA only)")
     t.add_argument("--no-fast", dest="fast", action="store_false", default=None,
                    help="turn off channels_last, autocast and allocator tuning")
     t.add_argument("--quiet", action="store_true", help="no progress output")
+    t.add_argument("--no-report", dest="report", action="store_false", default=None, help="skip report.html")
     _add_data_flags(p)
     add_augment_args(p)
 
@@ -109,8 +111,8 @@ def run_config_from_args(a: argparse.Namespace) -> C.RunConfig:
                       weight_decay=a.weight_decay, schedule=a.schedule, warmup_epochs=a.warmup_epochs,
                       label_smoothing=a.label_smoothing)
     train = C.replace(cfg.train, epochs=a.epochs, batch_size=a.batch_size, seed=a.seed, out=a.out, patience=a.patience,
-                      monitor=a.monitor, min_delta=a.min_delta, device=a.device, amp=a.amp, fast=a.fast,
-                      progress=False if a.quiet else None)
+                      monitor=a.monitor, min_delta=a.min_delta, device=a.device, amp=a.amp, compile=a.compile, fast=a.fast,
+                      progress=False if a.quiet else None, report=a.report)
     augment = augment_config_from_args(a, cfg.augment)
     return C.RunConfig(data=data, model=model, optim=optim, train=train, augment=augment)
 

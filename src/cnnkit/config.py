@@ -95,11 +95,13 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     fast: bool = True  # channels_last, bf16 autocast where safe, malloc tuning
     amp: str = "auto"  # auto | off | bf16 | fp16
+    compile: str = "auto"  # torch.compile: auto (on CUDA with the fast path) | on | off
     monitor: str = "val_loss"  # metric for best checkpoint / early stopping
     patience: int | None = None  # early stopping; None = off
     min_delta: float = 0.0
     eval_batch_size: int = 256
     progress: bool = True
+    report: bool = True  # write report.html (curves, metrics, most-wrong, Grad-CAM) after training
     out: str = "runs/run"
 
 

@@ -38,7 +38,8 @@ class BatchLoader:
         self.seed = seed
         self.drop_last = drop_last
         self.rank, self.world = rank, world
-        images = torch.from_numpy(np.ascontiguousarray(data.images))  # (N,H,W,C) uint8, read into RAM once
+        # (N,H,W,C) uint8 read into RAM once (a copy: the decode cache is a read-only memmap)
+        images = torch.from_numpy(np.array(data.images))
         labels = torch.from_numpy(np.asarray(data.labels, dtype=np.int64))
         if device.type == "cuda" and images.numel() < _GPU_RESIDENT_FRACTION * torch.cuda.get_device_properties(device).total_memory:
             images, labels = images.to(device), labels.to(device)

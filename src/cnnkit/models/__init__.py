@@ -6,7 +6,7 @@ from typing import Callable
 
 from cnnkit.config import ModelConfig
 from cnnkit.errors import ConfigError
-from cnnkit.models import zoo
+from cnnkit.models import fast, zoo
 from cnnkit.models.base import CNNKitModel, logits_to_probs, num_outputs
 
 # builder(in_channels, num_classes, image_size, dropout) -> CNNKitModel
@@ -17,6 +17,8 @@ MODELS: dict[str, Callable[..., CNNKitModel]] = {
     "simple-cnn": zoo.simple_cnn,
     "cifar-cnn": zoo.cifar_cnn,
     "cifar-cnn-bn": zoo.cifar_cnn_bn,
+    "fast-cnn": fast.fast_cnn,
+    "fast-cnn-wide": fast.fast_cnn_wide,
     "fashion-functional": zoo.fashion_functional,
 }
 

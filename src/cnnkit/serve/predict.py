@@ -120,7 +120,8 @@ class Predictor(BasePredictor):
         """uint8 (N,H,W,C) -> (N,K) probabilities."""
         out = []
         for i in range(0, len(images), batch_size):
-            xb = torch.from_numpy(np.ascontiguousarray(images[i:i + batch_size])).to(self.device).permute(0, 3, 1, 2)
+            # a copy: decoded images can be read-only views, which torch.from_numpy warns about
+            xb = torch.from_numpy(np.array(images[i:i + batch_size])).to(self.device).permute(0, 3, 1, 2)
             logits = self.model(self.inputs.normalize(self.inputs.scale(xb)))
             out.append(logits_to_probs(logits).cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, len(self.classes)), np.float32)

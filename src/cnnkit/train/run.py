@@ -200,6 +200,8 @@ def train(cfg: RunConfig, splits: DataSplits | None = None, resume: str | Path |
                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                 "callbacks": [cb.state_dict() for cb in cbs]})
 
+    if _use_compile(cfg, device):  # the compiled wrapper shares parameters with `model`, which is what gets saved
+        fit_model = torch.compile(fit_model)
     state = fit(fit_model, train_loader, val_loader, inputs=fit_inputs, augment=augment, optimizer=optimizer,
                 scheduler=scheduler, epochs=cfg.train.epochs, seed=cfg.train.seed, rank=rank, amp=amp,
                 label_smoothing=cfg.optim.label_smoothing, callbacks=cbs, save=save, state=state)
@@ -209,6 +211,14 @@ def train(cfg: RunConfig, splits: DataSplits | None = None, resume: str | Path |
         model.load_state_dict(ckpt.load_checkpoint(run_dir / ckpt.BEST).model.state_dict())
     metrics = final_evaluation(model, splits, inputs, device, amp, cfg, run_dir) if writer else {}
     return RunResult(run_dir, history.rows, metrics, model, preprocess)
+
+
+def _use_compile(cfg: RunConfig, device: torch.device) -> bool:
+    """torch.compile pays off on CUDA; on a CPU its start-up usually outweighs a short run's gain."""
+    mode = cfg.train.compile
+    if mode not in ("auto", "on", "off"):
+        raise ConfigError(f"compile must be auto, on or off, not {mode!r}")
+    return mode == "on" or (mode == "auto" and cfg.train.fast and device.type == "cuda")
 
 
 def _build_augment(cfg: RunConfig, num_classes: int):
@@ -246,7 +256,8 @@ def final_evaluation(model, splits: DataSplits, inputs, device, amp, cfg: RunCon
     if run_dir is not None:
         write_evaluation(run_dir, metrics)
         write_curves(run_dir, f"{cfg.model.name} on {Path(cfg.data.source).name}")
-        write_report_safely(run_dir, (metrics, probs, data))
+        if cfg.train.report:
+            write_report_safely(run_dir, (metrics, probs, data))
     return metrics
 
 
