@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from cnnkit import runtime
+from cnnkit.augment import BatchAugment
 from cnnkit.config import ModelConfig, Preprocess, RunConfig, load_run_config, save_json, to_dict
 from cnnkit.data import DataSplits, ImageSet, load_data
 from cnnkit.data.loader import BatchLoader
@@ -221,13 +222,7 @@ def _use_compile(cfg: RunConfig, device: torch.device) -> bool:
     return mode == "on" or (mode == "auto" and cfg.train.fast and device.type == "cuda")
 
 
-def _build_augment(cfg: RunConfig, num_classes: int):
-    try:
-        from cnnkit.augment import BatchAugment
-    except ImportError:
-        if cfg.augment != type(cfg.augment)():
-            raise ConfigError("augmentation is not available in this build") from None
-        return None
+def _build_augment(cfg: RunConfig, num_classes: int) -> BatchAugment | None:
     aug = BatchAugment(cfg.augment, num_classes)
     return aug if aug.active else None
 
