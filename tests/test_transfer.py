@@ -68,7 +68,7 @@ def model_cfg(name: str, mode: str = "head", weights: Path | None = None, size: 
 def run_cfg(tmp_path: Path, mcfg: ModelConfig, out: str, epochs: int = 3, **train_kw) -> RunConfig:
     return RunConfig(data=DataConfig(source="colours", image_size=mcfg.image_size, cache_dir=str(tmp_path / "cache")),
                      model=mcfg, train=TrainConfig(epochs=epochs, batch_size=8, out=str(tmp_path / out),
-                                                   progress=False, **train_kw))
+                                                   progress=False, report=False, **train_kw))
 
 
 def trunk_state(model) -> dict[str, torch.Tensor]:
@@ -233,11 +233,11 @@ def test_run_config_gets_the_backbones_size_and_rgb():
 
 def test_features_mode_caches_features_and_checkpoint_is_the_full_model(weights, tmp_path, caplog):
     splits = DataSplits(colour_set(16, seed=0), colour_set(8, seed=1))
-    cfg = run_cfg(tmp_path, model_cfg("resnet18", "features", weights["resnet18"], head_dropout=0.1), "run1",
-                  epochs=6)
+    mcfg = model_cfg("resnet18", "features", weights["resnet18"], head_dropout=0.1, cut="layer2")  # small checkpoints
+    cfg = run_cfg(tmp_path, mcfg, "run1", epochs=5)
     first = train(cfg, splits)
     info = json.loads((first.run_dir / "features.json").read_text())
-    assert not info["splits"]["train"]["reused"] and info["splits"]["train"]["shape"] == [32, 512]
+    assert not info["splits"]["train"]["reused"] and info["splits"]["train"]["shape"] == [32, 128]
     assert first.metrics["accuracy"] >= 0.9
     # the backbone is untouched: its tensors are still the weight file's
     saved = torch.load(weights["resnet18"], weights_only=True)
@@ -283,13 +283,14 @@ def test_head_mode_trains_only_the_head_on_augmented_images(weights, tmp_path):
 
 
 def test_finetune_mode_trains_the_top_block_at_a_tenth_of_the_rate(weights, tmp_path):
-    mcfg = model_cfg("resnet18", "finetune", weights["resnet18"], finetune_blocks=1)
+    mcfg = model_cfg("mobilenet_v3_small", "finetune", weights["mobilenet_v3_small"], finetune_blocks=1)
     before = trunk_state(build_model(mcfg))
     result = train(run_cfg(tmp_path, mcfg, "ft", epochs=1), DataSplits(colour_set(8)))
     after = result.model.features.state_dict()
-    assert not torch.equal(after["trunk.layer4.0.conv1.weight"], before["trunk.layer4.0.conv1.weight"])
-    assert torch.equal(after["trunk.layer3.0.conv1.weight"], before["trunk.layer3.0.conv1.weight"])
-    assert torch.equal(after["trunk.layer4.0.bn1.running_mean"], before["trunk.layer4.0.bn1.running_mean"])
+    # the top block (features.12: 1x1 conv + BN + Hardswish) trains; the one below does not
+    assert not torch.equal(after["trunk.features_12.0.weight"], before["trunk.features_12.0.weight"])
+    assert torch.equal(after["trunk.features_11.block.0.0.weight"], before["trunk.features_11.block.0.0.weight"])
+    assert torch.equal(after["trunk.features_12.1.running_mean"], before["trunk.features_12.1.running_mean"])
     groups = ckpt.load_train_state(result.run_dir / ckpt.STATE)["optimizer"]["param_groups"]
     assert groups[1]["initial_lr"] == pytest.approx(0.1 * groups[0]["initial_lr"])
 
@@ -316,9 +317,9 @@ def test_cli_trains_features_mode_from_a_folder_and_predicts(weights, tmp_path, 
     from cnnkit.cli import main
 
     out = tmp_path / "cli-run"
-    argv = ["train", str(image_folder), "--model", "resnet18", "--transfer", "features", "--weights",
-            str(weights["resnet18"]), "--image-size", "32", "--epochs", "2", "--out", str(out), "--quiet",
-            "--cache-dir", str(tmp_path / "cache"), "--val-split", "0"]
+    argv = ["train", str(image_folder), "--model", "resnet18", "--cut", "layer2", "--transfer", "features",
+            "--weights", str(weights["resnet18"]), "--image-size", "32", "--epochs", "2", "--out", str(out), "--quiet",
+            "--cache-dir", str(tmp_path / "cache"), "--val-split", "0", "--no-report"]
     assert main(argv) == 0
     assert json.loads((out / "preprocess.json").read_text())["image_size"] == [32, 32]
     assert (out / "features.json").is_file()
