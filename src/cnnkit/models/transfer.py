@@ -74,8 +74,8 @@ def _tv_builder(name: str, **kwargs) -> Callable[[bool], nn.Module]:
         from torchvision import models
 
         extra = dict(kwargs)
-        if name in ("vgg16", "inception_v3"):  # their own (slow) init is wasted when weights are loaded next
-            extra["init_weights"] = init
+        if name in ("vgg16", "inception_v3"):  # their own init: only for training from scratch (and
+            extra["init_weights"] = init       # saying so silences Inception's FutureWarning)
         return models.get_model(name, weights=None, **extra)
 
     return build
