@@ -86,7 +86,7 @@ def time_torchvision(images: np.ndarray, batch: int, epochs: int) -> float:
 
 def time_batch_augment(images: np.ndarray, batch: int, epochs: int, device: torch.device) -> float:
     aug = BatchAugment(AugmentConfig(preset="standard"), num_classes=2)
-    data = torch.from_numpy(images).to(device).permute(0, 3, 1, 2)  # uint8 NCHW, channels_last strides
+    data = torch.from_numpy(images).to(device)  # uint8 (N,H,W,C), indexed like cnnkit's BatchLoader
     labels = torch.zeros(len(images), dtype=torch.int64, device=device)
     gen = torch.Generator().manual_seed(0)
     rates = []
@@ -96,7 +96,7 @@ def time_batch_augment(images: np.ndarray, batch: int, epochs: int, device: torc
         for start in range(0, len(images), batch):
             idx = order[start : start + batch]
             # as cnnkit's training loop does: uint8 batch -> float [0, 1] in channels_last memory
-            x = data.index_select(0, idx).float().div_(255.0).contiguous(memory_format=torch.channels_last)
+            x = data[idx].permute(0, 3, 1, 2).float().div_(255.0)  # (B,C,H,W), channels_last strides
             x, _ = aug(x, labels[idx], gen)
         if device.type == "cuda":
             torch.cuda.synchronize()

@@ -14,8 +14,7 @@ so a rotation keeps the middle pixel in place.
 
 from __future__ import annotations
 
-import math
-
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -24,35 +23,38 @@ from cnnkit.augment.params import AugmentParams
 PADDING = {"nearest": "border", "reflect": "reflection", "constant": "zeros"}
 
 
-def _mat(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, d: torch.Tensor,
-         tx: torch.Tensor | None = None, ty: torch.Tensor | None = None) -> torch.Tensor:
-    """(N, 3, 3) homogeneous matrices [[a, b, tx], [c, d, ty], [0, 0, 1]] from (N,) tensors."""
-    zeros, ones = torch.zeros_like(a), torch.ones_like(a)
-    tx = zeros if tx is None else tx
-    ty = zeros if ty is None else ty
-    rows = [torch.stack([a, b, tx], -1), torch.stack([c, d, ty], -1), torch.stack([zeros, zeros, ones], -1)]
-    return torch.stack(rows, -2)
+def _mat(a: np.ndarray, b: np.ndarray, c: np.ndarray, d: np.ndarray,
+         tx: np.ndarray | float = 0.0, ty: np.ndarray | float = 0.0) -> np.ndarray:
+    """(N, 3, 3) homogeneous matrices [[a, b, tx], [c, d, ty], [0, 0, 1]] from (N,) arrays."""
+    m = np.zeros((len(a), 3, 3))
+    m[:, 0, 0], m[:, 0, 1], m[:, 0, 2] = a, b, tx
+    m[:, 1, 0], m[:, 1, 1], m[:, 1, 2] = c, d, ty
+    m[:, 2, 2] = 1.0
+    return m
 
 
 def inverse_matrices(p: AugmentParams, size: tuple[int, int]) -> torch.Tensor:
-    """(N, 3, 3) float64 output->input maps in centred pixel coordinates (x right, y down)."""
+    """(N, 3, 3) float64 output->input maps in centred pixel coordinates (x right, y down).
+
+    Composed in numpy: a handful of 3x3 products per image is far below torch's per-op cost.
+    """
     h, w = size
-    p64 = {name: getattr(p, name).double() for name in p.__dataclass_fields__}
-    theta = p64["angle"] * (math.pi / 180.0)
-    shear = p64["shear"] * (math.pi / 180.0)
-    cos, sin = torch.cos(theta), torch.sin(theta)
-    one, zero = torch.ones_like(theta), torch.zeros_like(theta)
+    q = {name: getattr(p, name).double().numpy() for name in p.__dataclass_fields__}
+    theta = np.deg2rad(q["angle"])
+    shear = np.deg2rad(q["shear"])
+    cos, sin = np.cos(theta), np.sin(theta)
+    one, zero = np.ones_like(theta), np.zeros_like(theta)
 
     # Keras rotation [[cos, -sin], [sin, cos]] on (row, col) == [[cos, sin], [-sin, cos]] on (x, y)
     rotation = _mat(cos, sin, -sin, cos)
     # content moves by +shift, so the output samples the input at -shift
-    shift = _mat(one, zero, zero, one, -p64["shift_x"] * w, -p64["shift_y"] * h)
+    shift = _mat(one, zero, zero, one, -q["shift_x"] * w, -q["shift_y"] * h)
     # Keras shear [[1, -sin s], [0, cos s]] on (row, col) == [[cos s, 0], [-sin s, 1]] on (x, y)
-    shear_m = _mat(torch.cos(shear), zero, -torch.sin(shear), one)
-    zoom = _mat(p64["zoom_x"], zero, zero, p64["zoom_y"])
-    flip = _mat(1.0 - 2.0 * p64["flip_h"], zero, zero, 1.0 - 2.0 * p64["flip_v"])
-    crop = _mat(p64["crop_w"], zero, zero, p64["crop_h"], p64["crop_x"] * w, p64["crop_y"] * h)
-    return crop @ rotation @ shift @ shear_m @ zoom @ flip
+    shear_m = _mat(np.cos(shear), zero, -np.sin(shear), one)
+    zoom = _mat(q["zoom_x"], zero, zero, q["zoom_y"])
+    flip = _mat(1.0 - 2.0 * q["flip_h"], zero, zero, 1.0 - 2.0 * q["flip_v"])
+    crop = _mat(q["crop_w"], zero, zero, q["crop_h"], q["crop_x"] * w, q["crop_y"] * h)
+    return torch.from_numpy(crop @ rotation @ shift @ shear_m @ zoom @ flip)
 
 
 def to_theta(m: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -62,9 +64,9 @@ def to_theta(m: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     theta = S m S^-1 with S = diag(2/W, 2/H, 1).
     """
     h, w = size
-    s = torch.diag(torch.tensor([2.0 / w, 2.0 / h, 1.0], dtype=m.dtype))
-    s_inv = torch.diag(torch.tensor([w / 2.0, h / 2.0, 1.0], dtype=m.dtype))
-    return (s @ m @ s_inv)[:, :2, :]
+    s = np.diag([2.0 / w, 2.0 / h, 1.0])
+    s_inv = np.diag([w / 2.0, h / 2.0, 1.0])
+    return torch.from_numpy((s @ m.double().numpy() @ s_inv)[:, :2, :])
 
 
 def affine_grid(theta: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

@@ -11,6 +11,7 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from cnnkit.config import AugmentConfig
@@ -87,7 +88,7 @@ class AugmentParams:
         )
 
 
-def _sym(u: torch.Tensor, r: float) -> torch.Tensor:
+def _sym(u: np.ndarray, r: float) -> np.ndarray:
     """Uniform in [-r, r] from uniform u in [0, 1)."""
     return (2.0 * u - 1.0) * r
 
@@ -97,44 +98,45 @@ def sample_params(cfg: AugmentConfig, n: int, size: tuple[int, int], gen: torch.
 
     Draws exactly one ``torch.rand(n, 16)`` from ``gen`` (on the generator's device), so the
     stream position after a batch depends only on n.  Returned tensors are float32 on the CPU.
+    The arithmetic on these (n,) vectors is done in numpy: dozens of tiny torch ops cost more
+    in dispatch and thread wake-ups than the arithmetic itself, badly so on a busy CPU.
     """
     h, w = size
-    u = torch.rand(n, _NCOLS, generator=gen, device=gen.device).double().cpu()
+    u = torch.rand(n, _NCOLS, generator=gen, device=gen.device).cpu().numpy().astype(np.float64)
     col = {name: u[:, i] for name, i in _COLS.items()}
-    ones = torch.ones(n, dtype=torch.float64)
+    ones, zeros = np.ones(n), np.zeros(n)
 
     # random-resized-crop: area fraction and aspect ratio as in torchvision, then clamped to
     # fit (vectorised instead of torchvision's 10 rejection-sampling attempts)
     if cfg.random_resized_crop > 0:
         area = cfg.random_resized_crop + (1.0 - cfg.random_resized_crop) * col["crop_area"]
-        ratio = torch.exp(_RRC_LOG_RATIO[0] + (_RRC_LOG_RATIO[1] - _RRC_LOG_RATIO[0]) * col["crop_ratio"])
-        crop_w = (torch.sqrt(area * h * w * ratio) / w).clamp(max=1.0)
-        crop_h = (torch.sqrt(area * h * w / ratio) / h).clamp(max=1.0)
+        ratio = np.exp(_RRC_LOG_RATIO[0] + (_RRC_LOG_RATIO[1] - _RRC_LOG_RATIO[0]) * col["crop_ratio"])
+        crop_w = np.minimum(np.sqrt(area * h * w * ratio) / w, 1.0)
+        crop_h = np.minimum(np.sqrt(area * h * w / ratio) / h, 1.0)
         crop_x = _sym(col["crop_x"], 1.0) * (1.0 - crop_w) / 2.0
         crop_y = _sym(col["crop_y"], 1.0) * (1.0 - crop_h) / 2.0
     else:
-        crop_w, crop_h, crop_x, crop_y = ones, ones, 0 * ones, 0 * ones
+        crop_w, crop_h, crop_x, crop_y = ones, ones, zeros, zeros
 
     z = cfg.zoom_range
-    cut = cfg.cutout
-    params = AugmentParams(
+    values = dict(
         angle=_sym(col["angle"], cfg.rotation_range),
         shift_x=_sym(col["shift_x"], cfg.width_shift_range),
         shift_y=_sym(col["shift_y"], cfg.height_shift_range),
         shear=_sym(col["shear"], cfg.shear_range),
         zoom_x=1.0 + _sym(col["zoom_x"], z),  # Keras draws zx, zy independently
         zoom_y=1.0 + _sym(col["zoom_y"], z),
-        flip_h=(col["flip_h"] < 0.5).double() if cfg.horizontal_flip else 0 * ones,
-        flip_v=(col["flip_v"] < 0.5).double() if cfg.vertical_flip else 0 * ones,
+        flip_h=(col["flip_h"] < 0.5) * 1.0 if cfg.horizontal_flip else zeros,
+        flip_v=(col["flip_v"] < 0.5) * 1.0 if cfg.vertical_flip else zeros,
         crop_w=crop_w,
         crop_h=crop_h,
         crop_x=crop_x,
         crop_y=crop_y,
-        brightness=(1.0 + _sym(col["brightness"], cfg.brightness)).clamp(min=0.0),
-        contrast=(1.0 + _sym(col["contrast"], cfg.contrast)).clamp(min=0.0),
+        brightness=np.maximum(1.0 + _sym(col["brightness"], cfg.brightness), 0.0),
+        contrast=np.maximum(1.0 + _sym(col["contrast"], cfg.contrast), 0.0),
         cut_x=col["cut_x"],
         cut_y=col["cut_y"],
-        cut_w=cut * ones,
-        cut_h=cut * ones,
+        cut_w=cfg.cutout * ones,
+        cut_h=cfg.cutout * ones,
     )
-    return AugmentParams(**{f.name: getattr(params, f.name).float() for f in dataclasses.fields(params)})
+    return AugmentParams(**{k: torch.from_numpy(np.asarray(v, dtype=np.float32)) for k, v in values.items()})
