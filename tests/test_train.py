@@ -5,14 +5,16 @@ import numpy as np
 import pytest
 import torch
 
-from cnnkit.config import DataConfig, ModelConfig, OptimConfig, RunConfig, TrainConfig
-from cnnkit.data import DataSplits
+from cnnkit.config import AugmentConfig, DataConfig, ModelConfig, OptimConfig, RunConfig, TrainConfig
+from cnnkit.data import DataSplits, ImageSet
 from cnnkit.data.loader import BatchLoader
 from cnnkit.errors import CheckpointError, ConfigError
 from cnnkit.models import build_model
 from cnnkit.train import train
 from cnnkit.train.callbacks import Callback
 from cnnkit.train.checkpoint import load_checkpoint, load_train_state
+from cnnkit.evaluate.predict import predict_probs
+from cnnkit.train.loop import ImageInputs, evaluate_loss
 from cnnkit.train.losses import cross_entropy
 from cnnkit.train.optim import build_optimizer, lr_factor
 
@@ -176,3 +178,24 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
         load_checkpoint(bad)
     with pytest.raises(CheckpointError, match="no such"):
         load_checkpoint(tmp_path / "missing.safetensors")
+
+
+def test_evaluation_never_augments_and_tta_is_used(tmp_path, shapes_splits):
+    base = run_cfg(tmp_path, epochs=1)
+    cfg = RunConfig(data=base.data, model=base.model, optim=base.optim, train=base.train,
+                    augment=AugmentConfig(preset="strong", tta="flip"))
+    result = train(cfg, splits=shapes_splits)
+    assert result.metrics["tta"] == "flip"
+    ck = result.run_dir / "best.safetensors"
+    loaded = load_checkpoint(ck)
+    model, pre = loaded.model, loaded.preprocess
+    inputs = ImageInputs(pre.mean, pre.std, torch.device("cpu"), channels_last=False)
+    loader = BatchLoader(shapes_splits.test, 16, torch.device("cpu"))
+    # strong augmentation is random: if evaluation applied it, two passes would differ
+    assert np.array_equal(predict_probs(model, loader, inputs), predict_probs(model, loader, inputs))
+    assert evaluate_loss(model, loader, inputs, None) == evaluate_loss(model, loader, inputs, None)
+    # flip TTA averages the image with its mirror: equal to the mean of both single-view passes
+    test = shapes_splits.test
+    flipped = BatchLoader(ImageSet(test.images[:, :, ::-1].copy(), test.labels, test.classes), 16, torch.device("cpu"))
+    both = (predict_probs(model, loader, inputs) + predict_probs(model, flipped, inputs)) / 2
+    assert np.allclose(predict_probs(model, loader, inputs, tta="flip"), both, atol=1e-5)

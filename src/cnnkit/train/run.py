@@ -246,8 +246,9 @@ def final_evaluation(model, splits: DataSplits, inputs, device, amp, cfg: RunCon
     if data is None or not len(data):
         return {}
     loader = BatchLoader(data, cfg.train.eval_batch_size, device)
-    probs = predict_probs(model, loader, inputs, amp)
-    metrics = {"split": name, **classification_metrics(probs, data.labels, data.classes)}
+    tta = None if cfg.augment.tta in (None, "none") else cfg.augment.tta
+    probs = predict_probs(model, loader, inputs, amp, tta=tta)
+    metrics = {"split": name, **classification_metrics(probs, data.labels, data.classes), **({"tta": tta} if tta else {})}
     if run_dir is not None:
         write_evaluation(run_dir, metrics)
         write_curves(run_dir, f"{cfg.model.name} on {Path(cfg.data.source).name}")
