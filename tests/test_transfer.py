@@ -8,7 +8,6 @@ state_dict and loaded through ``--weights``, as a user's downloaded file would b
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np

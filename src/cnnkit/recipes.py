@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from cnnkit.config import AugmentConfig, DataConfig, ModelConfig, OptimConfig, RunConfig, TrainConfig
-from cnnkit.data.types import DataSplits, ImageSet
+from cnnkit.data.types import DataSplits
 from cnnkit.errors import ConfigError, DataError, WeightsError
 
 RUNS_ROOT = "runs/recipes"
@@ -359,25 +359,15 @@ def check_weights(recipe: Recipe, model: ModelConfig) -> None:
 # ----------------------------------------------------------------------------- running
 
 
-def _conformed(splits: DataSplits, data: DataConfig) -> DataSplits:
-    """Given splits at the recipe's image size and channels (as load_data would return them)."""
-    from cnnkit.data.arrays import conform
-
-    def fix(s: ImageSet | None) -> ImageSet | None:
-        if s is None:
-            return None
-        return ImageSet(conform(s.images, data.image_size, data.channels), s.labels, s.classes, s.paths)
-
-    return DataSplits(fix(splits.train), fix(splits.val), fix(splits.test), list(splits.skipped))
-
-
 def _load(recipe: Recipe, cfg: RunConfig, splits: DataSplits | None) -> DataSplits:
     from cnnkit.data import load_data
     from cnnkit.models.transfer import prepare_run_config
 
     data = prepare_run_config(cfg).data  # backbones: their input size and RGB
     if splits is not None:
-        return _conformed(splits, data)
+        from cnnkit.data.arrays import conform_splits
+
+        return conform_splits(splits, data.image_size, data.channels)  # tiny given splits at the recipe's size
     try:
         return load_data(data)
     except DataError as exc:

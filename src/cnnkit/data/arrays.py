@@ -38,6 +38,16 @@ def conform(images: np.ndarray, size: tuple[int, int] | None, channels: int | No
     return resize_array(coerce_channels(images, channels), size)
 
 
+def conform_splits(splits: DataSplits, size: tuple[int, int] | None, channels: int | None) -> DataSplits:
+    """Every split of ``splits`` at ``size`` and ``channels`` (unchanged where they already match)."""
+    def fix(s: ImageSet | None) -> ImageSet | None:
+        if s is None:
+            return None
+        return ImageSet(conform(s.images, size, channels), s.labels, s.classes, s.paths)
+
+    return DataSplits(fix(splits.train), fix(splits.val), fix(splits.test), splits.skipped)
+
+
 def stratified_split(labels: np.ndarray, fractions: list[float], seed: int) -> list[np.ndarray]:
     """Split indices into len(fractions)+1 parts (rest first), stratified by label, reproducible."""
     rng = np.random.default_rng(seed)

@@ -21,7 +21,7 @@ from typing import Callable
 import numpy as np
 
 from cnnkit.config import DataConfig
-from cnnkit.data.arrays import conform
+from cnnkit.data.arrays import conform_splits
 from cnnkit.data.cache import cache_root
 from cnnkit.data.download import data_root, download, extract, mirrored
 from cnnkit.data.folders import find_root, list_images, list_split_folders
@@ -172,16 +172,7 @@ def load_idx_dataset(name: str, files: dict[str, Remote], aliases: tuple[str, ..
         if int(y.max()) >= len(classes):
             raise DataError(f"{folder}/{labels_name}: label {int(y.max())} outside 0..{len(classes) - 1}")
         sets.append(ImageSet(x[..., None], y.astype(np.int64), classes))
-    return _conformed(fill_splits(sets[0], None, sets[1], cfg), cfg)
-
-
-def _conformed(splits: DataSplits, cfg: DataConfig) -> DataSplits:
-    def fix(s: ImageSet | None) -> ImageSet | None:
-        if s is None:
-            return None
-        return ImageSet(conform(s.images, cfg.image_size, cfg.channels), s.labels, s.classes, s.paths)
-
-    return DataSplits(fix(splits.train), fix(splits.val), fix(splits.test), splits.skipped)
+    return conform_splits(fill_splits(sets[0], None, sets[1], cfg), cfg.image_size, cfg.channels)
 
 
 def load_mnist(cfg: DataConfig, mirror: str | None = None) -> DataSplits:
@@ -284,10 +275,10 @@ def load_cifar10(cfg: DataConfig, mirror: str | None = None) -> DataSplits:
     for d in looked:
         if (d / "cifar-10-batches-py").is_dir():
             train, test = read_cifar10_folder(d / "cifar-10-batches-py")
-            return _conformed(fill_splits(train, None, test, cfg), cfg)
+            return conform_splits(fill_splits(train, None, test, cfg), cfg.image_size, cfg.channels)
         if (d / "cifar-10-python.tar.gz").is_file():
             train, test = read_cifar10_tarball(d / "cifar-10-python.tar.gz")
-            return _conformed(fill_splits(train, None, test, cfg), cfg)
+            return conform_splits(fill_splits(train, None, test, cfg), cfg.image_size, cfg.channels)
     for d in looked:
         if (d / "cifar10-jpeg").is_dir():
             return load_listing(list_images(d / "cifar10-jpeg"), cfg)
@@ -299,7 +290,7 @@ def load_cifar10(cfg: DataConfig, mirror: str | None = None) -> DataSplits:
     except DataError as exc:
         raise _not_found("cifar10", looked, exc) from None
     train, test = read_cifar10_tarball(tarball)
-    return _conformed(fill_splits(train, None, test, cfg), cfg)
+    return conform_splits(fill_splits(train, None, test, cfg), cfg.image_size, cfg.channels)
 
 
 # ------------------------------------------------------------------------- zipped folders

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from cnnkit.config import DataConfig
-from cnnkit.data.arrays import conform, split_set, stratified_split
+from cnnkit.data.arrays import conform_splits, split_set, stratified_split
 from cnnkit.data.cache import cache_root
 from cnnkit.data.download import extract
 from cnnkit.data.images import check_fractions, load_folder
@@ -52,15 +52,6 @@ def split_packaged(data: ImageSet, cfg: DataConfig) -> DataSplits:
     return splits
 
 
-def _conform_splits(splits: DataSplits, cfg: DataConfig) -> DataSplits:
-    def fix(s: ImageSet | None) -> ImageSet | None:
-        if s is None:
-            return None
-        return ImageSet(conform(s.images, cfg.image_size, cfg.channels), s.labels, s.classes, s.paths)
-
-    return DataSplits(fix(splits.train), fix(splits.val), fix(splits.test), splits.skipped)
-
-
 def load_data(cfg: DataConfig) -> DataSplits:
     """``DataConfig`` -> train/val/test ImageSets at the configured size and channels.
 
@@ -69,7 +60,7 @@ def load_data(cfg: DataConfig) -> DataSplits:
     """
     if cfg.source in SINGLE_SET:
         check_fractions(cfg)
-        return _conform_splits(split_packaged(SINGLE_SET[cfg.source](), cfg), cfg)
+        return conform_splits(split_packaged(SINGLE_SET[cfg.source](), cfg), cfg.image_size, cfg.channels)
     if cfg.source in NAMED:
         return NAMED[cfg.source](cfg)
     path = Path(cfg.source).expanduser()

@@ -51,7 +51,7 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
-from cnnkit.config import DataConfig, ModelConfig, RunConfig
+from cnnkit.config import ModelConfig, RunConfig
 from cnnkit.errors import ConfigError, WeightsError
 from cnnkit.models.base import CNNKitModel, num_outputs
 

@@ -25,7 +25,7 @@ import torch
 
 from cnnkit import runtime
 from cnnkit.augment import BatchAugment
-from cnnkit.config import ModelConfig, Preprocess, RunConfig, load_run_config, save_json, to_dict
+from cnnkit.config import ModelConfig, Preprocess, RunConfig, load_run_config, save_json
 from cnnkit.data import DataSplits, ImageSet, load_data
 from cnnkit.data.loader import BatchLoader
 from cnnkit.errors import CheckpointError, ConfigError, DataError
