@@ -26,11 +26,14 @@ def epoch_generator(seed: int, epoch: int, stream: int) -> torch.Generator:
 class BatchLoader:
     """Iterate (images uint8 (B,C,H,W) channels_last view, labels int64 (B,)) on ``device``.
 
+    ``data`` is an ImageSet or a pair (x, labels) of arrays: 4-D x is NHWC images (yielded as the
+    NCHW view), any other x (e.g. cached (N, D) bottleneck features) is yielded as it is.
+
     With ``world > 1`` each rank takes its own strided shard of the (shared, seeded) permutation,
     so the ranks together see every sample once per epoch (DistributedSampler semantics).
     """
 
-    def __init__(self, data: ImageSet, batch_size: int, device: torch.device, shuffle: bool = False,
+    def __init__(self, data: ImageSet | tuple[np.ndarray, np.ndarray], batch_size: int, device: torch.device, shuffle: bool = False,
                  seed: int = 0, drop_last: bool = False, rank: int = 0, world: int = 1):
         self.batch_size = batch_size
         self.device = device
@@ -38,9 +41,10 @@ class BatchLoader:
         self.seed = seed
         self.drop_last = drop_last
         self.rank, self.world = rank, world
+        x, y = (data.images, data.labels) if isinstance(data, ImageSet) else data
         # (N,H,W,C) uint8 read into RAM once (a copy: the decode cache is a read-only memmap)
-        images = torch.from_numpy(np.array(data.images))
-        labels = torch.from_numpy(np.asarray(data.labels, dtype=np.int64))
+        images = torch.from_numpy(np.array(x))
+        labels = torch.from_numpy(np.asarray(y, dtype=np.int64))
         if device.type == "cuda" and images.numel() < _GPU_RESIDENT_FRACTION * torch.cuda.get_device_properties(device).total_memory:
             images, labels = images.to(device), labels.to(device)
         self.images, self.labels = images, labels
@@ -73,7 +77,7 @@ class BatchLoader:
             if x.device != self.device:
                 x = x.to(self.device, non_blocking=True)
                 y = y.to(self.device, non_blocking=True)
-            yield x.permute(0, 3, 1, 2), y  # NCHW view with channels_last strides
+            yield (x.permute(0, 3, 1, 2) if x.ndim == 4 else x), y  # NCHW view with channels_last strides
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         return self.batches(0)

@@ -4,7 +4,7 @@ This is the recipe of Keras' "bottleneck features" tutorial (VGG16 on cats vs do
 backbone frozen and no augmentation, every epoch would recompute the same features, so they are
 computed once - ``model.features(images)``, (N, D) float32 - written to disk and reused by later
 runs.  The head then trains through the ordinary :func:`cnnkit.train.loop.fit` with a
-:class:`FeatureLoader` over the cached rows and :class:`IdentityInputs` (the features need no
+:class:`~cnnkit.data.loader.BatchLoader` over the cached rows and :class:`IdentityInputs` (the features need no
 scaling or normalising); an epoch costs a few matrix products instead of a backbone pass.
 The head is a submodule of the full model, so the checkpoints written during ``fit`` are the
 full model (backbone + trained head) and predict/serve/explain use them as any other.
@@ -27,13 +27,13 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from cnnkit.data.loader import BatchLoader, epoch_generator
+from cnnkit.data.loader import BatchLoader
 from cnnkit.data.types import DataSplits, ImageSet
 from cnnkit.errors import ConfigError
 from cnnkit.io import atomic_path
@@ -53,30 +53,6 @@ class IdentityInputs:
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         return x
-
-
-class FeatureLoader:
-    """Batches (features float32 (B, D), labels int64 (B,)) with BatchLoader's shuffling (same seeds)."""
-
-    def __init__(self, features: np.ndarray, labels: np.ndarray, batch_size: int, device: torch.device,
-                 shuffle: bool = False, seed: int = 0):
-        self.features = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32)).to(device)
-        self.labels = torch.from_numpy(np.asarray(labels, dtype=np.int64)).to(device)
-        self.batch_size, self.device, self.shuffle, self.seed = batch_size, device, shuffle, seed
-
-    def __len__(self) -> int:
-        return -(-len(self.labels) // self.batch_size)
-
-    def batches(self, epoch: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        n = len(self.labels)
-        order = torch.randperm(n, generator=epoch_generator(self.seed, epoch, 0)) if self.shuffle else torch.arange(n)
-        order = order.to(self.device)
-        for i in range(0, n, self.batch_size):
-            idx = order[i:i + self.batch_size]
-            yield self.features[idx], self.labels[idx]
-
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        return self.batches(0)
 
 
 @torch.no_grad()
@@ -148,8 +124,8 @@ class FeatureSetup:
 
     head: nn.Module
     inputs: IdentityInputs
-    train: FeatureLoader
-    val: FeatureLoader | None
+    train: BatchLoader
+    val: BatchLoader | None
     info: dict[str, Any] = field(default_factory=dict)
 
 
@@ -165,11 +141,11 @@ def feature_training(model: nn.Module, splits: DataSplits, inputs: Any, device: 
                           "start it without torchrun")
     info: dict[str, Any] = {"backbone": getattr(model, "backbone", ""), "splits": {}}
     train_feats, info["splits"]["train"] = cached_features(model, splits.train, inputs, device, amp, cache_dir)
-    train = FeatureLoader(train_feats, splits.train.labels, batch_size, device, shuffle=True, seed=seed)
+    train = BatchLoader((train_feats, splits.train.labels), batch_size, device, shuffle=True, seed=seed)
     val = None
     if splits.val is not None and len(splits.val):
         val_feats, info["splits"]["val"] = cached_features(model, splits.val, inputs, device, amp, cache_dir)
-        val = FeatureLoader(val_feats, splits.val.labels, eval_batch_size, device)
+        val = BatchLoader((val_feats, splits.val.labels), eval_batch_size, device)
     info["seconds"] = round(sum(s["seconds"] for s in info["splits"].values()), 3)
     return FeatureSetup(model.head, IdentityInputs(), train, val, info)
 
