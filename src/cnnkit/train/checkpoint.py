@@ -87,13 +87,18 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Che
     run_cfg = from_dict(RunConfig, json.loads(meta["run"])) if meta.get("run") else None
     # the backbone's pretrained weights are inside this file: never fetch them again
     model = build_model(_offline(model_cfg))
-    try:
-        state = load_file(str(path), device="cpu")
-        model.load_state_dict(state)
-    except (SafetensorError, RuntimeError) as exc:
-        raise CheckpointError(f"{path}: weights do not fit model {model_cfg.name!r} ({str(exc).splitlines()[0]})") from None
+    load_weights_into(model, path, model_cfg.name)
     model.to(device).eval()
     return Checkpoint(model, preprocess, model_cfg, run_cfg, json.loads(meta.get("info") or "{}"), path)
+
+
+def load_weights_into(model: torch.nn.Module, path: str | Path, name: str = "") -> None:
+    """Copy a checkpoint's weights into an existing ``model`` (onto its device); no second model is built."""
+    module = getattr(model, "module", model)  # unwrap DDP
+    try:
+        module.load_state_dict(load_file(str(path), device="cpu"))
+    except (SafetensorError, RuntimeError) as exc:
+        raise CheckpointError(f"{path}: weights do not fit model {name!r} ({str(exc).splitlines()[0]})") from None
 
 
 def _offline(cfg: ModelConfig) -> ModelConfig:

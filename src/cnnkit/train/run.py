@@ -209,7 +209,7 @@ def train(cfg: RunConfig, splits: DataSplits | None = None, resume: str | Path |
 
     model = getattr(model, "module", model)
     if run_dir is not None and (run_dir / ckpt.BEST).exists():
-        model.load_state_dict(ckpt.load_checkpoint(run_dir / ckpt.BEST).model.state_dict())
+        ckpt.load_weights_into(model, run_dir / ckpt.BEST, model_cfg.name)
     metrics = final_evaluation(model, splits, inputs, device, amp, cfg, run_dir) if writer else {}
     return RunResult(run_dir, history.rows, metrics, model, preprocess)
 
@@ -229,10 +229,8 @@ def _build_augment(cfg: RunConfig, num_classes: int) -> BatchAugment | None:
 
 def _restore(run_dir: Path, model, optimizer, scheduler, cbs: list[Callback]) -> FitState:
     state = ckpt.load_train_state(run_dir / ckpt.STATE)
-    last = ckpt.load_checkpoint(run_dir / ckpt.LAST)
-    target = getattr(model, "module", model)
-    device = next(target.parameters()).device
-    target.load_state_dict({k: v.to(device) for k, v in last.model.state_dict().items()})
+    ckpt.read_metadata(run_dir / ckpt.LAST)  # a clear error if it is not a cnnkit checkpoint
+    ckpt.load_weights_into(model, run_dir / ckpt.LAST)
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     for cb, sd in zip(cbs, state["callbacks"]):
