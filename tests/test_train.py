@@ -202,3 +202,28 @@ def test_evaluation_never_augments_and_tta_is_used(tmp_path, shapes_splits):
     flipped = BatchLoader(ImageSet(test.images[:, :, ::-1].copy(), test.labels, test.classes), 16, torch.device("cpu"))
     both = (predict_probs(model, loader, inputs) + predict_probs(model, flipped, inputs)) / 2
     assert np.allclose(predict_probs(model, loader, inputs, tta="flip"), both, atol=1e-5)
+
+
+def test_running_means_are_exact_and_lazy():
+    from cnnkit.train.loop import RunningMeans
+
+    means = RunningMeans(torch.device("cpu"))
+    assert all(np.isnan(v) for v in means.as_dict().values())  # nothing seen yet: NaN, not 0
+    means.add(torch.tensor(2.0), torch.tensor([0, 1, 1]), torch.tensor([0, 1, 0]))  # 3 images, 2 right
+    means.add(torch.tensor(1.0), torch.tensor([2]), torch.tensor([2]))              # 1 image, right
+    assert means["loss"] == pytest.approx((2.0 * 3 + 1.0) / 4)
+    assert dict(means) == {"loss": pytest.approx(1.75), "acc": pytest.approx(0.75)}
+
+
+def test_batch_callbacks_see_the_epochs_running_means(tmp_path, shapes_splits):
+    class LastBatch(Callback):
+        def on_batch_end(self, step, logs):
+            self.last = dict(logs)
+
+        def on_epoch_end(self, epoch, logs):
+            self.seen = (self.last, {k: logs[k] for k in ("loss", "acc")})
+
+    spy = LastBatch()
+    train(run_cfg(tmp_path, epochs=1), splits=shapes_splits, explicit_out=True, callbacks=[spy])
+    last_batch, epoch_logs = spy.seen
+    assert last_batch == pytest.approx(epoch_logs) and 0 < epoch_logs["loss"] < 5

@@ -14,7 +14,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from cnnkit.io import atomic_write_text
 
@@ -39,7 +39,8 @@ def monitor_mode(monitor: str) -> str:
 class Callback:
     def on_train_begin(self, info: dict[str, Any]) -> None: ...
     def on_epoch_begin(self, epoch: int, steps: int) -> None: ...
-    def on_batch_end(self, step: int, logs: dict[str, float]) -> None: ...
+    # logs: running means of the epoch so far; reading a value syncs the device, so read sparingly
+    def on_batch_end(self, step: int, logs: Mapping[str, float]) -> None: ...
     def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> Signal | None: ...
     def on_train_end(self, logs: dict[str, Any]) -> None: ...
     def state_dict(self) -> dict[str, Any]:
@@ -131,8 +132,11 @@ class History(Callback):
 class Progress(Callback):
     """A live bar (rich) on a terminal; one line per epoch otherwise (logs, CI)."""
 
+    REDRAW_S = 0.5  # seconds between reads of the running loss/accuracy
+
     def __init__(self, epochs: int, enabled: bool = True, stream=None):
         self.epochs, self.enabled = epochs, enabled
+        self._drawn = 0.0
         self.stream = stream or sys.stderr
         self.live = enabled and self.stream.isatty()
         self._bar = None
@@ -149,10 +153,16 @@ class Progress(Callback):
             self._bar.start()
             self._task = self._bar.add_task("train", total=steps, stats="")
 
-    def on_batch_end(self, step: int, logs: dict[str, float]) -> None:
-        if self._bar is not None:
-            stats = f"loss {logs['loss']:.4f} acc {logs['acc']:.4f}"
-            self._bar.update(self._task, advance=1, stats=stats)
+    def on_batch_end(self, step: int, logs: Mapping[str, float]) -> None:
+        if self._bar is None:
+            return
+        now = time.perf_counter()
+        if now - self._drawn < self.REDRAW_S:  # advance only: reading the means would sync the GPU
+            self._bar.update(self._task, advance=1)
+            return
+        self._drawn = now
+        means = dict(logs)
+        self._bar.update(self._task, advance=1, stats=f"loss {means['loss']:.4f} acc {means['acc']:.4f}")
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> Signal | None:
         if self._bar is not None:
