@@ -227,3 +227,11 @@ def test_batch_callbacks_see_the_epochs_running_means(tmp_path, shapes_splits):
     train(run_cfg(tmp_path, epochs=1), splits=shapes_splits, explicit_out=True, callbacks=[spy])
     last_batch, epoch_logs = spy.seen
     assert last_batch == pytest.approx(epoch_logs) and 0 < epoch_logs["loss"] < 5
+
+
+@pytest.mark.parametrize("amp", ["fp16", "bf16"])
+def test_mixed_precision_training_learns(tmp_path, shapes_splits, amp):
+    # fp16 runs through the loss scaler (as on CUDA GPUs without bf16); bf16 needs none
+    result = train(run_cfg(tmp_path, epochs=4, amp=amp), splits=shapes_splits, explicit_out=True)
+    assert all(np.isfinite(r["loss"]) for r in result.history)
+    assert result.metrics["accuracy"] >= 0.9

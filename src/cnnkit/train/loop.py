@@ -114,6 +114,9 @@ def fit(model: torch.nn.Module, train: BatchLoader, val: BatchLoader | None, *, 
     """Train ``model`` for ``epochs`` epochs (from ``state.epoch`` when resuming)."""
     state = state or FitState()
     steps = len(train)
+    # fp16 gradients underflow without loss scaling; bf16 and fp32 need none (the scaler is then a no-op).
+    # Its scale is not checkpointed: after a resume it re-finds its level within a few steps.
+    scaler = torch.amp.GradScaler(train.device.type, enabled=amp is torch.float16)
     for cb in callbacks:
         cb.on_train_begin({"epochs": epochs, "steps": steps})
     while state.epoch < epochs and not state.stop_reason:
@@ -136,8 +139,9 @@ def fit(model: torch.nn.Module, train: BatchLoader, val: BatchLoader | None, *, 
                 logits = model(x)
             loss = cross_entropy(logits, target, label_smoothing)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)  # skips the step if fp16 gradients overflowed
+            scaler.update()
             scheduler.step()
             state.step += 1
             means.add(loss, predicted_class(logits.detach()), hard_labels(target))
