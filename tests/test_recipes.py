@@ -80,7 +80,8 @@ def test_recipe_runs_on_tiny_data(name, tmp_path):
     recipe = get_recipe(name)
     channels = 1 if recipe.data in ("mnist", "fashion-mnist") else 3
     classes = ("cats", "dogs") if recipe.data == "cats-vs-dogs" else ("bright", "dark", "stripes")
-    res = run_recipe(name, splits=tiny_splits(20, channels, classes), overrides=tiny_overrides(tmp_path))
+    cpu = {"train.device": "cpu"} if recipe.config.train.device == "cuda" else {}  # the GPU recipe, here on the CPU
+    res = run_recipe(name, splits=tiny_splits(20, channels, classes), overrides=tiny_overrides(tmp_path, **cpu))
     check_result(res, name)
     assert res["variant"] == "tutorial" and res["reported"] == recipe.reported
     # the given 20 px images were conformed to the overridden 16 px and the recipe's channels

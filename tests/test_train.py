@@ -235,3 +235,14 @@ def test_mixed_precision_training_learns(tmp_path, shapes_splits, amp):
     result = train(run_cfg(tmp_path, epochs=4, amp=amp), splits=shapes_splits, explicit_out=True)
     assert all(np.isfinite(r["loss"]) for r in result.history)
     assert result.metrics["accuracy"] >= 0.9
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error where there is no GPU")
+def test_asking_for_a_missing_gpu_is_a_clear_error(tmp_path, shapes_splits):
+    from cnnkit.runtime import select_device
+
+    assert select_device("cpu").type == "cpu" and select_device("auto").type in ("cpu", "mps")
+    with pytest.raises(ConfigError, match="no CUDA GPU"):
+        train(run_cfg(tmp_path, device="cuda"), splits=shapes_splits, explicit_out=True)
+    with pytest.raises(ConfigError, match="not a device"):
+        select_device("gpu")

@@ -12,6 +12,8 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from cnnkit.errors import ConfigError
+
 # glibc mallopt parameters (malloc.h)
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
@@ -42,14 +44,32 @@ def tune_malloc(mmap_threshold: int = 32 << 20, trim_threshold: int = 1 << 30) -
     return ok
 
 
+def _mps_available() -> bool:
+    return getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+
+
 def select_device(spec: str = "auto") -> torch.device:
+    """``auto`` picks CUDA, then MPS, then the CPU; a named device must exist (a clear error if not)."""
     if spec == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        if _mps_available():
             return torch.device("mps")
         return torch.device("cpu")
-    return torch.device(spec)
+    try:
+        device = torch.device(spec)
+    except RuntimeError:
+        raise ConfigError(f"--device {spec!r} is not a device: use auto, cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ConfigError(f"--device {spec}: no CUDA GPU is available here (torch {torch.__version__}); "
+                              f"use --device cpu or auto")
+        if device.index is not None and device.index >= count:
+            raise ConfigError(f"--device {spec}: there are only {count} CUDA GPU(s) (cuda:0..cuda:{count - 1})")
+    if device.type == "mps" and not _mps_available():
+        raise ConfigError(f"--device {spec}: Apple's MPS backend is not available here; use --device cpu or auto")
+    return device
 
 
 def cpu_has_bf16() -> bool:
