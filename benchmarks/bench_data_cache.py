@@ -74,8 +74,6 @@ def torchvision_epoch(loader: DataLoader) -> tuple[float, int]:
 
 
 def versions() -> str:
-    import simplejpeg
-
     cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -88,8 +86,7 @@ def versions() -> str:
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return (f"{cpu}, {cores} cores; Python {platform.python_version()}, torch {torch.__version__}, "
-            f"torchvision {torchvision.__version__}, Pillow {PIL.__version__}, numpy {np.__version__}, "
-            f"simplejpeg {simplejpeg.__version__}")
+            f"torchvision {torchvision.__version__}, Pillow {PIL.__version__}, numpy {np.__version__}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,8 +2,9 @@
 
 Every way a file can be unusable becomes a :class:`BadImage` with a short human reason, so
 callers can skip-and-report or stop (``strict``) without a library traceback reaching the user.
-Pillow and simplejpeg release the GIL while decoding and resizing, so a thread pool over
-these functions uses every core without process start-up or pickling costs.
+Pillow releases the GIL while decoding and resizing, so a thread pool over these functions
+uses every core without process start-up or pickling costs.  (JPEGs use Pillow's ``draft``
+DCT-domain downscaling, the same trick simplejpeg offers, so no second decoder is needed.)
 """
 
 from __future__ import annotations
