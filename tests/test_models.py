@@ -73,3 +73,63 @@ def test_summary_counts_frozen_params():
         p.requires_grad_(False)
     s = summarize(model, (1, 28, 28))
     assert s.non_trainable == 156 + 2416 and s.total == 61_706
+
+
+# ----------------------------------------------------------------------------- custom nets by import path
+
+CUSTOM_NETS = '''
+from torch import nn
+
+from cnnkit.models import num_outputs
+
+
+def small(in_channels, num_classes, image_size, dropout=None):
+    return nn.Sequential(nn.Conv2d(in_channels, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                         nn.Flatten(), nn.Linear(8, num_outputs(num_classes)))
+
+
+def ten_always(in_channels, num_classes, image_size, dropout=None):
+    return nn.Sequential(nn.Flatten(), nn.LazyLinear(10))
+
+
+def broken(in_channels, num_classes, image_size, dropout=None):
+    raise RuntimeError("no such layer")
+'''
+
+
+@pytest.fixture
+def custom_nets(tmp_path, monkeypatch):
+    (tmp_path / "my_nets.py").write_text(CUSTOM_NETS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return "my_nets"
+
+
+def test_custom_net_by_import_path_trains_and_its_checkpoint_predicts(custom_nets, tmp_path, shapes_splits):
+    from cnnkit.config import OptimConfig, RunConfig, TrainConfig, DataConfig
+    from cnnkit.serve.predict import load_predictor
+    from cnnkit.train import train
+    from cnnkit.visualize.gradcam import gradcam
+
+    cfg = RunConfig(data=DataConfig(source="shapes"), model=ModelConfig(name=f"{custom_nets}:small"),
+                    optim=OptimConfig(name="adam", lr=1e-2),
+                    train=TrainConfig(epochs=3, batch_size=16, out=str(tmp_path / "run"), progress=False, report=False))
+    result = train(cfg, splits=shapes_splits, explicit_out=True)
+    assert result.metrics["accuracy"] > 0.5
+    predictor = load_predictor(result.run_dir)  # rebuilt from the import path saved in the checkpoint
+    probs = predictor.probs(shapes_splits.test.images)
+    assert probs.shape == (len(shapes_splits.test), 3)
+    assert isinstance(predictor.model.gradcam_layer, torch.nn.Conv2d)  # the wrapped net's last convolution
+    x = torch.zeros(1, 3, 16, 16)
+    assert gradcam(predictor.model, x).shape[-2:] == (16, 16)
+
+
+def test_custom_net_errors_are_clear(custom_nets):
+    cfg = ModelConfig(name=f"{custom_nets}:ten_always", num_classes=2, image_size=(8, 8))
+    with pytest.raises(ConfigError, match=r"outputs of shape \(10,\).*2 classes need \(1,\)"):
+        build_model(cfg)
+    with pytest.raises(ConfigError, match="the builder failed: RuntimeError: no such layer"):
+        build_model(ModelConfig(name=f"{custom_nets}:broken"))
+    with pytest.raises(ConfigError, match="has no function 'nope'"):
+        build_model(ModelConfig(name=f"{custom_nets}:nope"))
+    with pytest.raises(ConfigError, match="cannot import module 'no_such_nets'"):
+        build_model(ModelConfig(name="no_such_nets:small"))

@@ -30,12 +30,15 @@ def build_model(cfg: ModelConfig) -> CNNKitModel:
             return MODELS[cfg.name](cfg.in_channels, cfg.num_classes, tuple(cfg.image_size), dropout=cfg.dropout)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
-    from cnnkit.models import transfer  # torchvision backbones: imported only when asked for
+    from cnnkit.models import custom, transfer  # imported only when asked for
 
+    if custom.is_import_path(cfg.name):  # "package.module:builder": a network in plain PyTorch
+        return custom.build_custom(cfg)
     if cfg.name in transfer.BACKBONES:
         return transfer.build_transfer_model(cfg)
     known = ", ".join(sorted(MODELS) + sorted(transfer.BACKBONES))
-    raise ConfigError(f"unknown model {cfg.name!r}; known models: {known}")
+    raise ConfigError(f"unknown model {cfg.name!r}; known models: {known}, or a builder of your own "
+                      f"as 'module:function'")
 
 
 def model_names() -> list[str]:

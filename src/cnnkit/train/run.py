@@ -65,7 +65,8 @@ def _default_run_dir(cfg: RunConfig, explicit: bool) -> Path:
     base = Path(cfg.train.out)
     if not explicit and base.name == "run":  # the unset default: name the run after data and model
         stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(cfg.data.source).name or "data").strip("-")
-        base = base.parent / f"{stem}-{cfg.model.name}"
+        model = re.sub(r"[^A-Za-z0-9_.-]+", "-", cfg.model.name).strip("-")  # "mynets:small" -> "mynets-small"
+        base = base.parent / f"{stem}-{model}"
     return base
 
 
