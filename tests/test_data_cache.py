@@ -140,3 +140,17 @@ def test_unwritable_cache_is_a_clear_error(tmp_path):
     blocker.write_text("x")
     with pytest.raises(DataError, match="cache"):
         decoded(list_images(root), (8, 8), 3, str(blocker))
+
+
+def test_strict_still_stops_when_the_bad_file_is_already_cached_as_skipped(tmp_path):
+    # a first, lenient load caches the list of skipped files; --strict must not trust that cache quietly
+    import dataclasses
+
+    from cnnkit.errors import DataError
+
+    root = tree(tmp_path / "d")
+    (root / "a" / "bad.png").write_bytes(b"")
+    c = DataConfig(source=str(root), cache_dir=str(tmp_path / "c"), val_split=0.0, image_size=(8, 8))
+    assert len(load_data(c).skipped) == 1
+    with pytest.raises(DataError, match="bad.png.*empty file"):
+        load_data(dataclasses.replace(c, strict=True))

@@ -198,6 +198,10 @@ def decoded(listing: FileListing, size: tuple[int, int] | None = None, channels:
     if npy.exists() and meta_path.exists():
         hit = _load_entry(npy, meta_path, listing, signature)
         if hit is not None:
+            cached_bad = hit.skipped[len(listing.problems):]  # files an earlier lenient load skipped
+            if strict and cached_bad:
+                path, reason = cached_bad[0]
+                _report_bad(path, reason, strict, [])
             return hit
     try:
         folder.mkdir(parents=True, exist_ok=True)
