@@ -205,3 +205,12 @@ def test_zip_archive_source_is_extracted_once(tmp_path):
     assert len(extracted) == 1 and not extracted[0].name.startswith(".")
     load_data(cfg(archive, tmp_path, val_split=0.0))
     assert list((tmp_path / "cache" / "extracted").iterdir()) == extracted
+
+
+def test_flat_folder_of_labelled_files_points_to_organize(tmp_path):
+    # a Kaggle-style download (cat.1.jpg, dog.1.jpg in one folder) is not "no images found"
+    flat = tmp_path / "train"
+    for name in ("cat.1.png", "cat.2.png", "dog.1.png"):
+        img(flat / name)
+    with pytest.raises(DataError, match=r"3 image files directly in .*train.*cnnkit organize"):
+        load_data(cfg(flat, tmp_path))

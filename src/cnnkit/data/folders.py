@@ -15,6 +15,8 @@ from cnnkit.errors import DataError
 # Extensions Pillow decodes that people actually keep photos in; compared lower-cased.
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 
+LOOSE_IMAGE = "image outside a class folder: put it in <class>/ to use it"
+
 # Split folder names, compared lower-cased; the key is the DataSplits field it fills.
 SPLIT_NAMES = {
     "train": ("train", "training"),
@@ -147,7 +149,7 @@ def list_split_folders(folders: dict[str, Path], root: str | Path | None = None)
                 classes[entry.name] = images
                 ignored += n
             elif entry.is_file() and is_image_name(entry.name):
-                problems.append((entry.path, "image outside a class folder: put it in <class>/ to use it"))
+                problems.append((entry.path, LOOSE_IMAGE))
         per_split[split] = classes
     names = sorted({c for classes in per_split.values() for c in classes})
     kept = []
@@ -179,6 +181,13 @@ def list_images(root: str | Path) -> FileListing:
         raise DataError(f"{root}: not a folder")
     listing = list_split_folders(layout(root), root)
     if not listing.files and not listing.classes:
+        loose = sum(1 for _, why in listing.problems if why == LOOSE_IMAGE)
+        if loose:
+            raise DataError(
+                f"{root}: {loose} image files directly in the folder but no class folders; put them in "
+                f"{root}/<class>/, or sort names like cat.1.jpg into class folders with "
+                f"`cnnkit organize {root} DST`"
+            )
         raise DataError(
             f"{root}: no images found; expected {root}/<class>/*.jpg or "
             f"{root}/train/<class>/*.jpg (extensions: {', '.join(sorted(IMAGE_EXTENSIONS))})"

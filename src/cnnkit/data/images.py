@@ -59,8 +59,8 @@ def fill_splits(train: ImageSet, val: ImageSet | None, test: ImageSet | None, cf
 def warn_skipped(skipped: list[tuple[str, str]]) -> None:
     if skipped:
         path, reason = skipped[0]
-        log.warning("skipped %d file(s) or folder(s) that cannot be used (first: %s: %s); the full "
-                    "list is in DataSplits.skipped", len(skipped), path, reason)
+        log.warning("skipped %d file(s) or folder(s) that cannot be used (first: %s: %s); a training run "
+                    "lists them all in its skipped.txt (DataSplits.skipped in Python)", len(skipped), path, reason)
 
 
 def check_listing(listing: FileListing, strict: bool) -> None:
