@@ -59,7 +59,7 @@ def test_checksum_mismatch_is_dataerror_and_nothing_kept(server, tmp_path):
     dest = tmp_path / "out" / "f.bin"
     with pytest.raises(DataError, match="SHA256 mismatch"):
         download(f"{base}/f.bin", dest, sha256="0" * 64)
-    assert not dest.exists() and list(dest.parent.iterdir()) == []
+    assert not dest.exists() and not dest.parent.exists()  # nothing kept, not even the new folder
     with pytest.raises(DataError, match="MD5 mismatch"):
         download(f"{base}/f.bin", dest, md5="0" * 32)
 
@@ -165,3 +165,22 @@ def test_zip_dataset_downloaded_extracted_and_loaded(server, tmp_path, monkeypat
     with pytest.raises(DataError, match="SHA256 mismatch"):
         load_data(DataConfig(source="horses-vs-humans", data_dir=str(tmp_path / "ds"), cache_dir=str(tmp_path / "c")))
     assert not (tmp_path / "ds" / "horse-or-human.zip").exists()
+
+
+def test_truncated_zip_is_called_truncated_not_foreign(tmp_path):
+    # a half-copied download still starts like a zip; "not a zip or tar archive" sent people looking elsewhere
+    archive = tmp_path / "pets.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for i in range(20):
+            zf.writestr(f"pets/cats/{i}.jpg", bytes(range(256)) * 40)
+    archive.write_bytes(archive.read_bytes()[:3000])
+    with pytest.raises(DataError, match=r"pets.zip: truncated or damaged zip archive"):
+        extract(archive, tmp_path / "cache")
+
+
+def test_failed_download_leaves_no_empty_folders(tmp_path):
+    # a mistyped --data-dir must not leave <typo>/mnist/ behind when the download fails
+    dest = tmp_path / "typo" / "mnist" / "train-images-idx3-ubyte.gz"
+    with pytest.raises(DataError, match="failed"):
+        download("http://127.0.0.1:9/nothing-listens-here", dest, timeout=2)
+    assert list(tmp_path.iterdir()) == []

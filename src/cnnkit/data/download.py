@@ -60,13 +60,39 @@ def download(url: str, dest: str | Path, sha256: str | None = None, md5: str | N
     """Stream ``url`` to ``dest``; verify SHA-256 (or MD5 where only that is published); atomic.
 
     Raises :class:`DataError` for network failures and checksum mismatches; ``dest`` is then
-    left as it was (absent, or the previous file).
+    left as it was (absent, or the previous file), and folders created for it are removed again.
     """
     dest = Path(dest)
+    created = _missing_dirs(dest.parent)
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise DataError(f"cannot create {dest.parent} to download {url}: {exc.strerror or exc}") from None
+    try:
+        return _download(url, dest, sha256, md5, timeout)
+    except DataError:
+        _remove_empty(created)  # a failed download (a mistyped data_dir, no network) leaves no new folders
+        raise
+
+
+def _missing_dirs(folder: Path) -> list[Path]:
+    """``folder`` and those of its parents that do not exist yet, deepest first."""
+    missing = []
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    return missing
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    for folder in folders:  # deepest first; stop at the first that is not empty
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+
+
+def _download(url: str, dest: Path, sha256: str | None, md5: str | None, timeout: float) -> Path:
     log.warning("downloading %s -> %s", url, dest)
     digests = {name: hashlib.new(name) for name, want in (("sha256", sha256), ("md5", md5)) if want}
     try:
@@ -97,6 +123,11 @@ def _safe_members_zip(zf: zipfile.ZipFile, archive: Path) -> None:
         p = PurePosixPath(name)
         if p.is_absolute() or ".." in p.parts:
             raise DataError(f"{archive}: unsafe path {name!r} inside the archive; not extracting")
+
+
+def _starts_like_zip(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        return fh.read(4) in (b"PK\x03\x04", b"PK\x05\x06")
 
 
 def extracted_dir(archive: str | Path, cache_dir: str | Path) -> Path:
@@ -139,6 +170,9 @@ def extract(archive: str | Path, cache_dir: str | Path) -> Path:
         elif tarfile.is_tarfile(archive):
             with tarfile.open(archive) as tf:
                 tf.extractall(tmp, filter="data")
+        elif _starts_like_zip(archive):
+            raise DataError(f"{archive}: truncated or damaged zip archive (its table of contents, at the end "
+                            f"of the file, is missing); download or copy it again")
         else:
             raise DataError(f"{archive}: not a zip or tar archive")
         try:
