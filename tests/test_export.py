@@ -16,7 +16,7 @@ from safetensors.torch import save_file
 
 from cnnkit.cli import main
 from cnnkit.config import ModelConfig, Preprocess
-from cnnkit.errors import CheckpointError
+from cnnkit.errors import CheckpointError, ConfigError
 from cnnkit.models import MODELS, build_model
 from cnnkit.serve.export import (ExportError, export_model, read_export_metadata, sample_inputs)
 from cnnkit.serve.onnx_predict import OnnxPredictor
@@ -146,6 +146,43 @@ def test_cli_export_prints_parity_and_predict_accepts_onnx(ckpt, tmp_path, image
     via_ckpt = json.loads(capsys.readouterr().out)
     assert [t["class"] for t in via_onnx[0]["top"]] == [t["class"] for t in via_ckpt[0]["top"]]
     assert len(via_onnx[0]["top"]) == 2
+
+
+def test_predict_top_k_below_one_is_a_clear_error(ckpt, images, capsys):
+    for k in ("0", "-1"):  # 0 printed empty rows; -1 silently meant "all but one class"
+        assert main(["predict", str(ckpt), str(images[0]), "--top-k", k]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("cnnkit: error:") and "--top-k" in err and "Traceback" not in err
+    with pytest.raises(ConfigError, match="at least 1"):
+        predict(ckpt, images, top_k=0)
+
+
+def test_predict_error_line_names_the_file_once(ckpt, tmp_path, images, capsys):
+    bad = tmp_path / "notes.png"
+    bad.write_text("not a picture")
+    assert main(["predict", str(ckpt), str(bad), str(images[0])]) == 0
+    line = next(l for l in capsys.readouterr().out.splitlines() if "notes.png" in l)
+    assert line.count("notes.png") == 1 and line.startswith(str(bad)) and "not an image" in line
+    assert predict(ckpt, [bad])[0].error.startswith("not an image")
+
+
+def test_export_file_name_must_match_the_format(ckpt, tmp_path):
+    # predict and serve pick the backend by the .onnx suffix: a TorchScript file named .onnx
+    # (or an ONNX file named otherwise) would be unusable with a misleading error later
+    with pytest.raises(ExportError, match=r"m\.onnx.*torchscript"):
+        export_model(ckpt, "torchscript", tmp_path / "m.onnx")
+    with pytest.raises(ExportError, match=r"m\.pt.*\.onnx"):
+        export_model(ckpt, "onnx", tmp_path / "m.pt")
+    assert not list(tmp_path.glob("m.*"))
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
+def test_predict_on_a_torchscript_export_says_what_to_use(ckpt, tmp_path, images, capsys):
+    pt = export_model(ckpt, "torchscript", tmp_path / "m.pt").path
+    with pytest.raises(CheckpointError, match=r"m\.pt: a TorchScript export.*\.onnx"):
+        predict(pt, images)
+    assert main(["predict", str(pt), str(images[0])]) == 2
+    assert "TorchScript" in capsys.readouterr().err
 
 
 def test_cli_export_failure_is_one_clear_line(ckpt, tmp_path, capsys):

@@ -161,6 +161,11 @@ def export_model(checkpoint: str | Path | Checkpoint, fmt: str = "onnx", out: st
     ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint, "cpu")
     pre = ckpt.preprocess
     out = Path(out) if out is not None else default_out(ckpt.path, fmt)
+    # predict and serve choose ONNX Runtime by the .onnx suffix: any other pairing gives a file
+    # that cnnkit itself cannot load later
+    if (out.suffix.lower() == ".onnx") != (fmt == "onnx"):
+        need = "end in .onnx" if fmt == "onnx" else "not end in .onnx (e.g. .pt)"
+        raise ExportError(f"{out}: the file name of a {fmt} export must {need}")
     wrapper = ExportWrapper(ckpt.model.cpu().float().eval(), tuple(pre.mean), tuple(pre.std)).eval()
     meta = export_metadata(pre, ckpt.model_config)
     trace_x, check_x = sample_inputs(pre, 2, seed=1), sample_inputs(pre, 5, seed=2)

@@ -15,7 +15,7 @@ import torch
 from cnnkit import runtime
 from cnnkit.config import Preprocess
 from cnnkit.data.folders import is_hidden, is_image_name
-from cnnkit.errors import DataError
+from cnnkit.errors import CheckpointError, ConfigError, DataError
 from cnnkit.train.checkpoint import Checkpoint, load_checkpoint
 from cnnkit.train.loop import ImageInputs
 from cnnkit.models.base import logits_to_probs
@@ -45,6 +45,24 @@ def expand_inputs(items: Iterable[str | Path]) -> list[Path]:
     if not out:
         raise DataError(f"no image files found in {', '.join(map(str, items))}")
     return out
+
+
+def check_top_k(top_k: int) -> None:
+    """top-k below 1 would print empty rows (0) or quietly drop classes (negative slicing)."""
+    if top_k < 1:
+        raise ConfigError(f"--top-k must be at least 1, got {top_k}")
+
+
+def refuse_torchscript(path: Path) -> None:
+    """A TorchScript export is a zip that the safetensors loader would call 'header too large';
+    say what it is and what to pass instead."""
+    import zipfile
+
+    if path.is_file() and zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as z:
+            if any(n.endswith("/extra/cnnkit.json") for n in z.namelist()):
+                raise CheckpointError(f"{path}: a TorchScript export, for use outside cnnkit; predict, serve and "
+                                      "explain take the run folder, its .safetensors checkpoint or an .onnx export")
 
 
 @dataclass
@@ -82,6 +100,7 @@ class BasePredictor:
 
     def predict_files(self, files: Sequence[str | Path], top_k: int = 3, batch_size: int = 64) -> list[Prediction]:
         """Predict every file; unreadable files get an ``error`` instead of stopping the batch."""
+        check_top_k(top_k)
         results: list[Prediction | None] = [None] * len(files)
         good: list[int] = []
         arrays = []
@@ -90,7 +109,9 @@ class BasePredictor:
                 arrays.append(self.read(f))
                 good.append(i)
             except DataError as exc:
-                results[i] = Prediction(str(f), [], error=str(exc))
+                # the reason only: every output format already shows the file beside it
+                reason = str(exc).removeprefix(f"{f}: ")
+                results[i] = Prediction(str(f), [], error=reason)
         if arrays:
             tops = self.top_k(self.probs(np.stack(arrays), batch_size), top_k)
             for i, top in zip(good, tops):
@@ -104,6 +125,8 @@ class Predictor(BasePredictor):
     backend = "pytorch"
 
     def __init__(self, checkpoint: str | Path | Checkpoint, device: str = "cpu"):
+        if not isinstance(checkpoint, Checkpoint):
+            refuse_torchscript(Path(checkpoint))
         self.device = runtime.select_device(device)
         self.ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint, self.device)
         self.model = self.ckpt.model.to(self.device).eval()
