@@ -246,3 +246,51 @@ def test_asking_for_a_missing_gpu_is_a_clear_error(tmp_path, shapes_splits):
         train(run_cfg(tmp_path, device="cuda"), splits=shapes_splits, explicit_out=True)
     with pytest.raises(ConfigError, match="not a device"):
         select_device("gpu")
+
+
+def test_monitor_accepts_keras_names_and_rejects_unknown_ones(tmp_path, shapes_splits):
+    # Keras 2 calls it val_accuracy: it used to match no history key, so no best checkpoint was ever
+    # written and early stopping silently never fired
+    result = train(run_cfg(tmp_path / "a", epochs=2, monitor="val_accuracy"), splits=shapes_splits)
+    assert (result.run_dir / "best.safetensors").is_file()
+    with pytest.raises(ConfigError, match="--monitor 'val_acuracy'"):
+        train(run_cfg(tmp_path / "b", epochs=1, monitor="val_acuracy"), splits=shapes_splits)
+
+
+def test_class_without_training_images_is_a_clear_error(tmp_path):
+    # validation/cats next to train/cat: a third output the model could never learn
+    from cnnkit.errors import DataError
+
+    classes = ("bright", "dark", "stripes")
+    train_set = make_shapes(8, classes=classes)
+    keep = train_set.labels != 2
+    splits = DataSplits(train=ImageSet(train_set.images[keep], train_set.labels[keep], classes),
+                        val=make_shapes(4, seed=1, classes=classes))
+    with pytest.raises(DataError, match="'stripes'.*no training images"):
+        train(run_cfg(tmp_path, epochs=1), splits=splits)
+
+
+def test_saved_config_finds_its_data_from_any_folder(tmp_path, monkeypatch):
+    # a run trained on a relative folder path must evaluate its own held-out split from elsewhere,
+    # and another spelling of the same folder must not evaluate on the training images too
+    from PIL import Image
+
+    from cnnkit.evaluate.evaluate import evaluate
+
+    work = tmp_path / "work"
+    data = make_shapes(8, size=12, seed=4)
+    for i, (im, label) in enumerate(zip(data.images, data.labels)):
+        (work / "pets" / data.classes[label]).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(im).save(work / "pets" / data.classes[label] / f"{i}.png")
+    monkeypatch.chdir(work)
+    cfg = RunConfig(data=DataConfig(source="pets", val_split=0.25, test_split=0.25, cache_dir="cache"),
+                    model=ModelConfig(name="lenet5"), train=TrainConfig(epochs=1, batch_size=8, out="runs/r",
+                                                                        progress=False, report=False))
+    result = train(cfg, explicit_out=True)
+    run = (work / result.run_dir).resolve()
+    assert json.loads((run / "config.json").read_text())["data"]["source"] == str(work / "pets")
+    assert evaluate(run, "./pets/")[0]["n"] == 6  # the run's test split, not all 24 images
+    monkeypatch.chdir(tmp_path)
+    saved = load_checkpoint(run).run_config.data
+    metrics = evaluate(run, saved.source)[0]
+    assert (metrics["split"], metrics["n"]) == ("test", 6)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 
 import numpy as np
@@ -18,11 +19,22 @@ from cnnkit.train.checkpoint import Checkpoint, load_checkpoint
 from cnnkit.train.loop import ImageInputs
 
 
+def same_source(a: str, b: str) -> bool:
+    """The same dataset name, or two spellings of one folder/archive (``pets``, ``./pets/``, absolute)."""
+    if a == b:
+        return True
+    pa, pb = Path(a).expanduser(), Path(b).expanduser()
+    try:
+        return pa.exists() and pb.exists() and os.path.samefile(pa, pb)
+    except OSError:
+        return False
+
+
 def data_config_for(ckpt: Checkpoint, source: str, data_dir: str | None = None) -> DataConfig:
     """The data settings that reproduce the checkpoint's input; its own splits if it is the same source."""
     pre = ckpt.preprocess
     run_data = ckpt.run_config.data if ckpt.run_config is not None else None
-    if run_data is not None and run_data.source == source:
+    if run_data is not None and same_source(run_data.source, source):
         base = run_data
     else:  # a different dataset: use all of it (its own test/validation folders stay separate)
         base = DataConfig(source=source, val_split=0.0, test_split=0.0)

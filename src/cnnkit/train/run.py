@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,6 +101,43 @@ def _check_splits(splits: DataSplits) -> None:
         raise DataError("the training set is empty")
     if len(splits.train.classes) < 2:
         raise DataError(f"need at least 2 classes to train a classifier, found {list(splits.train.classes)}")
+    counts = np.bincount(splits.train.labels, minlength=len(splits.train.classes))
+    untrained = [c for c, n in zip(splits.train.classes, counts) if n == 0]
+    if untrained:  # e.g. validation/cats beside train/cat: an output the model could never learn
+        raise DataError(f"class(es) {', '.join(map(repr, untrained))} have no training images, only validation "
+                        f"or test ones; give every class training images (check the class folder names)")
+
+
+# --monitor names -> history keys; Keras 2 spells accuracy out
+MONITORS = {"val_loss": "val_loss", "val_acc": "val_acc", "val_accuracy": "val_acc",
+            "loss": "loss", "acc": "acc", "accuracy": "acc"}
+
+
+def monitor_key(name: str, has_val: bool) -> str:
+    """The history key that ``--monitor name`` watches; without validation data, its training twin."""
+    key = MONITORS.get(name)
+    if key is None:
+        raise ConfigError(f"--monitor {name!r}: not a logged metric; choose one of {', '.join(MONITORS)}")
+    return key if has_val else key.replace("val_", "")
+
+
+def portable_paths(cfg: RunConfig) -> RunConfig:
+    """Folder/archive sources and data/cache folders as absolute path strings.
+
+    The config is saved with the run and read back by evaluate/report/--resume, possibly from
+    another working directory; a relative ``data/pets`` would then name nothing (or another folder).
+    """
+    from cnnkit.data.sources import SOURCES
+
+    def absolute(p):
+        return None if p is None else os.path.abspath(os.path.expanduser(p))
+
+    source = str(cfg.data.source)
+    if source not in SOURCES and os.path.exists(os.path.expanduser(source)):
+        source = absolute(source)
+    data = dataclasses.replace(cfg.data, source=source, data_dir=absolute(cfg.data.data_dir),
+                               cache_dir=absolute(cfg.data.cache_dir))
+    return dataclasses.replace(cfg, data=data, train=dataclasses.replace(cfg.train, out=str(cfg.train.out)))
 
 
 def train(cfg: RunConfig, splits: DataSplits | None = None, resume: str | Path | None = None,
@@ -117,6 +155,8 @@ def train(cfg: RunConfig, splits: DataSplits | None = None, resume: str | Path |
         saved = load_run_config(run_dir / "config.json")
         cfg = dataclasses.replace(saved, train=dataclasses.replace(saved.train, epochs=cfg.train.epochs,
                                                                    progress=cfg.train.progress))
+    cfg = portable_paths(cfg)
+    monitor_key(cfg.train.monitor, True)  # a misspelt --monitor fails now, not silently after training
     device = runtime.select_device(cfg.train.device)
     if device.type == "cuda" and world > 1:
         device = torch.device("cuda", torch.cuda.current_device())
@@ -148,7 +188,7 @@ def train(cfg: RunConfig, splits: DataSplits | None = None, resume: str | Path |
                                rank=rank, world=world)
     val_loader = (BatchLoader(splits.val, cfg.train.eval_batch_size, device, rank=rank, world=world)
                   if splits.val is not None and len(splits.val) else None)
-    monitor = cfg.train.monitor if val_loader is not None else cfg.train.monitor.replace("val_", "")
+    monitor = monitor_key(cfg.train.monitor, has_val=val_loader is not None)
 
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel
