@@ -353,3 +353,18 @@ def test_most_wrong_binary_and_picture():
     tiles = image_axes(fig)
     assert len(tiles) == 4
     assert tiles[0].get_title() == "true a\npred b 0.80"
+
+
+def test_most_wrong_picture_marks_mistakes_and_keeps_its_title_inside():
+    data = make_shapes(1, size=8, classes=("a", "b", "c"))  # labels 0, 1, 2
+    probs = np.array([[0.2, 0.7, 0.1], [0.3, 0.6, 0.1], [0.1, 0.2, 0.7]])  # image 0 wrong, 1 and 2 right
+    res = most_wrong(probs, data.labels, n=3)
+    fig = plot_most_wrong(data, res)
+    colours = {ax.get_title(): ax.title.get_color() for ax in image_axes(fig)}
+    assert colours["true a\npred b 0.70"] not in ("black", "k")  # a mistake stands out ...
+    assert colours["true b\npred b 0.60"] in ("black", "k")  # ... from a right answer with a high loss
+    assert "1 misclassified" in fig._suptitle.get_text()
+    # three narrow columns used to cut the two-line title off at both edges
+    fig.draw_without_rendering()
+    box = fig._suptitle.get_window_extent()
+    assert box.x0 >= 0 and box.x1 <= fig.bbox.width

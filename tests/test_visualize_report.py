@@ -133,6 +133,56 @@ def test_explain_errors_are_one_clear_line(run, tmp_path, capsys):
     assert "missing.png" in capsys.readouterr().err
 
 
+def test_explain_bad_picture_name_and_count_are_one_clear_line(run, tmp_path, capsys):
+    run_dir, folder = run
+    image = str(next((folder / "dark").glob("*.png")))
+    out = tmp_path / "cam.foo"  # was matplotlib's ValueError traceback
+    assert main(["explain", "gradcam", str(run_dir), image, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("cnnkit: error:") and "cam.foo" in err and ".png" in err and "Traceback" not in err
+    assert not out.exists()
+    for n in ("0", "-2"):  # was an empty picture
+        assert main(["explain", "most-wrong", str(run_dir), "--n", n, "--out", str(tmp_path / "w.png")]) == 2
+        assert "--n must be at least 1" in capsys.readouterr().err
+    assert not (tmp_path / "w.png").exists()
+
+
+def test_explain_filters_of_a_dense_model_names_the_checkpoint(tmp_path, capsys):
+    from cnnkit.config import Preprocess
+    from cnnkit.models import build_model
+    from cnnkit.train.checkpoint import save_checkpoint
+
+    cfg = ModelConfig(name="mlp", num_classes=3, in_channels=1, image_size=(8, 8))
+    ckpt = tmp_path / "dense.safetensors"
+    save_checkpoint(ckpt, build_model(cfg), Preprocess(("a", "b", "c"), (8, 8), 1, (0.5,), (0.5,), "mlp"), cfg)
+    assert main(["explain", "filters", str(ckpt), "--out", str(tmp_path / "f.png")]) == 2
+    err = capsys.readouterr().err
+    assert "dense.safetensors" in err and "no convolution" in err
+
+
+def test_curves_have_whole_epoch_ticks():
+    from cnnkit.visualize.curves import plot_curves
+
+    history = [{"epoch": e, "acc": 0.5 + e / 10, "loss": 1 / e, "val_acc": 0.5, "val_loss": 1.0} for e in (1, 2, 3)]
+    fig = plot_curves(history)
+    fig.draw_without_rendering()
+    for ax in fig.axes:  # 1, 1.25, 1.5 ... epochs do not exist
+        ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+        assert ticks and all(float(t).is_integer() for t in ticks), ticks
+        assert [line.get_label() for line in ax.lines] == ["train", "validation"]
+
+
+def test_report_drops_top_k_rows_that_cover_every_class():
+    from cnnkit.visualize.report import _metric_rows
+
+    metrics = {"split": "val", "n": 10, "accuracy": 0.7, "top2_accuracy": 1.0, "top5_accuracy": 1.0,
+               "loss": 0.5, "macro_f1": 0.6, "classes": ["cat", "dog"]}
+    names = [k for k, _ in _metric_rows(metrics)]
+    assert "top2 accuracy" not in names and "top5 accuracy" not in names and "accuracy" in names
+    names = [k for k, _ in _metric_rows({**metrics, "classes": ["a", "b", "c"]})]
+    assert "top2 accuracy" in names and "top5 accuracy" not in names
+
+
 def test_gradcam_examples_takeconfident_right_answers_of_every_class():
     from cnnkit.visualize.report import confident_right
 

@@ -62,8 +62,11 @@ def filters_figure(checkpoint: str | Path) -> Figure:
     from cnnkit.visualize.filters import filter_weights, first_conv, plot_filters
 
     pred = Predictor(checkpoint)
-    name, _ = first_conv(pred.model)
-    weights = filter_weights(pred.model)
+    try:
+        name, _ = first_conv(pred.model)
+        weights = filter_weights(pred.model)
+    except ConfigError as exc:
+        raise ConfigError(f"{checkpoint}: {exc}") from None
     o, i, kh, kw = weights.shape
     title = (f"{pred.preprocess.model or 'model'}: first-layer filters\n"
              f"layer {name}: {o} filters of {i}×{kh}×{kw}{' (each scaled to its min..max)' if i == 3 else ''}")
@@ -103,8 +106,10 @@ def most_wrong_figure(checkpoint: str | Path, data: str | None = None, n: int = 
     """The ``n`` highest-loss images of the checkpoint's evaluation on ``data`` (default: its own data)."""
     from cnnkit.evaluate.evaluate import evaluate
     from cnnkit.train.checkpoint import load_checkpoint
-    from cnnkit.visualize.mostwrong import most_wrong, plot_most_wrong
+    from cnnkit.visualize.mostwrong import most_wrong, n_mistakes, plot_most_wrong
 
+    if n < 1:
+        raise ConfigError(f"--n must be at least 1, got {n}")
     if data is None:
         run_cfg = load_checkpoint(checkpoint).run_config
         if run_cfg is None:
@@ -112,6 +117,7 @@ def most_wrong_figure(checkpoint: str | Path, data: str | None = None, n: int = 
         data = run_cfg.data.source
     metrics, probs, imageset = evaluate(checkpoint, data, split=split, data_dir=data_dir)
     result = most_wrong(probs, imageset.labels, n)
-    title = (f"{len(result['index'])} most-wrong of {metrics['n']} {metrics['split']} images of {Path(data).name}\n"
+    title = (f"{len(result['index'])} most-wrong of {metrics['n']} {metrics['split']} images of {Path(data).name}, "
+             f"{n_mistakes(result)} misclassified (red)\n"
              f"(accuracy {metrics['accuracy']:.4f}; highest loss first; p of the predicted class)")
     return plot_most_wrong(imageset, result, title=title)

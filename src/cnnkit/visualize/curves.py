@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from cnnkit.visualize.figures import new_figure
 
@@ -20,6 +21,7 @@ def plot_curves(history: Sequence[dict[str, float]], title: str = "") -> Figure:
             if any(v is not None for v in values):
                 ax.plot(epochs, values, style, label=name, markersize=3)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # no epoch 1.25
         ax.set_ylabel(label)
         ax.set_title(label)
         ax.grid(alpha=0.3)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
+from cnnkit.errors import ConfigError
 from cnnkit.io import atomic_path
 
 
@@ -16,6 +17,11 @@ def new_figure(width: float, height: float) -> Figure:
 def save_figure(fig: Figure, path: str | Path, dpi: int = 110) -> Path:
     """Write ``fig`` atomically; the format follows the suffix (png, svg, pdf)."""
     path = Path(path)
+    fmt = path.suffix.lstrip(".").lower() or "png"
+    supported = fig.canvas.get_supported_filetypes()
+    if fmt not in supported:  # else matplotlib's ValueError surfaces as a traceback
+        raise ConfigError(f"{path}: cannot write a picture as .{fmt}; use one of "
+                          f"{', '.join('.' + s for s in sorted(supported))} (e.g. .png)")
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=dpi, format=path.suffix.lstrip(".") or "png")
+        fig.savefig(tmp, dpi=dpi, format=fmt)
     return path

@@ -47,10 +47,23 @@ def titles(result: dict[str, np.ndarray], classes: tuple[str, ...] | list[str]) 
             for t, p, q in zip(result["true"], result["pred"], result["prob_pred"])]
 
 
+MISTAKE_COLOR = "tab:red"
+
+
+def n_mistakes(result: dict[str, np.ndarray]) -> int:
+    return int(np.sum(result["true"] != result["pred"]))
+
+
 def plot_most_wrong(data: ImageSet, result: dict[str, np.ndarray], title: str = "") -> Figure:
-    """Grid of the images in ``result`` (from :func:`most_wrong` on ``data``), titled true/pred/prob."""
+    """Grid of the images in ``result`` (from :func:`most_wrong` on ``data``), titled true/pred/prob.
+
+    When there are fewer mistakes than tiles the highest-loss right answers fill the grid, so
+    the mistakes' titles are red.
+    """
     from cnnkit.visualize.samples import plot_samples
 
     n = len(result["index"])
-    return plot_samples(data, index=result["index"], titles=titles(result, data.classes),
-                        title=title or f"{n} most-wrong images\n(highest loss first; p of the predicted class)")
+    colors = [MISTAKE_COLOR if t != p else "black" for t, p in zip(result["true"], result["pred"])]
+    return plot_samples(data, index=result["index"], titles=titles(result, data.classes), title_colors=colors,
+                        title=title or f"{n} most-wrong images, {n_mistakes(result)} misclassified (red)\n"
+                                       "(highest loss first; p of the predicted class)")

@@ -92,7 +92,12 @@ def _run_rows(run_dir: Path, cfg: RunConfig | None, history: list[dict]) -> list
 def _metric_rows(metrics: dict) -> list[tuple[str, Any]]:
     rows: list[tuple[str, Any]] = [("split", f"{metrics.get('split', '?')} ({metrics['n']} images)"),
                                    ("accuracy", f"{metrics['accuracy']:.4f}")]
-    rows += [(k.replace("_", " "), f"{v:.4f}") for k, v in metrics.items() if k.startswith("top") and k.endswith("_accuracy")]
+    n_classes = len(metrics.get("classes") or ()) or None
+    for key, value in metrics.items():
+        k = key[3:-len("_accuracy")] if key.startswith("top") and key.endswith("_accuracy") else ""
+        # top-k with k >= the number of classes is always 1.0: it says nothing
+        if k.isdigit() and (n_classes is None or int(k) < n_classes):
+            rows.append((key.replace("_", " "), f"{value:.4f}"))
     rows += [("loss (cross-entropy)", f"{metrics['loss']:.4f}"), ("macro F1", f"{metrics['macro_f1']:.4f}")]
     return rows
 
