@@ -78,3 +78,24 @@ def test_summary_command(capsys):
     assert main(["summary", "cifar-cnn", "--image-size", "32", "--channels", "3", "--classes", "10"]) == 0
     out = capsys.readouterr().out
     assert "Total params:" in out and "(None, 10)" in out
+
+
+def test_resume_without_epochs_finishes_the_runs_own_epoch_count(image_folder, tmp_path):
+    # `cnnkit train --resume RUN` after an interruption used to train to the default 15 epochs
+    from cnnkit.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+    from cnnkit.train import train
+    from cnnkit.train.callbacks import Callback
+
+    class Crash(Callback):  # the process dies as epoch 3 begins
+        def on_epoch_begin(self, epoch, steps):
+            if epoch == 2:
+                raise KeyboardInterrupt
+
+    out = tmp_path / "run"
+    cfg = RunConfig(data=DataConfig(source=str(image_folder), cache_dir=str(tmp_path / "cache"), val_split=0.25),
+                    model=ModelConfig(name="lenet5"),
+                    train=TrainConfig(epochs=4, batch_size=8, out=str(out), progress=False, report=False))
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, callbacks=[Crash()], explicit_out=True)
+    assert main(["train", "--resume", str(out), "--quiet"]) == 0
+    assert [r["epoch"] for r in json.loads((out / "history.json").read_text())] == [1, 2, 3, 4]

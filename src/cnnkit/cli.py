@@ -39,7 +39,8 @@ def _add_data_flags(p: argparse.ArgumentParser) -> None:
 def _add_train_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("data", nargs="?", help=f"dataset name or image folder (default: {MAIN_DEFAULT})")
     p.add_argument("--config", help="JSON run config (e.g. a run's config.json); flags override it")
-    p.add_argument("--resume", metavar="RUN", help="continue the run in this folder from its last epoch")
+    p.add_argument("--resume", metavar="RUN", help="continue the run in this folder from its last epoch, with its own settings "
+                                                 "(--epochs N trains to N instead of the run's own count)")
     m = p.add_argument_group("model")
     m.add_argument("--model", help="model name (see `cnnkit models`)")
     m.add_argument("--dropout", type=float, help="override the model's dropout rate")
@@ -125,6 +126,10 @@ def cmd_train(a: argparse.Namespace) -> int:
     from cnnkit.runtime import distributed_from_env
 
     cfg = run_config_from_args(a)
+    if a.resume:  # the run's own settings; only --epochs (default: the run's own) and --quiet apply
+        from cnnkit.train.run import resumed_config
+
+        cfg = resumed_config(a.resume, a.epochs, cfg.train.progress)
     with distributed_from_env() as (rank, _):
         result = train(cfg, resume=a.resume, explicit_out=a.out is not None)
     if rank != 0:

@@ -26,7 +26,7 @@ import torch
 
 from cnnkit import runtime
 from cnnkit.augment import BatchAugment
-from cnnkit.config import ModelConfig, Preprocess, RunConfig, load_run_config, save_json
+from cnnkit.config import ModelConfig, Preprocess, RunConfig, load_run_config, replace, save_json
 from cnnkit.data import DataSplits, ImageSet, load_data
 from cnnkit.data.loader import BatchLoader
 from cnnkit.errors import CheckpointError, ConfigError, DataError
@@ -149,12 +149,7 @@ def train(cfg: RunConfig, splits: DataSplits | None = None, resume: str | Path |
     """
     rank, world = _dist_info()
     if resume is not None:
-        run_dir = Path(resume)
-        if not (run_dir / "config.json").is_file():
-            raise CheckpointError(f"{run_dir}: not a run folder (no config.json) to resume")
-        saved = load_run_config(run_dir / "config.json")
-        cfg = dataclasses.replace(saved, train=dataclasses.replace(saved.train, epochs=cfg.train.epochs,
-                                                                   progress=cfg.train.progress))
+        cfg = resumed_config(resume, cfg.train.epochs, cfg.train.progress)
     cfg = portable_paths(cfg)
     monitor_key(cfg.train.monitor, True)  # a misspelt --monitor fails now, not silently after training
     device = runtime.select_device(cfg.train.device)
@@ -253,6 +248,18 @@ def train(cfg: RunConfig, splits: DataSplits | None = None, resume: str | Path |
         ckpt.load_weights_into(model, run_dir / ckpt.BEST, model_cfg.name)
     metrics = final_evaluation(model, splits, inputs, device, amp, cfg, run_dir) if writer else {}
     return RunResult(run_dir, history.rows, metrics, model, preprocess)
+
+
+def resumed_config(run_dir: str | Path, epochs: int | None = None, progress: bool | None = None) -> RunConfig:
+    """The config saved in ``run_dir``, for ``--resume``: its own epoch count unless ``epochs`` is given."""
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
+        raise CheckpointError(f"{run_dir}: not a run folder (no config.json) to resume")
+    try:
+        saved = load_run_config(path)
+    except (ValueError, TypeError) as exc:
+        raise CheckpointError(f"{path}: unreadable run config ({exc})") from None
+    return dataclasses.replace(saved, train=replace(saved.train, epochs=epochs, progress=progress))
 
 
 def _use_compile(cfg: RunConfig, device: torch.device) -> bool:
