@@ -91,3 +91,12 @@ def test_flag_switching_off_what_the_preset_turns_on_is_kept():
     eff = resolve(aug)
     assert not eff.horizontal_flip and eff.rotation_range == 0.0
     assert eff.zoom_range == 0.1 and eff.width_shift_range == 0.1  # the rest of the preset stays
+
+
+def test_cli_rejects_counts_that_draw_nothing(tmp_path, capsys):
+    for flag in ("--n-images", "--n-aug"):  # --n-images 0 wrote a blank strip
+        out = tmp_path / "x.png"
+        assert main(["augment-preview", "digits", flag, "0" if flag == "--n-images" else "-1", "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("cnnkit: error:") and flag in err
+        assert not out.exists()

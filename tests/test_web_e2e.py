@@ -232,6 +232,8 @@ def test_upload_on_the_page_shows_the_predicted_class(server, browser, tmp_path)
     browser.upload("#file", bad)
     browser.wait_for("document.getElementById('result').dataset.state === 'error'")
     assert "not an image" in browser.js("document.getElementById('error').textContent")
+    # ... and no longer shows the previous image's classes beside the new file's name
+    assert browser.js("document.getElementById('result').hidden") is True
     browser.upload("#file", image)
     browser.wait_for("document.getElementById('result').dataset.state === 'done'")
     assert browser.js("document.querySelector('#results li .cls').textContent") == expected[0][0]

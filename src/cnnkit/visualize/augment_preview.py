@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 
 from cnnkit.augment import BatchAugment, resolve
 from cnnkit.config import AugmentConfig, DataConfig
-from cnnkit.errors import DataError
+from cnnkit.errors import ConfigError, DataError
 from cnnkit.io import atomic_write_bytes
 
 PAD = 2  # pixels of white between tiles
@@ -92,6 +92,9 @@ def write_augment_preview(data: DataConfig, cfg: AugmentConfig, out: str | Path,
 
     from cnnkit.data import load_data
 
+    for flag, value in (("--n-images", n_images), ("--n-aug", n_aug)):
+        if value < 1:  # else a blank strip or a numpy error deep in the grid
+            raise ConfigError(f"{flag} must be at least 1, got {value}")
     train = load_data(data).train
     if len(train) == 0:
         raise DataError(f"data {data.source!r}: no training images to preview")
