@@ -214,3 +214,11 @@ def test_flat_folder_of_labelled_files_points_to_organize(tmp_path):
         img(flat / name)
     with pytest.raises(DataError, match=r"3 image files directly in .*train.*cnnkit organize"):
         load_data(cfg(flat, tmp_path))
+
+
+def test_image_size_as_one_number_means_square(tmp_path):
+    # make_config(image_size=64) is the natural Python spelling of --image-size 64; it raised a TypeError
+    root = tree(tmp_path / "data", {"a": 2, "b": 2})
+    assert load_data(cfg(root, tmp_path, val_split=0.0, image_size=10)).train.images.shape == (4, 10, 10, 3)
+    with pytest.raises(ConfigError, match="image_size"):
+        load_data(cfg(root, tmp_path, image_size="big"))

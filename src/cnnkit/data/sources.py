@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+from numbers import Integral
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +15,7 @@ from cnnkit.data.download import extract
 from cnnkit.data.images import check_fractions, load_folder
 from cnnkit.data.named import NAMED
 from cnnkit.data.types import DataSplits, ImageSet
-from cnnkit.errors import DataError
+from cnnkit.errors import ConfigError, DataError
 from cnnkit.io import atomic_path
 
 DIGITS = tuple(str(i) for i in range(10))
@@ -72,12 +74,23 @@ def split_packaged(data: ImageSet, cfg: DataConfig) -> DataSplits:
     return splits
 
 
+def _square_size(cfg: DataConfig) -> DataConfig:
+    """``image_size=64`` means (64, 64), as ``--image-size 64`` does; anything else not a pair is a ConfigError."""
+    size = cfg.image_size
+    if isinstance(size, Integral) and not isinstance(size, bool):
+        return dataclasses.replace(cfg, image_size=(int(size), int(size)))
+    if size is not None and not (isinstance(size, (tuple, list)) and all(isinstance(v, Integral) for v in size)):
+        raise ConfigError(f"data.image_size={size!r}: give one number (square) or (height, width)")
+    return cfg
+
+
 def load_data(cfg: DataConfig) -> DataSplits:
     """``DataConfig`` -> train/val/test ImageSets at the configured size and channels.
 
     ``cfg.source`` is a dataset name (see :data:`SOURCES`), a folder of class folders, or a
     ``.zip`` / ``.tar.gz`` of one (extracted once into the cache).
     """
+    cfg = _square_size(cfg)
     if cfg.source in SINGLE_SET:
         check_fractions(cfg)
         data = SINGLE_SET[cfg.source](cfg.cache_dir)
