@@ -294,3 +294,17 @@ def test_saved_config_finds_its_data_from_any_folder(tmp_path, monkeypatch):
     saved = load_checkpoint(run).run_config.data
     metrics = evaluate(run, saved.source)[0]
     assert (metrics["split"], metrics["n"]) == ("test", 6)
+
+
+def test_evaluate_report_leaves_out_top_k_that_covers_every_class():
+    # "top2_accuracy 1.0000" under a cats-vs-dogs evaluation is always true and reads like a bug
+    from cnnkit.evaluate.metrics import classification_metrics, format_report
+
+    probs = np.array([[0.9, 0.1, 0.0], [0.2, 0.7, 0.1], [0.5, 0.1, 0.4]])
+    three = format_report(classification_metrics(probs, np.array([0, 1, 2]), ("a", "b", "c")))
+    assert "accuracy  0.6667" in three and "top" not in three
+    two = format_report(classification_metrics(probs[:, :2], np.array([0, 1, 1]), ("cat", "dog")))
+    assert "top" not in two and "macro F1" in two
+    probs6 = np.eye(6)[[0, 1, 2, 3, 4, 5, 0]]
+    six = format_report(classification_metrics(probs6, np.arange(7) % 6, tuple("abcdef")))
+    assert "top5_accuracy" in six
