@@ -221,6 +221,13 @@ def test_unusable_model_files_fail_before_serving(tmp_path):
     assert main(["serve", str(bad), "--max-upload-mb", "0"]) == 2
 
 
+def test_port_out_of_range_is_one_clear_line(ckpt, capsys):
+    for port in ("70000", "-1"):  # was asyncio's OverflowError traceback, after loading the model
+        assert main(["serve", str(ckpt), "--port", port]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("cnnkit: error:") and "--port" in err and port in err
+
+
 # ------------------------------------------------------------------ Grad-CAM
 
 

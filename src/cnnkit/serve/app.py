@@ -309,6 +309,8 @@ def serve(model: str | Path, host: str = "127.0.0.1", port: int = 8000, max_uplo
 
     if threads is not None and threads < 1:
         raise CnnkitError(f"threads must be at least 1, got {threads}")
+    if not 0 <= port <= 65535:  # else asyncio's OverflowError, after the model has loaded
+        raise CnnkitError(f"--port must be 0-65535, got {port}")
     if Path(model).suffix.lower() == ".onnx":
         from cnnkit.serve.onnx_predict import OnnxPredictor
 
