@@ -308,3 +308,38 @@ def test_evaluate_report_leaves_out_top_k_that_covers_every_class():
     probs6 = np.eye(6)[[0, 1, 2, 3, 4, 5, 0]]
     six = format_report(classification_metrics(probs6, np.arange(7) % 6, tuple("abcdef")))
     assert "top5_accuracy" in six
+
+
+def test_resume_removes_temp_files_a_killed_run_left(tmp_path, shapes_splits):
+    # SIGKILL/SIGTERM during a checkpoint write leaves our temp file and safetensors' own .tmpXXXXXX
+    # (as large as the model) in the run folder; resuming cleans them up, and nothing else
+    first = train(run_cfg(tmp_path, epochs=1, fast=False), splits=shapes_splits)
+    run = first.run_dir
+    junk = [run / ".last.safetensors.k2j4a9x1.tmp", run / ".tmpAb3dE9", run / ".train_state.pt.x7q0.tmp"]
+    for p in junk:
+        p.write_bytes(b"\0" * 100)
+    (run / "notes.txt").write_text("mine")
+    train(run_cfg(tmp_path, epochs=2, fast=False), splits=shapes_splits, resume=run)
+    assert not any(p.exists() for p in junk)
+    assert (run / "notes.txt").read_text() == "mine"
+
+
+@pytest.mark.skipif(not torch.distributed.is_available() or __import__("shutil").which("torchrun") is None,
+                    reason="torch.distributed / torchrun not available")
+def test_resume_under_torchrun(tmp_path, image_folder):
+    # ranks other than 0 have no run folder of their own: resuming crashed them on `None / "train_state.pt"`
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    common = ["--quiet", "--no-fast", "--no-report"]
+    out = tmp_path / "run"
+    subprocess.run([sys.executable, "-m", "cnnkit", "train", str(image_folder), "--model", "lenet5", "--epochs", "1",
+                    "--batch-size", "8", "--cache-dir", str(tmp_path / "cache"), "--out", str(out), *common],
+                   env=env, check=True, capture_output=True, timeout=300)
+    proc = subprocess.run(["torchrun", "--standalone", "--nproc_per_node", "2", "-m", "cnnkit", "train",
+                           "--resume", str(out), "--epochs", "2", *common],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert [r["epoch"] for r in json.loads((out / "history.json").read_text())] == [1, 2]

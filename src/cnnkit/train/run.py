@@ -214,8 +214,8 @@ def train(cfg: RunConfig, splits: DataSplits | None = None, resume: str | Path |
     cbs += callbacks or []
 
     state = FitState()
-    if resume is not None:
-        state = _restore(run_dir, model, optimizer, scheduler, cbs)
+    if resume is not None:  # every rank restores the same state; only rank 0 tidies the folder
+        state = _restore(Path(resume), model, optimizer, scheduler, cbs, tidy=writer)
     if run_dir is not None:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_json(cfg, run_dir / "config.json")
@@ -275,7 +275,20 @@ def _build_augment(cfg: RunConfig, num_classes: int) -> BatchAugment | None:
     return aug if aug.active else None
 
 
-def _restore(run_dir: Path, model, optimizer, scheduler, cbs: list[Callback]) -> FitState:
+# temporary files of writes cut short by a kill: ours (cnnkit.io.atomic_path) and safetensors' own
+_TEMP_FILE = re.compile(r"^\.(.+\.[A-Za-z0-9_]+\.tmp|tmp[A-Za-z0-9]{6})$")
+
+
+def remove_stale_temp_files(run_dir: Path) -> None:
+    """Delete what a killed run's interrupted writes left behind (as large as the model each)."""
+    for p in run_dir.iterdir():
+        if _TEMP_FILE.match(p.name) and p.is_file():
+            p.unlink(missing_ok=True)
+
+
+def _restore(run_dir: Path, model, optimizer, scheduler, cbs: list[Callback], tidy: bool = True) -> FitState:
+    if tidy:
+        remove_stale_temp_files(run_dir)
     state = ckpt.load_train_state(run_dir / ckpt.STATE)
     ckpt.read_metadata(run_dir / ckpt.LAST)  # a clear error if it is not a cnnkit checkpoint
     ckpt.load_weights_into(model, run_dir / ckpt.LAST)
