@@ -343,3 +343,18 @@ def test_resume_under_torchrun(tmp_path, image_folder):
                           env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert [r["epoch"] for r in json.loads((out / "history.json").read_text())] == [1, 2]
+
+
+@pytest.mark.parametrize("section,setting,value", [
+    ("train", "batch_size", 0), ("train", "epochs", 0), ("train", "eval_batch_size", 0), ("train", "patience", -1),
+    ("optim", "lr", -1.0), ("optim", "momentum", -0.5), ("optim", "weight_decay", -1.0), ("optim", "decay", -0.5),
+    ("optim", "warmup_epochs", -1.0), ("optim", "label_smoothing", 1.5)])
+def test_impossible_training_settings_are_config_errors(tmp_path, shapes_splits, section, setting, value):
+    # they raised ZeroDivisionError / torch's ValueError, or trained silently with a nonsense setting
+    import dataclasses
+
+    cfg = run_cfg(tmp_path, epochs=1)
+    cfg = dataclasses.replace(cfg, **{section: dataclasses.replace(getattr(cfg, section), **{setting: value})})
+    with pytest.raises(ConfigError, match=setting):
+        train(cfg, splits=shapes_splits)
+    assert not (tmp_path / "run").exists() and not list(tmp_path.glob("*"))

@@ -108,6 +108,25 @@ def _check_splits(splits: DataSplits) -> None:
                         f"or test ones; give every class training images (check the class folder names)")
 
 
+def check_settings(cfg: RunConfig) -> None:
+    """Training and optimizer settings that can work; ConfigError naming the setting otherwise.
+
+    (Without this, a zero batch size is a ZeroDivisionError, a negative rate torch's ValueError,
+    and zero epochs or a label smoothing of 1.5 train silently into nonsense.)
+    """
+    t, o = cfg.train, cfg.optim
+    rules = [("train.epochs", t.epochs, t.epochs >= 1, "at least 1"),
+             ("train.batch_size", t.batch_size, t.batch_size >= 1, "at least 1"),
+             ("train.eval_batch_size", t.eval_batch_size, t.eval_batch_size >= 1, "at least 1"),
+             ("train.patience", t.patience, t.patience is None or t.patience >= 0, "0 or more"),
+             ("optim.label_smoothing", o.label_smoothing, 0 <= o.label_smoothing < 1, "in [0, 1)")]
+    rules += [(f"optim.{name}", getattr(o, name), getattr(o, name) >= 0, "0 or more")
+              for name in ("lr", "momentum", "weight_decay", "decay", "warmup_epochs")]
+    for name, value, ok, want in rules:
+        if not ok:
+            raise ConfigError(f"{name}={value}: must be {want}")
+
+
 # --monitor names -> history keys; Keras 2 spells accuracy out
 MONITORS = {"val_loss": "val_loss", "val_acc": "val_acc", "val_accuracy": "val_acc",
             "loss": "loss", "acc": "acc", "accuracy": "acc"}
@@ -151,6 +170,7 @@ def train(cfg: RunConfig, splits: DataSplits | None = None, resume: str | Path |
     if resume is not None:
         cfg = resumed_config(resume, cfg.train.epochs, cfg.train.progress)
     cfg = portable_paths(cfg)
+    check_settings(cfg)
     monitor_key(cfg.train.monitor, True)  # a misspelt --monitor fails now, not silently after training
     device = runtime.select_device(cfg.train.device)
     if device.type == "cuda" and world > 1:
