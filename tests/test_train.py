@@ -358,3 +358,20 @@ def test_impossible_training_settings_are_config_errors(tmp_path, shapes_splits,
     with pytest.raises(ConfigError, match=setting):
         train(cfg, splits=shapes_splits)
     assert not (tmp_path / "run").exists() and not list(tmp_path.glob("*"))
+
+
+def test_checkpoint_with_wrong_shapes_names_the_mismatch(tmp_path, shapes_splits):
+    # the error used to stop at "Error(s) in loading state_dict for CNNKitModel:", naming nothing
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    result = train(run_cfg(tmp_path, epochs=1), splits=shapes_splits)
+    best = result.run_dir / "best.safetensors"
+    with safe_open(str(best), "pt") as fh:
+        meta = fh.metadata()
+    tensors = load_file(str(best))
+    name = next(k for k, v in tensors.items() if v.ndim == 4)
+    tensors[name] = tensors[name][:1]
+    save_file(tensors, str(best), metadata=meta)
+    with pytest.raises(CheckpointError, match=rf"best.safetensors.*size mismatch for {name}"):
+        load_checkpoint(best)

@@ -98,7 +98,9 @@ def load_weights_into(model: torch.nn.Module, path: str | Path, name: str = "") 
     try:
         module.load_state_dict(load_file(str(path), device="cpu"))
     except (SafetensorError, RuntimeError) as exc:
-        raise CheckpointError(f"{path}: weights do not fit model {name!r} ({str(exc).splitlines()[0]})") from None
+        # torch's first line is only "Error(s) in loading state_dict for X:"; the next names the tensor
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        raise CheckpointError(f"{path}: weights do not fit model {name!r} ({' '.join(lines[:2])})") from None
 
 
 def _offline(cfg: ModelConfig) -> ModelConfig:
