@@ -99,3 +99,12 @@ def test_resume_without_epochs_finishes_the_runs_own_epoch_count(image_folder, t
         train(cfg, callbacks=[Crash()], explicit_out=True)
     assert main(["train", "--resume", str(out), "--quiet"]) == 0
     assert [r["epoch"] for r in json.loads((out / "history.json").read_text())] == [1, 2, 3, 4]
+
+
+def test_step_schedule_settings_reach_the_config():
+    # --schedule step used a fixed 10-epoch step: a no-op for any run of 10 epochs or fewer
+    from cnnkit.cli import build_parser, run_config_from_args
+
+    args = build_parser().parse_args(["train", "--schedule", "step", "--step-size", "2", "--gamma", "0.5"])
+    optim = run_config_from_args(args).optim
+    assert (optim.schedule, optim.step_size, optim.gamma) == ("step", 2, 0.5)

@@ -348,7 +348,8 @@ def test_resume_under_torchrun(tmp_path, image_folder):
 @pytest.mark.parametrize("section,setting,value", [
     ("train", "batch_size", 0), ("train", "epochs", 0), ("train", "eval_batch_size", 0), ("train", "patience", -1),
     ("optim", "lr", -1.0), ("optim", "momentum", -0.5), ("optim", "weight_decay", -1.0), ("optim", "decay", -0.5),
-    ("optim", "warmup_epochs", -1.0), ("optim", "label_smoothing", 1.5)])
+    ("optim", "warmup_epochs", -1.0), ("optim", "label_smoothing", 1.5), ("optim", "step_size", 0),
+    ("optim", "gamma", -0.1)])
 def test_impossible_training_settings_are_config_errors(tmp_path, shapes_splits, section, setting, value):
     # they raised ZeroDivisionError / torch's ValueError, or trained silently with a nonsense setting
     import dataclasses

@@ -54,6 +54,8 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
     o.add_argument("--weight-decay", type=float)
     o.add_argument("--schedule", choices=("none", "cosine", "onecycle", "step"))
     o.add_argument("--warmup", type=float, dest="warmup_epochs", help="linear warm-up epochs")
+    o.add_argument("--step-size", type=int, help="--schedule step: epochs between rate cuts (default 10)")
+    o.add_argument("--gamma", type=float, help="--schedule step: factor of each cut (default 0.1)")
     o.add_argument("--label-smoothing", type=float)
     t = p.add_argument_group("training")
     t.add_argument("--epochs", type=int)
@@ -109,6 +111,7 @@ def run_config_from_args(a: argparse.Namespace) -> C.RunConfig:
     model = _transfer_model_config(C.replace(cfg.model, name=a.model, dropout=a.dropout), a)
     optim = C.replace(cfg.optim, name=a.optimizer, lr=a.lr, momentum=a.momentum, nesterov=a.nesterov, decay=a.decay,
                       weight_decay=a.weight_decay, schedule=a.schedule, warmup_epochs=a.warmup_epochs,
+                      step_size=a.step_size, gamma=a.gamma,
                       label_smoothing=a.label_smoothing)
     train = C.replace(cfg.train, epochs=a.epochs, batch_size=a.batch_size, seed=a.seed, out=a.out, patience=a.patience,
                       monitor=a.monitor, min_delta=a.min_delta, device=a.device, amp=a.amp, compile=a.compile, fast=a.fast,

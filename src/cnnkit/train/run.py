@@ -119,9 +119,10 @@ def check_settings(cfg: RunConfig) -> None:
              ("train.batch_size", t.batch_size, t.batch_size >= 1, "at least 1"),
              ("train.eval_batch_size", t.eval_batch_size, t.eval_batch_size >= 1, "at least 1"),
              ("train.patience", t.patience, t.patience is None or t.patience >= 0, "0 or more"),
-             ("optim.label_smoothing", o.label_smoothing, 0 <= o.label_smoothing < 1, "in [0, 1)")]
+             ("optim.label_smoothing", o.label_smoothing, 0 <= o.label_smoothing < 1, "in [0, 1)"),
+             ("optim.step_size", o.step_size, o.step_size >= 1, "at least 1")]
     rules += [(f"optim.{name}", getattr(o, name), getattr(o, name) >= 0, "0 or more")
-              for name in ("lr", "momentum", "weight_decay", "decay", "warmup_epochs")]
+              for name in ("lr", "momentum", "weight_decay", "decay", "warmup_epochs", "gamma")]
     for name, value, ok, want in rules:
         if not ok:
             raise ConfigError(f"{name}={value}: must be {want}")
