@@ -251,7 +251,7 @@ def test_asking_for_a_missing_gpu_is_a_clear_error(tmp_path, shapes_splits):
 def test_monitor_accepts_keras_names_and_rejects_unknown_ones(tmp_path, shapes_splits):
     # Keras 2 calls it val_accuracy: it used to match no history key, so no best checkpoint was ever
     # written and early stopping silently never fired
-    result = train(run_cfg(tmp_path / "a", epochs=2, monitor="val_accuracy"), splits=shapes_splits)
+    result = train(run_cfg(tmp_path / "a", epochs=1, monitor="val_accuracy"), splits=shapes_splits)
     assert (result.run_dir / "best.safetensors").is_file()
     with pytest.raises(ConfigError, match="--monitor 'val_acuracy'"):
         train(run_cfg(tmp_path / "b", epochs=1, monitor="val_acuracy"), splits=shapes_splits)
@@ -324,6 +324,7 @@ def test_resume_removes_temp_files_a_killed_run_left(tmp_path, shapes_splits):
     assert (run / "notes.txt").read_text() == "mine"
 
 
+@pytest.mark.slow  # two torchrun start-ups: ~10 s on 2 cores
 @pytest.mark.skipif(not torch.distributed.is_available() or __import__("shutil").which("torchrun") is None,
                     reason="torch.distributed / torchrun not available")
 def test_resume_under_torchrun(tmp_path, image_folder):
