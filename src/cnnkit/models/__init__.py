@@ -17,6 +17,7 @@ MODELS: dict[str, Callable[..., CNNKitModel]] = {
     "simple-cnn": zoo.simple_cnn,
     "cifar-cnn": zoo.cifar_cnn,
     "cifar-cnn-bn": zoo.cifar_cnn_bn,
+    "fast-cnn-small": fast.fast_cnn_small,
     "fast-cnn": fast.fast_cnn,
     "fast-cnn-wide": fast.fast_cnn_wide,
     "fashion-functional": zoo.fashion_functional,

@@ -36,6 +36,12 @@ def fast_cnn(in_channels: int, num_classes: int, image_size: tuple[int, int], dr
     return CNNKitModel(features, head, gradcam_layer=blocks[-1][-1])
 
 
+def fast_cnn_small(in_channels: int, num_classes: int, image_size: tuple[int, int],
+                   dropout: float | None = None) -> CNNKitModel:
+    """The same net at widths 16-32-64 (a quarter of the compute): enough for MNIST-like 28x28 digits."""
+    return fast_cnn(in_channels, num_classes, image_size, dropout, widths=(16, 32, 64))
+
+
 def fast_cnn_wide(in_channels: int, num_classes: int, image_size: tuple[int, int],
                   dropout: float | None = None) -> CNNKitModel:
     """The same net at widths 64-128-256 (airbench's proportions): for GPUs and longer CPU runs."""
