@@ -151,6 +151,17 @@ def test_feature_maps_errors_name_the_layers():
         plot_feature_maps(dense, layer="head.0")
 
 
+def test_unknown_layer_of_a_deep_net_suggests_instead_of_listing_hundreds():
+    from torch import nn
+
+    deep = nn.Sequential(*[nn.Sequential(nn.Conv2d(1, 1, 3, padding=1), nn.ReLU()) for _ in range(30)])
+    with pytest.raises(ConfigError) as err:
+        feature_maps(deep, torch.zeros(1, 1, 8, 8), "29.O")
+    msg = str(err.value)
+    assert "did you mean 29.0" in msg and "29.0 (Conv2d)" in msg and "90 layers in all" in msg
+    assert "3.0 (Conv2d)" not in msg and len(msg) < 600  # the last 12 convolutions, not every layer
+
+
 # ------------------------------------------------------------------ Grad-CAM
 
 

@@ -98,11 +98,20 @@ def layer_names(model: nn.Module) -> list[str]:
     return [f"{name} ({type(m).__name__})" for name, m in model.named_modules() if name]
 
 
-def find_layer(model: nn.Module, name: str) -> nn.Module:
+def find_layer(model: nn.Module, name: str, all_up_to: int = 24, convs_shown: int = 12) -> nn.Module:
     modules = dict(model.named_modules())
     if not name or name not in modules:
-        known = ", ".join(layer_names(model))
-        raise ConfigError(f"layer {name!r} is not in the model; its layers are: {known}")
+        import difflib
+
+        names = [n for n in modules if n]
+        close = difflib.get_close_matches(name or "", names, n=3, cutoff=0.6)
+        hint = f"did you mean {', '.join(close)}? " if close else ""
+        if len(names) <= all_up_to:
+            raise ConfigError(f"layer {name!r} is not in the model; {hint}its layers are: {', '.join(layer_names(model))}")
+        # a backbone has hundreds of layers: show the last convolutions (the usual choice), not all of them
+        convs = [f"{n} (Conv2d)" for n, m in modules.items() if isinstance(m, nn.Conv2d)][-convs_shown:]
+        raise ConfigError(f"layer {name!r} is not in the model; {hint}its last {len(convs)} convolutions are: "
+                          f"{', '.join(convs)} ({len(names)} layers in all: `cnnkit summary` lists them)")
     return modules[name]
 
 

@@ -148,7 +148,8 @@ def _gradcam_section(ckpt: Checkpoint, probs: np.ndarray, data: ImageSet, wrong:
               f"true {data.classes[data.labels[i]]}\npred {data.classes[preds[i]]} {probs[i, preds[i]]:.2f}"
               for i in index]
     fig = plot_gradcam_grid(images, maps, titles, method=method,
-                            title=f"{method} of the predicted class: {len(wrong_idx)} mistakes, then confident right answers")
+                            title=f"{method} of the predicted class: {len(wrong_idx)} "
+                                  f"{'mistake' if len(wrong_idx) == 1 else 'mistakes'}, then confident right answers")
     note = ("" if method == "Grad-CAM" else
             "<p class=note>This model has no convolution layer, so the map is a gradient saliency map: "
             "|d class score / d pixel|.</p>")
