@@ -108,3 +108,26 @@ def test_step_schedule_settings_reach_the_config():
     args = build_parser().parse_args(["train", "--schedule", "step", "--step-size", "2", "--gamma", "0.5"])
     optim = run_config_from_args(args).optim
     assert (optim.schedule, optim.step_size, optim.gamma) == ("step", 2, 0.5)
+
+
+def test_sigterm_stops_training_cleanly_and_the_run_resumes(image_folder, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from cnnkit.train.checkpoint import read_metadata
+
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "cnnkit", "train", str(image_folder), "--model", "mlp", "--epochs", "500",
+           "--batch-size", "8", "--out", str(out), "--cache-dir", str(tmp_path / "cache"), "--quiet", "--no-report"]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not (out / "train_state.pt").exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)  # as `kill`, docker stop or a scheduler's time limit do
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert "cnnkit: terminated" in err and "Traceback" not in err
+    assert json.loads(read_metadata(out / "last.safetensors")["info"])["epoch"] >= 1  # the last saved epoch is whole
+    assert main(["train", "--resume", str(out), "--epochs", "2", "--quiet"]) == 0

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Sequence
 
@@ -469,17 +471,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (kill, docker stop, a batch scheduler's time limit): stop as Ctrl-C does."""
+
+
+def _on_sigterm(signum, frame) -> None:
+    raise Terminated()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if main_thread else None
     try:
         return args.func(args)
     except CnnkitError as exc:
         print(f"cnnkit: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("cnnkit: interrupted; `cnnkit train --resume RUN` continues from the last saved epoch", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        # checkpoints are written atomically at each epoch's end, so nothing saved is lost
+        how = "terminated" if isinstance(exc, Terminated) else "interrupted"
+        print(f"cnnkit: {how}; `cnnkit train --resume RUN` continues from the last saved epoch", file=sys.stderr)
+        return 143 if isinstance(exc, Terminated) else 130
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)  # main() may be called in-process (tests, notebooks)
 
 
 if __name__ == "__main__":
