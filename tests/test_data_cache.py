@@ -154,3 +154,23 @@ def test_strict_still_stops_when_the_bad_file_is_already_cached_as_skipped(tmp_p
     assert len(load_data(c).skipped) == 1
     with pytest.raises(DataError, match="bad.png.*empty file"):
         load_data(dataclasses.replace(c, strict=True))
+
+
+def test_a_killed_builds_temp_file_is_removed_but_a_live_one_is_kept(tmp_path):
+    import subprocess
+    import sys
+
+    from cnnkit.io import _owner
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(dead.stdout)  # that process has exited
+    folder = tmp_path / "c" / "decoded"
+    folder.mkdir(parents=True)
+    orphan = folder / f".abc.npy.{_owner(dead_pid)}.x1y2z3.tmp"
+    orphan.write_bytes(b"\0" * 1024)
+    live = folder / f".def.npy.{_owner()}.a1b2c3.tmp"  # this process: a write in progress
+    live.write_bytes(b"\0")
+    other_host = folder / f".ghi.npy.elsewhere-{dead_pid}.q1w2e3.tmp"  # another machine on a shared folder
+    other_host.write_bytes(b"\0")
+    decoded(list_images(tree(tmp_path / "d")), (8, 8), 3, str(tmp_path / "c"))
+    assert not orphan.exists() and live.exists() and other_host.exists()

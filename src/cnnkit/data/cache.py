@@ -31,7 +31,7 @@ import numpy as np
 from cnnkit.data.decode import PILLOW_LIMIT, BadImage, ImageInfo, decode, parallel_map, probe
 from cnnkit.data.folders import FileEntry, FileListing
 from cnnkit.errors import DataError
-from cnnkit.io import atomic_path, atomic_write_text
+from cnnkit.io import atomic_path, atomic_write_text, remove_orphaned_temps
 
 log = logging.getLogger("cnnkit.data")
 
@@ -209,6 +209,8 @@ def decoded(listing: FileListing, size: tuple[int, int] | None = None, channels:
         raise DataError(f"cannot create the image cache folder {folder}: {exc.strerror or exc} "
                         f"(set cache_dir / CNNKIT_CACHE_DIR to a writable folder)") from None
 
+    for orphan in remove_orphaned_temps(folder):  # a build killed mid-way leaves up to the whole set's size
+        log.info("removed %s, left by an interrupted cache build", orphan)
     skipped: list[tuple[str, str]] = []
     files = list(listing.files)
     if size is None or channels is None:
