@@ -59,11 +59,18 @@ def test_predict_reports_bad_file(trained, tmp_path, capsys):
     assert rc == 1 and "broken.jpg" in out
 
 
-def test_resume_from_cli(trained, image_folder, tmp_path):
+def test_resume_from_cli(trained, image_folder, tmp_path, capsys):
     rc = main(["train", "--resume", str(trained), "--epochs", "4", "--quiet"])
     assert rc == 0
     history = json.loads((trained / "history.json").read_text())
     assert [r["epoch"] for r in history] == [1, 2, 3, 4]
+    assert "ignored" not in capsys.readouterr().err
+    # settings that a resumed run cannot change are named, not silently dropped
+    rc = main(["train", str(image_folder), "--resume", str(trained), "--epochs", "5", "--lr", "0.5",
+               "--no-fast", "--hflip", "--quiet"])
+    assert rc == 0
+    assert "ignored: --lr --no-fast --hflip" in capsys.readouterr().err
+    assert json.loads((trained / "config.json").read_text())["optim"]["lr"] == 0.01
 
 
 def test_errors_are_one_line(tmp_path, capsys):

@@ -125,6 +125,18 @@ def run_config_from_args(a: argparse.Namespace) -> C.RunConfig:
 # ----------------------------------------------------------------------------- commands
 
 
+def _explicit_flags(a: argparse.Namespace, command: str, keep: Sequence[str] = ()) -> list[str]:
+    """The options of ``command`` given on this command line (set to something other than their default)."""
+    sub = next(act for act in build_parser()._actions if isinstance(act, argparse._SubParsersAction))
+    given = []
+    for act in sub.choices[command]._actions:
+        if act.dest in keep or not act.option_strings or act.dest == "help":
+            continue
+        if getattr(a, act.dest, act.default) != act.default:
+            given.append(act.option_strings[0])
+    return given
+
+
 def cmd_train(a: argparse.Namespace) -> int:
     from cnnkit.train import train
 
@@ -135,6 +147,9 @@ def cmd_train(a: argparse.Namespace) -> int:
         from cnnkit.train.run import resumed_config
 
         cfg = resumed_config(a.resume, a.epochs, cfg.train.progress)
+        ignored = _explicit_flags(a, "train", keep=("data", "resume", "epochs", "quiet"))
+        if ignored:
+            print(f"cnnkit: note: a resumed run keeps its own settings; ignored: {' '.join(ignored)}", file=sys.stderr)
     with distributed_from_env() as (rank, _):
         result = train(cfg, resume=a.resume, explicit_out=a.out is not None)
     if rank != 0:
