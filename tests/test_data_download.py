@@ -184,3 +184,23 @@ def test_failed_download_leaves_no_empty_folders(tmp_path):
     with pytest.raises(DataError, match="failed"):
         download("http://127.0.0.1:9/nothing-listens-here", dest, timeout=2)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_extracting_a_tar_gz_checks_its_checksum(tmp_path):
+    import io
+    import tarfile
+
+    archive = tmp_path / "pets.tar.gz"
+    with tarfile.open(archive, "w:gz") as tf:
+        for name in ("pets/cats/1.txt", "pets/dogs/2.txt"):
+            info = tarfile.TarInfo(name)
+            info.size = 5
+            tf.addfile(info, io.BytesIO(b"hello"))
+    assert (extract(archive, tmp_path / "cache") / "pets" / "cats" / "1.txt").read_bytes() == b"hello"
+    blob = bytearray(archive.read_bytes())
+    blob[-8] ^= 0xFF  # gzip's CRC32 trailer
+    bad = tmp_path / "bad.tar.gz"
+    bad.write_bytes(bytes(blob))
+    with pytest.raises(DataError, match=r"bad.tar.gz: damaged archive"):
+        extract(bad, tmp_path / "cache")
+    assert not any(p.name.startswith(".bad") for p in (tmp_path / "cache").rglob("*"))  # no half-extracted folder

@@ -62,6 +62,16 @@ def test_cifar10_official_tarball_format(tmp_path):
     np.testing.assert_array_equal(whole.train.images[:20], truth["data_batch_1"])
 
 
+def test_cifar10_tarball_with_a_bad_checksum_is_called_damaged(tmp_path):
+    path = tmp_path / "data" / "cifar10" / "cifar-10-python.tar.gz"
+    write_cifar_tarball(path)
+    blob = bytearray(path.read_bytes())
+    blob[-8] ^= 0xFF  # gzip's CRC32 trailer: every member still reads, only the checksum tells
+    path.write_bytes(bytes(blob))
+    with pytest.raises(DataError, match=r"cifar-10-python.tar.gz: damaged archive"):
+        load_data(DataConfig(source="cifar10", data_dir=str(tmp_path / "data")))
+
+
 def test_cifar10_extracted_folder_and_resize(tmp_path):
     tarball = tmp_path / "t.tar.gz"
     write_cifar_tarball(tarball, n=10)

@@ -11,6 +11,7 @@ serve files from a local HTTP server on 127.0.0.1.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import logging
 import os
@@ -20,6 +21,7 @@ import tempfile
 import urllib.error
 import urllib.request
 import zipfile
+import zlib
 from pathlib import Path, PurePosixPath
 
 from cnnkit.errors import DataError
@@ -31,6 +33,19 @@ MIRROR_ENV = "CNNKIT_DATASET_MIRROR"
 DATA_DIR_ENV = "CNNKIT_DATA_DIR"
 _CHUNK = 1 << 20
 
+
+
+def verify_compressed_tail(tf: tarfile.TarFile) -> None:
+    """Read a .tar.gz/.bz2/.xz to its end so the checksum in its trailer is checked.
+
+    tarfile stops at the end-of-archive blocks, before gzip's CRC32, so a bit flipped inside
+    the compressed data would otherwise extract "successfully" into damaged files.
+    Raises gzip.BadGzipFile / OSError / EOFError on a mismatch.
+    """
+    stream = tf.fileobj
+    if stream is not None and hasattr(stream, "read") and type(stream).__module__ in ("gzip", "bz2", "lzma"):
+        while stream.read(1 << 20):
+            pass
 
 def data_root(data_dir: str | None = None) -> Path:
     """Where named datasets are looked for and downloaded to."""
@@ -170,6 +185,7 @@ def extract(archive: str | Path, cache_dir: str | Path) -> Path:
         elif tarfile.is_tarfile(archive):
             with tarfile.open(archive) as tf:
                 tf.extractall(tmp, filter="data")
+                verify_compressed_tail(tf)
         elif _starts_like_zip(archive):
             raise DataError(f"{archive}: truncated or damaged zip archive (its table of contents, at the end "
                             f"of the file, is missing); download or copy it again")
@@ -180,7 +196,7 @@ def extract(archive: str | Path, cache_dir: str | Path) -> Path:
         except OSError:
             if not target.is_dir():  # not a lost race with another process: a real failure
                 raise
-    except (zipfile.BadZipFile, tarfile.TarError, EOFError) as exc:
+    except (zipfile.BadZipFile, tarfile.TarError, EOFError, gzip.BadGzipFile, zlib.error) as exc:
         raise DataError(f"{archive}: damaged archive ({exc})") from None
     except OSError as exc:
         raise DataError(f"extracting {archive} failed: {exc.strerror or exc}") from None

@@ -14,6 +14,7 @@ import gzip
 import io
 import pickle
 import tarfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -23,7 +24,7 @@ import numpy as np
 from cnnkit.config import DataConfig
 from cnnkit.data.arrays import conform_splits
 from cnnkit.data.cache import cache_root
-from cnnkit.data.download import data_root, download, extract, mirrored
+from cnnkit.data.download import data_root, download, extract, mirrored, verify_compressed_tail
 from cnnkit.data.folders import find_root, list_images, list_split_folders
 from cnnkit.data.images import fill_splits, load_listing
 from cnnkit.data.types import DataSplits, ImageSet
@@ -253,8 +254,10 @@ def read_cifar10_tarball(path: Path) -> tuple[ImageSet, ImageSet]:
                     raise DataError(f"{path}: no {name} inside; not the cifar-10-python archive")
                 return tf.extractfile(members[name]).read()
 
-            return _read_cifar_members(read, str(path))
-    except (tarfile.TarError, OSError, EOFError) as exc:
+            sets = _read_cifar_members(read, str(path))
+            verify_compressed_tail(tf)
+            return sets
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
         raise DataError(f"{path}: damaged archive ({exc})") from None
 
 
