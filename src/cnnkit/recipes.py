@@ -282,32 +282,32 @@ def _speedruns() -> list[Recipe]:
     """cnnkit's own fastest recipes to the accuracy targets of issue 8 (benchmarks/time_to_accuracy.py
     on a CPU, benchmarks/gpu_cifar10_airbench.py on a CUDA GPU).
 
-    All train ``fast-cnn`` (``fast-cnn-wide`` on a GPU) on every training image (no validation split)
-    with Adam/AdamW one-cycle peaking at 4e-3 and label smoothing; the tutorial and fast variants
-    are the same run.
+    All train a ``fast-cnn`` (``-small`` for the 28x28 sets, ``-wide`` on a GPU) on every training image
+    (no validation split) with Adam/AdamW one-cycle peaking at 4e-3 and label smoothing; the tutorial
+    and fast variants are the same run.
     """
-    fast_cnn = ModelConfig(name="fast-cnn")
+    small, fast_cnn = ModelConfig(name="fast-cnn-small"), ModelConfig(name="fast-cnn")
     flips = AugmentConfig(horizontal_flip=True)
     cifar_aug = AugmentConfig(horizontal_flip=True, width_shift_range=0.125, height_shift_range=0.125,
                               fill_mode="reflect", tta="flip")
     cifar_optim = OptimConfig(name="adamw", lr=4e-3, schedule="onecycle", weight_decay=5e-4, label_smoothing=0.2)
-    runs = [  # name, data config, target %, needs, settings in words, (optim, epochs, batch, augment)
-        ("mnist-speedrun", replace(MNIST, val_split=0.0), 99.0, MNIST_NEEDS, "1 epoch, batch 128",
+    runs = [  # name, data config, target %, needs, model, settings in words, (optim, epochs, batch, augment)
+        ("mnist-speedrun", replace(MNIST, val_split=0.0), 99.0, MNIST_NEEDS, small, "1 epoch, batch 128",
          (_modern(4e-3, 0.1), 1, 128, None)),
         ("fashion-mnist-speedrun", DataConfig(source="fashion-mnist", val_split=0.0), 92.0,
-         "Fashion-MNIST (fashion-mnist/ IDX files)", "4 epochs, batch 128, horizontal flips",
+         "Fashion-MNIST (fashion-mnist/ IDX files)", small, "4 epochs, batch 128, horizontal flips",
          (_modern(4e-3, 0.1), 4, 128, flips)),
-        ("cifar10-speedrun", replace(CIFAR10, val_split=0.0), 85.0, CIFAR_NEEDS,
+        ("cifar10-speedrun", replace(CIFAR10, val_split=0.0), 85.0, CIFAR_NEEDS, fast_cnn,
          "16 epochs, batch 256, flips and 12.5% reflect-padded shifts, AdamW wd 5e-4, label smoothing 0.2, flip TTA",
          (cifar_optim, 16, 256, cifar_aug)),
     ]
     recipes = [Recipe(name=name, data=data.source, reported=None, target=target, needs=needs,
-                      config=_run(name, data, fast_cnn, *settings), fast=_run(name, data, fast_cnn, *settings, fast=True),
-                      description=f"cnnkit's fastest CPU recipe to {target:g}% on {data.source}: fast-cnn, {how}; "
+                      config=_run(name, data, model, *settings), fast=_run(name, data, model, *settings, fast=True),
+                      description=f"cnnkit's fastest CPU recipe to {target:g}% on {data.source}: {model.name}, {how}; "
                                   f"the tutorial and fast variants are the same run.",
                       source=f"no tutorial: the target is issue 8's {target:g}%; measured numbers and seconds on "
                              f"2 CPU cores are in benchmarks/README.md (time to accuracy)")
-               for name, data, target, needs, how, settings in runs]
+               for name, data, target, needs, model, how, settings in runs]
     # the GPU run: the wide net, larger batches, more epochs and flip+shift TTA; the epoch count that
     # first reaches 94% on a given GPU is what benchmarks/gpu_cifar10_airbench.py sweeps for
     gpu_settings = ("cifar10-gpu-speedrun", replace(CIFAR10, val_split=0.0), ModelConfig(name="fast-cnn-wide"),
