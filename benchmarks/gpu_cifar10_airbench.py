@@ -154,7 +154,8 @@ def main() -> None:
     if not a.smoke and not torch.cuda.is_available():
         sys.exit("this benchmark needs a CUDA GPU (or --smoke to check the harness on a CPU)")
 
-    print(machine())
+    where = machine()
+    print(where)
     data_cfg = dataclasses.replace(RECIPES[RECIPE].config.data, data_dir=a.data_dir)
     splits = load_data(data_cfg)
     if a.smoke:
@@ -165,7 +166,7 @@ def main() -> None:
     def record(row: dict) -> dict:
         if a.json:
             with open(a.json, "a") as fh:
-                fh.write(json.dumps({**row, "machine": machine()}) + "\n")
+                fh.write(json.dumps({**row, "machine": where}) + "\n")
         return row
 
     with tempfile.TemporaryDirectory() as tmp:

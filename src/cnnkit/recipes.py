@@ -308,8 +308,8 @@ def _speedruns() -> list[Recipe]:
                       source=f"no tutorial: the target is issue 8's {target:g}%; measured numbers and seconds on "
                              f"2 CPU cores are in benchmarks/README.md (time to accuracy)")
                for name, data, target, needs, model, how, settings in runs]
-    # the GPU run: the wide net, larger batches, more epochs and flip+shift TTA; the epoch count that
-    # first reaches 94% on a given GPU is what benchmarks/gpu_cifar10_airbench.py sweeps for
+    # the GPU run: CIFAR-10's settings with the wide net, larger batches and more epochs; the epoch
+    # count that first reaches 94% on a given GPU is what benchmarks/gpu_cifar10_airbench.py sweeps for
     gpu_settings = ("cifar10-gpu-speedrun", replace(CIFAR10, val_split=0.0), ModelConfig(name="fast-cnn-wide"),
                     cifar_optim, 30, 512, cifar_aug)
     recipes.append(Recipe(

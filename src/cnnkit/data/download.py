@@ -34,7 +34,6 @@ DATA_DIR_ENV = "CNNKIT_DATA_DIR"
 _CHUNK = 1 << 20
 
 
-
 def verify_compressed_tail(tf: tarfile.TarFile) -> None:
     """Read a .tar.gz/.bz2/.xz to its end so the checksum in its trailer is checked.
 
@@ -44,8 +43,9 @@ def verify_compressed_tail(tf: tarfile.TarFile) -> None:
     """
     stream = tf.fileobj
     if stream is not None and hasattr(stream, "read") and type(stream).__module__ in ("gzip", "bz2", "lzma"):
-        while stream.read(1 << 20):
+        while stream.read(_CHUNK):
             pass
+
 
 def data_root(data_dir: str | None = None) -> Path:
     """Where named datasets are looked for and downloaded to."""
