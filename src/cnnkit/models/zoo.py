@@ -52,9 +52,9 @@ def mlp(in_channels: int, num_classes: int, image_size: tuple[int, int], dropout
 
 
 def lenet5(in_channels: int, num_classes: int, image_size: tuple[int, int], dropout: float | None = None) -> CNNKitModel:
-    """LeNet-5 (LeCun 1998): valid 5x5 convolutions 6-16 at 32x32 (32-28-14-10-5), Dense 120-84, ReLU and max pooling.
+    """LeNet-5 (LeCun 1998): valid 5x5 convs 6-16, Dense 120-84 (61,706 parameters at 32x32x1, 10 classes).
 
-    61,706 parameters for 32x32x1 and 10 classes.  A side under 32 pixels - MNIST's 28x28 - is
+    Sizes 32-28-14-10-5 at 32x32, with ReLU and max pooling.  A side under 32 pixels - MNIST's 28x28 - is
     padded by 2 in the first convolution, as LeNet centred the 28x28 digits in a 32x32 field, so
     28x28 inputs give the same 61,706.  Any side of 12 or more builds.
     """
@@ -89,8 +89,10 @@ def mnist_cnn(in_channels: int, num_classes: int, image_size: tuple[int, int], d
 
 
 def simple_cnn(in_channels: int, num_classes: int, image_size: tuple[int, int], dropout: float | None = None) -> CNNKitModel:
-    """The cats-vs-dogs tutorial net: Conv32 - Conv64 - Conv128, each 3x3 valid + ReLU + MaxPool 2, then
-    Flatten - Dense 128 - Dense 512 - Dense 1 sigmoid (4,894,913 parameters at 150x150x3).
+    """The cats-vs-dogs tutorial net: valid convs 32-64-128 with pooling, Dense 128-512 (4,894,913 at 150x150x3).
+
+    Conv32 - Conv64 - Conv128, each 3x3 valid + ReLU + MaxPool 2, then Flatten - Dense 128 -
+    Dense 512 - Dense 1 sigmoid.
 
     The tutorial has no dropout; ``--dropout P`` adds one before each hidden Dense layer.  A side
     under 22 pixels is padded ('same') so tiny images still fit.
@@ -129,8 +131,10 @@ def simple_cnn_same(in_channels: int, num_classes: int, image_size: tuple[int, i
 
 
 def catdog_cnn(in_channels: int, num_classes: int, image_size: tuple[int, int], dropout: float | None = None) -> CNNKitModel:
-    """The KDnuggets cats-vs-dogs net: Conv32 - Conv32 - Conv64, each 3x3 'same' + ReLU + MaxPool 2, Dropout .25,
-    Flatten - Dense 64 - Dropout .5 - Dense 2 softmax (1,355,938 parameters at 150x150x3).
+    """The KDnuggets cats-vs-dogs net: 'same' convs 32-32-64, Dense 64, two softmax outputs (1,355,938 at 150x150x3).
+
+    Conv32 - Conv32 - Conv64, each 3x3 'same' + ReLU + MaxPool 2, Dropout .25, Flatten - Dense 64 -
+    Dropout .5 - Dense 2 softmax.
 
     Its definition fixes softmax outputs, one a class: two logits for two classes, never one sigmoid.
     """
@@ -173,8 +177,10 @@ def _cifar_cnn(name: str, in_channels: int, num_classes: int, image_size: tuple[
 
 
 def cifar_cnn(in_channels: int, num_classes: int, image_size: tuple[int, int], dropout: float | None = None) -> CNNKitModel:
-    """The Keras CIFAR-10 tutorial's ``createModel()``: per block Conv 'same' + Conv valid (32, 64, 64), MaxPool,
-    Dropout .25; Flatten (256 at 32x32) - Dense 512 - Dropout .5 - Dense (276,138 parameters at 32x32x3).
+    """The Keras CIFAR-10 tutorial's ``createModel()``: 6 convs, Dense 512 (276,138 parameters at 32x32x3).
+
+    Per block a 'same' and a valid 3x3 conv (32, 64, 64), MaxPool 2, Dropout .25; Flatten (256 at
+    32x32) - Dense 512 - Dropout .5 - Dense.
 
     A side under 22 pixels makes the valid convolutions 'same' so tiny images still fit.
     """
@@ -224,7 +230,10 @@ class _FashionFeatures(nn.Module):
 
 def fashion_functional(in_channels: int, num_classes: int, image_size: tuple[int, int],
                        dropout: float | None = None) -> CNNKitModel:
-    """TF blog "Fashion-MNIST with tf.Keras": Conv64-Pool-Drop .3-Conv32-Pool-Drop .3-Dense 256-Drop .5 (reported 90.93%)."""
+    """TF blog "Fashion-MNIST with tf.Keras": Conv64-Pool-Drop .3-Conv32-Pool-Drop .3-Dense 256-Drop .5 (reported 90.93%).
+
+    412,778 parameters at 28x28x1, as the tutorial's ``model.summary()`` gives.
+    """
     _check_size("fashion-functional", image_size, 4)
     p = 0.5 if dropout is None else dropout
     features = _FashionFeatures(in_channels, p * 0.6)  # 0.3 with the tutorial's 0.5
