@@ -24,7 +24,7 @@ from cnnkit.serve.predict import Predictor, load_predictor, predict
 from cnnkit.train.checkpoint import load_checkpoint, save_checkpoint
 
 
-def make_checkpoint(path: Path, name: str = "simple-cnn", classes: tuple[str, ...] = ("cat", "dog", "owl"),
+def make_checkpoint(path: Path, name: str = "simple-cnn-same", classes: tuple[str, ...] = ("cat", "dog", "owl"),
                     channels: int = 3, size: tuple[int, int] = (16, 16), seed: int = 0) -> Path:
     """A freshly built model with a sharpened head, so its top classes are decisive (no near ties)."""
     torch.manual_seed(seed)
@@ -66,7 +66,7 @@ def test_onnx_export_matches_pytorch_and_carries_metadata(ckpt, tmp_path):
     assert meta["preprocess"]["classes"] == ["cat", "dog", "owl"]
     assert meta["preprocess"]["image_size"] == [16, 16] and meta["preprocess"]["channels"] == 3
     assert meta["preprocess"]["mean"] == [0.4] * 3 and meta["preprocess"]["std"] == [0.3] * 3
-    assert meta["preprocess"]["model"] == "simple-cnn" and meta["model"]["name"] == "simple-cnn"
+    assert meta["preprocess"]["model"] == "simple-cnn-same" and meta["model"]["name"] == "simple-cnn-same"
 
     # dynamic batch axis + normalisation inside the graph: raw [0, 1] input of any batch size
     x = sample_inputs(load_checkpoint(ckpt).preprocess, n=7, seed=5)
@@ -88,7 +88,7 @@ def test_torchscript_export_carries_metadata_in_extra_files(ckpt, tmp_path):
     extra = {"cnnkit.json": ""}
     module = torch.jit.load(str(result.path), _extra_files=extra)
     meta = json.loads(extra["cnnkit.json"])
-    assert meta["preprocess"]["classes"] == ["cat", "dog", "owl"] and meta["model"]["name"] == "simple-cnn"
+    assert meta["preprocess"]["classes"] == ["cat", "dog", "owl"] and meta["model"]["name"] == "simple-cnn-same"
     assert read_export_metadata(result.path) == meta
     x = torch.rand(3, 3, 16, 16)
     logits, probs = module(x)

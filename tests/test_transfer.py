@@ -96,6 +96,27 @@ def test_backbone_is_a_cnnkit_model(name, size):
     assert model(x).shape == (2, 5)
 
 
+@pytest.mark.parametrize("name,mode", [("resnet18", "none"), ("mobilenet_v3_small", "finetune")])
+def test_backbone_from_random_weights_has_the_interface(name, mode):
+    from cnnkit.models import default_config
+
+    cfg = ModelConfig(name=name, num_classes=4, image_size=(32, 32), transfer=mode, finetune_blocks=1, head=(8,))
+    model = build_model(cfg).eval()
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        f = model.features(x)
+        assert f.shape == (2, model.num_features) and torch.equal(model.head(f), model(x))
+    spec = BACKBONES[name]
+    assert model.default_config == default_config(cfg)
+    assert model.default_config.input_size == (spec.size, spec.size) and model.default_config.channels == 3
+    assert model.input_norm == (spec.mean, spec.std)
+    hidden = model.head[0].weight.clone()
+    model.reset_head(2, binary="softmax")
+    assert model(x).shape == (2, 2) and torch.equal(model.head[0].weight, hidden)
+    model.reset_head(7)
+    assert model(x).shape == (2, 7)
+
+
 def test_inception_cut_mapping_keras_mixed7_is_mixed_6e():
     spec = BACKBONES["inception_v3"]
     assert spec.default_cut == "Mixed_6e" and spec.aliases["mixed7"] == "Mixed_6e"

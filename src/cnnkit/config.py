@@ -70,6 +70,7 @@ class ModelConfig:
     head: tuple[int, ...] = ()  # hidden sizes of a dense head, e.g. (1024,)
     head_dropout: float = 0.0
     finetune_blocks: int = 0  # top blocks to unfreeze in finetune mode
+    binary_output: str = "sigmoid"  # two classes: sigmoid (one logit) | softmax (two logits)
 
 
 @dataclass(frozen=True)

@@ -1,13 +1,19 @@
-"""Models by name.  ``MODELS`` is a plain dict from name to builder; nothing registers itself on import."""
+"""Models by name.  ``MODELS`` is a plain dict from name to builder; nothing registers itself on import.
+
+Every model is a :class:`~cnnkit.models.base.CNNKitModel` (``features`` -> ``head``, see
+:mod:`cnnkit.models.base`); :func:`default_config` says what input a model expects without
+building it.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Callable
 
-from cnnkit.config import ModelConfig
+from cnnkit.config import DataConfig, ModelConfig
 from cnnkit.errors import ConfigError
 from cnnkit.models import fast, zoo
-from cnnkit.models.base import CNNKitModel, logits_to_probs, num_outputs
+from cnnkit.models.base import BINARY_OUTPUTS, CNNKitModel, ModelDefaults, last_linear, logits_to_probs, num_outputs
 
 # builder(in_channels, num_classes, image_size, dropout) -> CNNKitModel
 MODELS: dict[str, Callable[..., CNNKitModel]] = {
@@ -15,7 +21,10 @@ MODELS: dict[str, Callable[..., CNNKitModel]] = {
     "lenet5": zoo.lenet5,
     "mnist-cnn": zoo.mnist_cnn,
     "simple-cnn": zoo.simple_cnn,
+    "simple-cnn-same": zoo.simple_cnn_same,
+    "catdog-cnn": zoo.catdog_cnn,
     "cifar-cnn": zoo.cifar_cnn,
+    "cifar-cnn-same": zoo.cifar_cnn_same,
     "cifar-cnn-bn": zoo.cifar_cnn_bn,
     "fast-cnn-small": fast.fast_cnn_small,
     "fast-cnn": fast.fast_cnn,
@@ -24,22 +33,83 @@ MODELS: dict[str, Callable[..., CNNKitModel]] = {
 }
 
 
+def _check_binary_output(cfg: ModelConfig) -> None:
+    if cfg.binary_output not in BINARY_OUTPUTS:
+        raise ConfigError(f"binary_output {cfg.binary_output!r}: choose one of {', '.join(BINARY_OUTPUTS)}")
+
+
+def match_binary_output(model: CNNKitModel, cfg: ModelConfig) -> None:
+    """Two classes: give ``model`` the outputs its definition fixes, else those ``cfg.binary_output`` asks for.
+
+    The builders make one sigmoid logit for two classes; ``binary_output="softmax"`` swaps the
+    classifier for a fresh two-logit one.  Sets ``model.binary_output`` to the choice made.
+    """
+    choice = model.binary_output or cfg.binary_output
+    model.binary_output = choice
+    if cfg.num_classes != 2:
+        return
+    found = last_linear(model.head)
+    if found is not None and found[1].out_features != num_outputs(2, choice):
+        model.reset_head(2, choice)
+
+
 def build_model(cfg: ModelConfig) -> CNNKitModel:
     """Build the model ``cfg.name`` for the configured input and class count."""
+    _check_binary_output(cfg)
     if cfg.name in MODELS:
         try:
-            return MODELS[cfg.name](cfg.in_channels, cfg.num_classes, tuple(cfg.image_size), dropout=cfg.dropout)
+            model = MODELS[cfg.name](cfg.in_channels, cfg.num_classes, tuple(cfg.image_size), dropout=cfg.dropout)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
+        match_binary_output(model, cfg)
+        return model
     from cnnkit.models import custom, transfer  # imported only when asked for
 
     if custom.is_import_path(cfg.name):  # "package.module:builder": a network in plain PyTorch
         return custom.build_custom(cfg)
     if cfg.name in transfer.BACKBONES:
-        return transfer.build_transfer_model(cfg)
+        model = transfer.build_transfer_model(cfg)
+        match_binary_output(model, cfg)
+        return model
+    raise ConfigError(_unknown(cfg.name))
+
+
+def _unknown(name: str) -> str:
+    from cnnkit.models import transfer
+
     known = ", ".join(sorted(MODELS) + sorted(transfer.BACKBONES))
-    raise ConfigError(f"unknown model {cfg.name!r}; known models: {known}, or a builder of your own "
-                      f"as 'module:function'")
+    return f"unknown model {name!r}; known models: {known}, or a builder of your own as 'module:function'"
+
+
+def default_config(cfg: ModelConfig) -> ModelDefaults:
+    """The input model ``cfg.name`` expects, without building it or loading weights.
+
+    Pretrained backbones give their input size, 3 channels and mean/std; every other model
+    takes what the data gives.  Raises ConfigError for a transfer mode on a model without a
+    pretrained backbone and for a backbone fed other than 3 channels; warns for a frozen
+    backbone with random weights.
+    """
+    from cnnkit.models import custom, transfer
+
+    _check_binary_output(cfg)
+    if cfg.name in transfer.BACKBONES:
+        return transfer.backbone_defaults(cfg)
+    if cfg.transfer not in ("none", ""):
+        raise ConfigError(f"--transfer {cfg.transfer} needs a pretrained backbone "
+                          f"({', '.join(sorted(transfer.BACKBONES))}), not {cfg.name!r}")
+    if cfg.name in MODELS or custom.is_import_path(cfg.name):
+        return ModelDefaults()
+    raise ConfigError(_unknown(cfg.name))
+
+
+def apply_defaults(data: DataConfig, defaults: ModelDefaults, model_name: str) -> DataConfig:
+    """``data`` with the model's input size (unless one is set) and its required channel count."""
+    if defaults.channels is not None and data.channels not in (None, defaults.channels):
+        kind = "RGB" if defaults.channels == 3 else f"{defaults.channels}-channel"
+        raise ConfigError(f"{model_name} is pretrained on {kind} images: drop --channels {data.channels}")
+    size = data.image_size or defaults.input_size
+    return dataclasses.replace(data, image_size=tuple(size) if size else None,
+                               channels=defaults.channels or data.channels)
 
 
 def model_names() -> list[str]:
@@ -48,4 +118,5 @@ def model_names() -> list[str]:
     return sorted(MODELS) + sorted(transfer.BACKBONES)
 
 
-__all__ = ["MODELS", "CNNKitModel", "build_model", "logits_to_probs", "model_names", "num_outputs"]
+__all__ = ["MODELS", "CNNKitModel", "ModelDefaults", "apply_defaults", "build_model", "default_config",
+           "logits_to_probs", "model_names", "num_outputs"]

@@ -1,4 +1,14 @@
-"""Keras-style model summary: one row per layer with its output shape and parameter count."""
+"""Keras-style model summary: the table ``model.summary()`` prints, for a PyTorch model.
+
+One row per layer in the order the forward pass runs them: ``name (Type)`` (the module path as
+``model.named_modules()`` gives it, the layer type in Keras' words: Conv2D, MaxPooling2D, Dense,
+...), the output shape channels-last as Keras writes it - ``(None, H, W, C)``, ``(None, D)`` for a
+dense output - and the parameter count.  As in a Keras model whose ``Conv2D``/``Dense`` carry
+``activation="relu"``, activations have no row of their own: they are folded into the layer before
+them; padding layers are folded into the layer after them (Keras' ``padding="same"``).  Dropout,
+pooling and Flatten keep their rows.  BatchNorm counts its moving mean and variance as
+non-trainable parameters, as Keras does.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +17,26 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.GELU, nn.SiLU, nn.ELU, nn.LeakyReLU, nn.PReLU, nn.SELU, nn.Sigmoid, nn.Tanh,
+               nn.Hardswish, nn.Hardsigmoid, nn.Mish, nn.Softmax, nn.LogSoftmax, nn.Identity)
+PADDINGS = (nn.ZeroPad2d, nn.ConstantPad2d, nn.ReflectionPad2d, nn.ReplicationPad2d)
+
+# PyTorch layer -> Keras' name for it (subclasses, e.g. a TF-"same" Conv2d, match their base)
+KERAS_TYPES: tuple[tuple[type, str], ...] = (
+    (nn.Conv2d, "Conv2D"), (nn.ConvTranspose2d, "Conv2DTranspose"), (nn.Linear, "Dense"),
+    (nn.MaxPool2d, "MaxPooling2D"), (nn.AvgPool2d, "AveragePooling2D"),
+    (nn.AdaptiveAvgPool2d, "AdaptiveAveragePooling2D"), (nn.AdaptiveMaxPool2d, "AdaptiveMaxPooling2D"),
+    (nn.Dropout, "Dropout"), (nn.Dropout2d, "SpatialDropout2D"), (nn.Flatten, "Flatten"),
+    (nn.modules.batchnorm._BatchNorm, "BatchNormalization"), (nn.LayerNorm, "LayerNormalization"),
+    (nn.Embedding, "Embedding"),
+)
+
 
 @dataclass
 class LayerRow:
     name: str  # dotted module path, e.g. "features.0"
-    kind: str  # class name, e.g. "Conv2d"
-    output_shape: tuple  # without the batch dimension
+    kind: str  # Keras layer type, e.g. "Conv2D" (else the PyTorch class name)
+    output_shape: tuple  # channels-last, without the batch dimension: (H, W, C) or (D,)
     params: int
     trainable: int
 
@@ -20,7 +44,7 @@ class LayerRow:
 @dataclass
 class Summary:
     rows: list[LayerRow]
-    input_shape: tuple[int, int, int]
+    input_shape: tuple[int, int, int]  # (C, H, W), as the model takes it
     total: int
     trainable: int
 
@@ -29,17 +53,41 @@ class Summary:
         return self.total - self.trainable
 
 
+def keras_type(module: nn.Module) -> str:
+    for cls, name in KERAS_TYPES:
+        if isinstance(module, cls):
+            return name
+    return type(module).__name__
+
+
+def keras_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """A PyTorch per-sample shape (C, H, W) -> Keras' (H, W, C); others unchanged."""
+    return (*shape[1:], shape[0]) if len(shape) == 3 else tuple(shape)
+
+
+def _counts(module: nn.Module) -> tuple[int, int]:
+    """(parameters, trainable) of the module itself; BatchNorm's moving statistics count as non-trainable."""
+    own = list(module.parameters(recurse=False))
+    total = sum(p.numel() for p in own)
+    trainable = sum(p.numel() for p in own if p.requires_grad)
+    if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.running_mean is not None:
+        total += module.running_mean.numel() + module.running_var.numel()
+    return total, trainable
+
+
+def _moving_stats(model: nn.Module) -> int:
+    return sum(m.running_mean.numel() + m.running_var.numel() for m in model.modules()
+               if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None)
+
+
 def summarize(model: nn.Module, input_shape: tuple[int, int, int]) -> Summary:
-    """Run one (C,H,W) zero image through ``model`` in eval mode and record every leaf layer's output."""
-    rows: list[LayerRow] = []
+    """Run one (C,H,W) zero image through ``model`` in eval mode and record every layer's output."""
+    calls: list[tuple[str, nn.Module, tuple]] = []  # (name, module, per-sample output shape) in call order
     hooks = []
 
     def hook(name: str):
         def record(module: nn.Module, _inp, out) -> None:
-            shape = tuple(out.shape[1:]) if isinstance(out, torch.Tensor) else ()
-            own = list(module.parameters(recurse=False))
-            rows.append(LayerRow(name, type(module).__name__, shape, sum(p.numel() for p in own),
-                                 sum(p.numel() for p in own if p.requires_grad)))
+            calls.append((name, module, tuple(out.shape[1:]) if isinstance(out, torch.Tensor) else ()))
         return record
 
     for name, module in model.named_modules():
@@ -56,8 +104,24 @@ def summarize(model: nn.Module, input_shape: tuple[int, int, int]) -> Summary:
             h.remove()
         model.train(was_training)
     params = list(model.parameters())
-    return Summary(rows, tuple(input_shape), sum(p.numel() for p in params),
-                   sum(p.numel() for p in params if p.requires_grad))
+    trainable = sum(p.numel() for p in params if p.requires_grad)
+    return Summary(_rows(calls), tuple(input_shape), sum(p.numel() for p in params) + _moving_stats(model), trainable)
+
+
+def _rows(calls: list[tuple[str, nn.Module, tuple]]) -> list[LayerRow]:
+    """Fold activations into the row before and padding into the row after; count each module's weights once."""
+    rows: list[LayerRow] = []
+    counted: set[int] = set()
+    for name, module, shape in calls:
+        if isinstance(module, ACTIVATIONS) and rows:
+            rows[-1].output_shape = keras_shape(shape)  # same shape; keeps in-place ops honest
+            continue
+        if isinstance(module, PADDINGS):
+            continue
+        total, trainable = (0, 0) if id(module) in counted else _counts(module)
+        counted.add(id(module))
+        rows.append(LayerRow(name, keras_type(module), keras_shape(shape), total, trainable))
+    return rows
 
 
 def format_summary(summary: Summary, title: str = "") -> str:
@@ -68,11 +132,12 @@ def format_summary(summary: Summary, title: str = "") -> str:
     w1 = max(len(header[1]), *(len(b[1]) for b in body)) + 2
     w2 = max(len(header[2]), *(len(b[2]) for b in body))
     width = w0 + w1 + w2
-    lines = [f'Model: "{title}"' if title else "Model", "_" * width,
+    c, h, w = summary.input_shape
+    lines = [f'Model: "{title}"' if title else "Model", f"Input shape: {(None, h, w, c)}", "_" * width,
              f"{header[0]:<{w0}}{header[1]:<{w1}}{header[2]:>{w2}}", "=" * width]
     for i, (a, b, c) in enumerate(body):
         lines.append(f"{a:<{w0}}{b:<{w1}}{c:>{w2}}")
         lines.append("_" * width if i < len(body) - 1 else "=" * width)
     lines += [f"Total params: {summary.total:,}", f"Trainable params: {summary.trainable:,}",
-              f"Non-trainable params: {summary.non_trainable:,}", f"Input shape: {(None, *summary.input_shape)}"]
+              f"Non-trainable params: {summary.non_trainable:,}", "_" * width]
     return "\n".join(lines)

@@ -40,7 +40,6 @@ state_dict of the full torchvision network (``.pth``/``.pt`` or ``.safetensors``
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -53,7 +52,7 @@ from torch import nn
 
 from cnnkit.config import ModelConfig, RunConfig
 from cnnkit.errors import ConfigError, WeightsError
-from cnnkit.models.base import CNNKitModel, num_outputs
+from cnnkit.models.base import CNNKitModel, ModelDefaults, num_outputs
 
 log = logging.getLogger("cnnkit")
 
@@ -331,10 +330,9 @@ class TransferModel(CNNKitModel):
     def __init__(self, spec: Backbone, trunk: nn.Sequential, pool: nn.Module, head: nn.Module,
                  blocks: list[tuple[str, list[str]]], mode: str, finetune_blocks: int):
         features = nn.Sequential(OrderedDict(trunk=trunk, pool=pool))
-        super().__init__(features, head, gradcam_layer=trunk)  # trunk output = the last spatial map
+        # trunk output = the last spatial map; input_norm (the weights' mean/std) comes from the defaults
+        super().__init__(features, head, gradcam_layer=trunk, defaults=spec_defaults(spec))
         self.backbone = spec.name
-        self.input_norm = (spec.mean, spec.std)  # read by cnnkit.train.run: saved in Preprocess
-        self.preferred_size = (spec.size, spec.size)
         self.transfer = mode
         self.blocks = blocks  # [(block name, [layer names])], bottom to top
         frozen = self._freeze(trunk, mode, finetune_blocks)
@@ -450,29 +448,38 @@ def build_transfer_model(cfg: ModelConfig) -> TransferModel:
 # ----------------------------------------------------------------------------- run-level resolution
 
 
-def prepare_run_config(cfg: RunConfig) -> RunConfig:
-    """Before loading data: a backbone's preferred input size (unless --image-size) and 3 channels.
+def spec_defaults(spec: Backbone) -> ModelDefaults:
+    """What a backbone's weights expect: its preferred size, RGB, its mean/std."""
+    return ModelDefaults(input_size=(spec.size, spec.size), channels=3, mean=tuple(spec.mean), std=tuple(spec.std))
 
-    Also rejects transfer modes for models that have no pretrained backbone.
-    """
-    spec = BACKBONES.get(cfg.model.name)
-    if spec is None:
-        if cfg.model.transfer not in ("none", ""):
-            raise ConfigError(f"--transfer {cfg.model.transfer} needs a pretrained backbone "
-                              f"({', '.join(sorted(BACKBONES))}), not {cfg.model.name!r}")
-        return cfg
-    if cfg.data.channels == 1:
-        raise ConfigError(f"{spec.name} is pretrained on RGB images: drop --channels 1")
-    if cfg.model.transfer in FROZEN_MODES and not (cfg.model.pretrained or cfg.model.weights):
+
+def backbone_defaults(cfg: ModelConfig) -> ModelDefaults:
+    """``cnnkit.models.default_config`` for a backbone: its defaults, after checking the settings."""
+    spec = BACKBONES[cfg.name]
+    if cfg.transfer not in MODES:
+        raise ConfigError(f"--transfer {cfg.transfer}: choose one of {', '.join(MODES)}")
+    if cfg.in_channels != 3:
+        raise ConfigError(f"{spec.name} is pretrained on RGB images: load the data with 3 channels, "
+                          f"not {cfg.in_channels}")
+    if cfg.transfer in FROZEN_MODES and not (cfg.pretrained or cfg.weights):
         log.warning("%s: --transfer %s with a randomly initialised backbone (no --pretrained, no --weights)",
-                    spec.name, cfg.model.transfer)
-    size = cfg.data.image_size or (spec.size, spec.size)
-    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, image_size=tuple(size), channels=3))
+                    spec.name, cfg.transfer)
+    return spec_defaults(spec)
 
 
-def is_backbone(name: str) -> bool:
-    return name in BACKBONES
+def prepare_run_config(cfg: RunConfig) -> RunConfig:
+    """Before loading data: the model's input defaults applied to the data config.
+
+    A backbone's preferred input size (unless --image-size) and 3 channels; the checks of
+    :func:`cnnkit.models.default_config` (transfer modes need a backbone, backbones need RGB).
+    """
+    from dataclasses import replace
+
+    from cnnkit.models import apply_defaults, default_config
+
+    return replace(cfg, data=apply_defaults(cfg.data, default_config(cfg.model), cfg.model.name))
 
 
-__all__ = ["BACKBONES", "IMAGENET_MEAN", "IMAGENET_STD", "MODES", "Backbone", "TransferModel", "build_head",
-           "build_transfer_model", "hub_weights_path", "prepare_run_config", "read_state_dict"]
+__all__ = ["BACKBONES", "IMAGENET_MEAN", "IMAGENET_STD", "MODES", "Backbone", "TransferModel", "backbone_defaults",
+           "build_head", "build_transfer_model", "hub_weights_path", "prepare_run_config", "read_state_dict",
+           "spec_defaults"]

@@ -1,4 +1,12 @@
-"""Binary or categorical cross-entropy, chosen by the model's output width."""
+"""Binary or categorical cross-entropy, chosen by the model's output width.
+
+One logit (N, 1) is a sigmoid output: binary cross-entropy.  K logits (N, K) are softmax outputs:
+categorical cross-entropy - two classes included, when a model gives two softmax logits
+(``catdog-cnn``, or ``ModelConfig.binary_output="softmax"``).  Keras tutorials that train two
+softmax outputs with ``loss="binary_crossentropy"`` against one-hot labels (the KDnuggets
+cats-vs-dogs net) compute the same number: with p1 = 1 - p0 and y1 = 1 - y0 both columns'
+binary cross-entropies equal -y0 log p0 - y1 log p1, so their mean is the categorical one.
+"""
 
 from __future__ import annotations
 
