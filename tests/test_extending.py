@@ -24,7 +24,7 @@ class Invert(Transform):
     """Invert each image (x -> 1 - x) with probability ``invert``."""
 
     settings = {"invert": setting(0.0, "invert images with this probability", metavar="P", range="[0, 1]")}
-    columns = ("invert",)  # appended after the built-in columns: their draws do not move
+    columns = ("invert",)  # a 17th column of the batch's one draw
     params = {"invert": 0.0}
 
     def sample(self, cfg, u, n, size):

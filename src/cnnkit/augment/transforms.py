@@ -11,8 +11,10 @@ the matrices are multiplied in ``order`` and applied in ONE resample per batch. 
 transforms run in list order; mixing transforms (mixup/CutMix) come last and soft-label targets.
 
 Adding a transform: one subclass of :class:`Transform` (or :class:`Geometric`/:class:`Mixing`)
-appended to :data:`TRANSFORMS` (append, so the columns of the others stay where they are).  A
-config class for another list - e.g. in a test or a plug-in - is ``augment_config((*TRANSFORMS, Mine()))``.
+appended to :data:`TRANSFORMS`.  (A transform with columns widens the draw, so a given seed then
+draws other numbers for every transform: results of older runs are reproduced only by the list
+they ran with.)  A config class for another list - e.g. in a test or a plug-in - is
+``augment_config((*TRANSFORMS, Mine()))``.
 
 This module imports neither torch nor numpy at import time (``cnnkit --help`` stays fast); the
 methods that compute import them.
