@@ -361,3 +361,40 @@ def test_tta_views():
     torch.testing.assert_close(views[5], views[4].flip(-1))
     with pytest.raises(ConfigError):
         tta_views(x, "spin")
+
+
+# ------------------------------------------------------------------ the transform list
+
+
+def test_one_seed_gives_the_same_draws_as_before_transforms_were_objects():
+    # values recorded from the implementation before each augmentation became one Transform:
+    # the one (N, 16) draw keeps its column order, so saved seeds reproduce the same batches
+    cfg = resolve(STRONG_ALL)
+    p = sample_params(cfg, 2, (24, 20), torch.Generator().manual_seed(3))
+    want = {"angle": [-14.872094, -9.731843], "shift_y": [-0.042832, 0.069464], "zoom_y": [0.912023, 0.942952],
+            "flip_v": [0.0, 1.0], "crop_w": [1.0, 0.769417], "crop_y": [0.081157, 0.023191],
+            "contrast": [0.960588, 0.845918], "cut_x": [0.459405, 0.805172]}
+    for name, values in want.items():
+        assert getattr(p, name).tolist() == pytest.approx(values, abs=1e-6), name
+    x = torch.linspace(0, 1, 2 * 3 * 6 * 5).reshape(2, 3, 6, 5)
+    out, _ = BatchAugment(cfg, 2)(x, torch.tensor([0, 1]), torch.Generator().manual_seed(3))
+    assert float(out.sum()) == pytest.approx(77.18381, abs=1e-4)
+    assert float(out[1, 2, 3, 4]) == pytest.approx(0.746454, abs=1e-6)
+
+
+def test_augment_config_is_assembled_from_the_transform_list():
+    from cnnkit.augment import TRANSFORMS, Geometric
+    from cnnkit.augment.params import AugmentParams
+
+    names = [n for t in TRANSFORMS for n in t.settings]
+    assert [f.name for f in dataclasses.fields(AugmentConfig)] == ["preset", *names, "fill_mode", "fill_value", "tta"]
+    assert sum(len(t.columns) for t in TRANSFORMS) == 16
+    assert [f.name for f in dataclasses.fields(AugmentParams)] == [p for t in TRANSFORMS for p in t.params]
+    # matrices multiply as Crop @ Rotation @ Shift @ Shear @ Zoom @ Flip
+    order = [type(t).__name__ for t in sorted((t for t in TRANSFORMS if isinstance(t, Geometric)), key=lambda t: t.order)]
+    assert order == ["RandomResizedCrop", "Rotation", "Shift", "Shear", "Zoom", "Flip"]
+    assert type(AugmentConfig()).transforms is TRANSFORMS
+    with pytest.raises(ValueError, match="same setting"):
+        from cnnkit.augment import augment_config
+
+        augment_config((*TRANSFORMS, TRANSFORMS[0]))

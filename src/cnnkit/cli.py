@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import signal
 import sys
 import threading
@@ -10,131 +11,69 @@ from pathlib import Path
 from typing import Sequence
 
 from cnnkit import config as C
-from cnnkit.augment.cli_args import add_augment_args, augment_config_from_args
+from cnnkit import settings
+from cnnkit.augment.presets import write_out_cleared
 from cnnkit.errors import CnnkitError
 
 MAIN_DEFAULT = "mnist-mini"
 
 
-# ----------------------------------------------------------------------------- helpers
+# ----------------------------------------------------------------------------- settings flags
+# The settings' flags, help, choices and ranges are declared once, on the config fields
+# (cnnkit.config, cnnkit.augment.transforms); cnnkit.settings derives the argparse groups.
+
+PREVIEW_SKIP = ("model.", "optim.", "train.", "data.source", "augment.tta")
+RECIPE_KEYS = ("model.weights", "train.epochs", "train.batch_size", "data.image_size", "train.out", "data.cache_dir",
+               "train.device", "data.seed", "train.seed", "train.progress")
 
 
 def _size(values: Sequence[int] | None) -> tuple[int, int] | None:
-    if not values:
-        return None
-    if len(values) > 2:
-        raise CnnkitError("--image-size takes one number (square) or two (height width)")
-    return (values[0], values[-1])
+    try:
+        return C.image_pair(list(values)) if values else None
+    except ValueError as exc:
+        raise CnnkitError(f"--image-size {' '.join(map(str, values))}: {exc}") from None
 
 
-def _add_data_flags(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("data")
-    g.add_argument("--image-size", type=int, nargs="+", metavar="N", help="target size: N (square) or H W")
-    g.add_argument("--channels", type=int, choices=(1, 3), help="1 = greyscale, 3 = RGB (default: the data's own)")
-    g.add_argument("--val-split", type=float, help="validation fraction when the data has no validation split")
-    g.add_argument("--test-split", type=float, help="test fraction split off when the data has no test split")
-    g.add_argument("--data-dir", help="folder holding (or receiving) named datasets")
-    g.add_argument("--cache-dir", help="decode-once image cache (default ~/.cache/cnnkit)")
-    g.add_argument("--strict", action="store_true", default=None, help="stop at the first unreadable image")
-
-
-def _add_train_flags(p: argparse.ArgumentParser) -> None:
+def _add_train_flags(p: argparse.ArgumentParser, config: type) -> None:
     p.add_argument("data", nargs="?", help=f"dataset name or image folder (default: {MAIN_DEFAULT})")
     p.add_argument("--config", help="JSON run config (e.g. a run's config.json); flags override it")
     p.add_argument("--resume", metavar="RUN", help="continue the run in this folder from its last epoch, with its own settings "
                                                  "(--epochs N trains to N instead of the run's own count)")
-    m = p.add_argument_group("model")
-    m.add_argument("--model", help="model name (see `cnnkit models`)")
-    m.add_argument("--dropout", type=float, help="override the model's dropout rate")
-    _add_transfer_flags(m)
-    o = p.add_argument_group("optimisation")
-    o.add_argument("--optimizer", choices=("sgd", "rmsprop", "adam", "adamw"))
-    o.add_argument("--lr", type=float, help="learning rate")
-    o.add_argument("--momentum", type=float)
-    o.add_argument("--nesterov", action="store_true", default=None)
-    o.add_argument("--decay", type=float, help="Keras-style time decay: lr / (1 + decay * step)")
-    o.add_argument("--weight-decay", type=float)
-    o.add_argument("--schedule", choices=("none", "cosine", "onecycle", "step"))
-    o.add_argument("--warmup", type=float, dest="warmup_epochs", help="linear warm-up epochs")
-    o.add_argument("--step-size", type=int, help="--schedule step: epochs between rate cuts (default 10)")
-    o.add_argument("--gamma", type=float, help="--schedule step: factor of each cut (default 0.1)")
-    o.add_argument("--label-smoothing", type=float)
-    t = p.add_argument_group("training")
-    t.add_argument("--epochs", type=int)
-    t.add_argument("--batch-size", type=int)
-    t.add_argument("--seed", type=int)
-    t.add_argument("--out", help="run folder (default runs/<data>-<model>, numbered if taken)")
-    t.add_argument("--patience", type=int, help="early stopping patience in epochs (default: off)")
-    t.add_argument("--monitor", help="metric for early stopping and the best checkpoint (default val_loss)")
-    t.add_argument("--min-delta", type=float)
-    t.add_argument("--device", help="auto | cpu | cuda | cuda:N | mps")
-    t.add_argument("--amp", choices=("auto", "off", "bf16", "fp16"), help="mixed precision (default auto)")
-    t.add_argument("--compile", choices=("auto", "on", "off"), help="torch.compile (default: on CUDA only)")
-    t.add_argument("--no-fast", dest="fast", action="store_false", default=None,
-                   help="turn off channels_last, autocast and allocator tuning")
-    t.add_argument("--quiet", action="store_true", help="no progress output")
-    t.add_argument("--no-report", dest="report", action="store_false", default=None, help="skip report.html")
-    _add_data_flags(p)
-    add_augment_args(p)
+    settings.add_flags(p, config, skip=("data.source",))
 
 
-def _add_transfer_flags(m: argparse._ArgumentGroup) -> None:
-    m.add_argument("--transfer", choices=("none", "features", "head", "finetune"),
-                   help="pretrained backbones: features = frozen, head trained on features computed once; "
-                        "head = frozen, head trained on (augmented) images; finetune = also the top "
-                        "--finetune-blocks blocks at 0.1x the learning rate; none = train every layer")
-    m.add_argument("--cut", metavar="LAYER", help="backbone layer to cut after (e.g. Mixed_6e or Keras' mixed7, "
-                   "layer3, features.7; an unknown name lists them)")
-    m.add_argument("--head", type=int, nargs="+", metavar="N", help="hidden sizes of the dense head, e.g. 1024 "
-                   "(0 = none: pooled features straight to the output layer)")
-    m.add_argument("--head-dropout", type=float, help="dropout in the head (e.g. 0.2)")
-    m.add_argument("--finetune-blocks", type=int, metavar="N", help="--transfer finetune: top N backbone blocks to train")
-    m.add_argument("--pretrained", action=argparse.BooleanOptionalAction, default=None,
-                   help="load the backbone's ImageNet weights (default: on with --transfer)")
-    m.add_argument("--weights", metavar="PATH", help="backbone weights from a local state_dict file "
-                   "(.pth/.pt/.safetensors of the torchvision network)")
-
-
-def _transfer_model_config(model: C.ModelConfig, a: argparse.Namespace) -> C.ModelConfig:
-    head = tuple(h for h in a.head if h > 0) if a.head is not None else None
-    model = C.replace(model, transfer=a.transfer, cut=a.cut, head=head, head_dropout=a.head_dropout,
-                      finetune_blocks=a.finetune_blocks, pretrained=a.pretrained, weights=a.weights)
-    if a.pretrained is None and model.transfer != "none" and not model.weights:
-        model = C.replace(model, pretrained=True)  # a transfer mode means pretrained weights unless --no-pretrained
-    return model
+def _build(base, given: settings.Given, extra: dict | None = None):
+    """``base`` with the flags given (and ``extra`` keys) applied, checked; errors name the flag."""
+    try:
+        cfg = C.override(base, {**given.values, **(extra or {})})
+        augment = {k.split(".", 1)[1]: v for k, v in given.values.items() if k.startswith("augment.")}
+        cfg = dataclasses.replace(cfg, augment=write_out_cleared(cfg.augment, augment))
+        if "model.pretrained" not in given.values and cfg.model.transfer != "none" and not cfg.model.weights:
+            cfg = C.override(cfg, {"model.pretrained": True})  # a transfer mode means pretrained weights unless --no-pretrained
+        C.validate(cfg)
+    except settings.SettingError as exc:
+        raise exc.named(given.flags) from None
+    return cfg
 
 
 def run_config_from_args(a: argparse.Namespace) -> C.RunConfig:
     """Defaults <- --config file <- flags given on the command line."""
-    cfg = C.load_run_config(a.config) if a.config else C.RunConfig()
-    data = C.replace(cfg.data, source=a.data, image_size=_size(a.image_size), channels=a.channels,
-                     val_split=a.val_split, test_split=a.test_split, data_dir=a.data_dir, cache_dir=a.cache_dir,
-                     strict=a.strict, seed=a.seed)
-    model = _transfer_model_config(C.replace(cfg.model, name=a.model, dropout=a.dropout), a)
-    optim = C.replace(cfg.optim, name=a.optimizer, lr=a.lr, momentum=a.momentum, nesterov=a.nesterov, decay=a.decay,
-                      weight_decay=a.weight_decay, schedule=a.schedule, warmup_epochs=a.warmup_epochs,
-                      step_size=a.step_size, gamma=a.gamma,
-                      label_smoothing=a.label_smoothing)
-    train = C.replace(cfg.train, epochs=a.epochs, batch_size=a.batch_size, seed=a.seed, out=a.out, patience=a.patience,
-                      monitor=a.monitor, min_delta=a.min_delta, device=a.device, amp=a.amp, compile=a.compile, fast=a.fast,
-                      progress=False if a.quiet else None, report=a.report)
-    augment = augment_config_from_args(a, cfg.augment)
-    return C.RunConfig(data=data, model=model, optim=optim, train=train, augment=augment)
+    cls = a.run_config
+    base = C.load_run_config(a.config, cls) if a.config else cls()
+    return _build(base, settings.given(a, cls), {"data.source": a.data} if a.data is not None else None)
+
+
+def _note_ineffective(cfg, given: settings.Given) -> None:
+    """One line per group of flags given that change nothing for this model (never silently ignored)."""
+    by_reason: dict[str, list[str]] = {}
+    for key, reason in settings.ineffective(cfg, given.values):
+        by_reason.setdefault(reason, []).append(given.flags[key])
+    for reason, flags in by_reason.items():
+        print(f"cnnkit: note: {' '.join(dict.fromkeys(flags))} has no effect with --model {cfg.model.name}: {reason}",
+              file=sys.stderr)
 
 
 # ----------------------------------------------------------------------------- commands
-
-
-def _explicit_flags(a: argparse.Namespace, command: str, keep: Sequence[str] = ()) -> list[str]:
-    """The options of ``command`` given on this command line (set to something other than their default)."""
-    sub = next(act for act in build_parser()._actions if isinstance(act, argparse._SubParsersAction))
-    given = []
-    for act in sub.choices[command]._actions:
-        if act.dest in keep or not act.option_strings or act.dest == "help":
-            continue
-        if getattr(a, act.dest, act.default) != act.default:
-            given.append(act.option_strings[0])
-    return given
 
 
 def cmd_train(a: argparse.Namespace) -> int:
@@ -143,15 +82,22 @@ def cmd_train(a: argparse.Namespace) -> int:
     from cnnkit.runtime import distributed_from_env
 
     cfg = run_config_from_args(a)
+    given = settings.given(a, a.run_config)
     if a.resume:  # the run's own settings; only --epochs (default: the run's own) and --quiet apply
         from cnnkit.train.run import resumed_config
 
-        cfg = resumed_config(a.resume, a.epochs, cfg.train.progress)
-        ignored = _explicit_flags(a, "train", keep=("data", "resume", "epochs", "quiet"))
+        cfg = resumed_config(a.resume, given.values.get("train.epochs"), cfg.train.progress)
+        kept = {"--epochs", "--quiet"}
+        ignored = (["--config"] if a.config else []) + [f for f in given.order if f not in kept]
         if ignored:
             print(f"cnnkit: note: a resumed run keeps its own settings; ignored: {' '.join(ignored)}", file=sys.stderr)
+    else:
+        _note_ineffective(cfg, given)
     with distributed_from_env() as (rank, _):
-        result = train(cfg, resume=a.resume, explicit_out=a.out is not None)
+        try:
+            result = train(cfg, resume=a.resume, explicit_out="train.out" in given.values)
+        except settings.SettingError as exc:
+            raise exc.named(given.flags) from None
     if rank != 0:
         return 0
     if result.metrics:
@@ -215,11 +161,8 @@ def cmd_summary(a: argparse.Namespace) -> int:
 def cmd_augment_preview(a: argparse.Namespace) -> int:
     from cnnkit.visualize.augment_preview import write_augment_preview
 
-    data = C.replace(C.DataConfig(source=a.data), image_size=_size(a.image_size), channels=a.channels,
-                     val_split=a.val_split, test_split=a.test_split, data_dir=a.data_dir, cache_dir=a.cache_dir,
-                     strict=a.strict)
-    out = write_augment_preview(data, augment_config_from_args(a), a.out, n_aug=a.n_aug, n_images=a.n_images,
-                                seed=a.seed)
+    cfg = _build(a.run_config(data=C.DataConfig(source=a.data)), settings.given(a, a.run_config))
+    out = write_augment_preview(cfg.data, cfg.augment, a.out, n_aug=a.n_aug, n_images=a.n_images, seed=a.seed)
     print(f"wrote {out}")
     return 0
 
@@ -265,8 +208,7 @@ def cmd_export(a: argparse.Namespace) -> int:
 def cmd_serve(a: argparse.Namespace) -> int:
     from cnnkit.serve.app import serve
 
-    if a.max_upload_mb <= 0:
-        raise CnnkitError(f"--max-upload-mb must be positive, got {a.max_upload_mb}")
+    settings.check_number("--max-upload-mb", a.max_upload_mb, "(0, 4096]")
     serve(a.checkpoint, host=a.host, port=a.port, max_upload_bytes=int(a.max_upload_mb * 1024 * 1024),
           device=a.device or "cpu", log_level=a.log_level, threads=a.threads)
     return 0
@@ -323,17 +265,14 @@ def cmd_recipes(a: argparse.Namespace) -> int:
     return 0
 
 
-def _recipe_overrides(a: argparse.Namespace) -> dict:
-    given = {"train.epochs": a.epochs, "train.batch_size": a.batch_size, "data.image_size": _size(a.image_size),
-             "model.weights": a.weights, "train.out": a.out, "train.device": a.device, "data.cache_dir": a.cache_dir,
-             "train.seed": a.seed, "data.seed": a.seed, "train.progress": False if a.quiet else None}
-    return {k: v for k, v in given.items() if v is not None}
-
-
 def cmd_recipe(a: argparse.Namespace) -> int:
     from cnnkit.recipes import format_results, run_recipe
 
-    result = run_recipe(a.name, fast=a.fast, data_dir=a.data_dir, overrides=_recipe_overrides(a))
+    given = settings.given(a, a.run_config)
+    try:
+        result = run_recipe(a.name, fast=a.fast, data_dir=a.data_dir, overrides=given.values)
+    except settings.SettingError as exc:
+        raise exc.named(given.flags) from None
     print(format_results([result]))
     return 0
 
@@ -341,12 +280,15 @@ def cmd_recipe(a: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------- parser
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(config: type = C.RunConfig) -> argparse.ArgumentParser:
+    """The ``cnnkit`` parser; ``config`` is the run config class whose settings become flags
+    (a subclass adds its own settings to ``train``, ``augment-preview`` and ``recipe``)."""
     parser = argparse.ArgumentParser(prog="cnnkit", description="Train, evaluate, explain and serve CNN image classifiers.")
+    parser.set_defaults(run_config=config)
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train a model on a dataset or image folder")
-    _add_train_flags(p)
+    _add_train_flags(p, config)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="accuracy, per-class report and confusion matrix of a checkpoint")
@@ -380,9 +322,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="augment_preview.png", help="picture file (default augment_preview.png)")
     p.add_argument("--n-aug", type=int, default=7, help="augmented copies per image (default 7)")
     p.add_argument("--n-images", type=int, default=4, help="images, one per row (default 4)")
-    p.add_argument("--seed", type=int, default=0)
-    _add_data_flags(p)
-    add_augment_args(p, tta=False, preset_alias=True)
+    p.add_argument("--seed", type=int, default=0, help="seed of the augmentation draws (default 0)")
+    settings.add_flags(p, config, skip=PREVIEW_SKIP)
     p.set_defaults(func=cmd_augment_preview)
 
     p = sub.add_parser("export", help="export a checkpoint to ONNX or TorchScript, checked against PyTorch")
@@ -470,15 +411,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", help="recipe name (see `cnnkit recipes`)")
     p.add_argument("--fast", action="store_true", help="modern settings (Adam one-cycle, batch-norm net, fewer epochs)")
     p.add_argument("--data-dir", help="folder holding the recipe's dataset (default: $CNNKIT_DATA_DIR or the cache)")
-    p.add_argument("--weights", metavar="PATH", help="local backbone weights (state_dict file) for transfer recipes")
-    p.add_argument("--epochs", type=int, help="override the recipe's epochs")
-    p.add_argument("--batch-size", type=int, help="override the recipe's batch size")
-    p.add_argument("--image-size", type=int, nargs="+", metavar="N", help="override the image size: N or H W")
-    p.add_argument("--out", help="run folder (default runs/recipes/<name>, numbered if taken)")
-    p.add_argument("--cache-dir", help="decode-once image cache (default ~/.cache/cnnkit)")
-    p.add_argument("--device", help="auto | cpu | cuda | cuda:N | mps")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--quiet", action="store_true", help="no progress output")
+    settings.add_flags(p, config, keys=RECIPE_KEYS)  # each overrides the recipe's own value
     p.set_defaults(func=cmd_recipe)
 
     p = sub.add_parser("models", help="list the models by name")
@@ -494,8 +427,9 @@ def _on_sigterm(signum, frame) -> None:
     raise Terminated()
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+def main(argv: Sequence[str] | None = None, config: type = C.RunConfig) -> int:
+    """Run one ``cnnkit`` command; ``config``: a RunConfig subclass whose extra settings get flags."""
+    parser = build_parser(config)
     args = parser.parse_args(argv)
     main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _on_sigterm) if main_thread else None

@@ -3,15 +3,66 @@
 A run is fully described by a :class:`RunConfig`; a checkpoint additionally carries a
 :class:`Preprocess` (classes, image size, channels, normalisation) so that it alone is
 enough to predict.
+
+Every setting is declared once, as a field made by :func:`cnnkit.settings.setting` (help,
+flag, choices, range); the command-line flags, validation (:func:`validate`), config-file
+loading (:func:`load_run_config`) and overrides (:func:`override`, :func:`make_config`) are all
+derived from those declarations.  Adding a setting is one field here (and its use).  The
+augmentation settings are declared by the transforms in :mod:`cnnkit.augment.transforms`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, ClassVar, Mapping
+
+from cnnkit.augment.transforms import AugmentConfig
+from cnnkit.errors import ConfigError
+from cnnkit.settings import SettingError, SharedFlag, check, override, section, setting
+
+# choice lists, owned here (torch-free) and used by the modules that implement them
+OPTIMIZERS = ("sgd", "rmsprop", "adam", "adamw")
+SCHEDULES = ("none", "cosine", "onecycle", "step")
+TRANSFER_MODES = ("none", "features", "head", "finetune")
+AMP_MODES = ("auto", "off", "bf16", "fp16")
+COMPILE_MODES = ("auto", "on", "off")
+BINARY_OUTPUTS = ("sigmoid", "softmax")  # a two-class model: one sigmoid logit or two softmax logits
+
+SEED_RANGE = "[0, 4294967295]"  # numpy's legacy seeding takes 32 bits
+SIZE_RANGE = "[8, 1024]"  # 1024x1024 RGB is 3 MiB per image in the uint8 cache, and 12 MiB as float per batch item
+
+
+def image_pair(value: Any) -> Any:
+    """An image size as written -> (H, W): ``64`` or ``[64]`` is square, ``[H, W]`` stays."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return (value, value)
+    if isinstance(value, (list, tuple)):
+        if len(value) == 1:
+            return (value[0], value[0])
+        if len(value) != 2:
+            raise ValueError("takes one number (square) or two (height width)")
+        return tuple(value)
+    return value  # anything else: the check names it
+
+
+def hidden_sizes(value: Any) -> Any:
+    """Dense head sizes as written -> a tuple without zeros (``--head 0`` = no hidden layer)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = (value,)
+    return tuple(h for h in value if h != 0) if isinstance(value, (list, tuple)) else value
+
+
+def _backbone(cfg: Any) -> bool:
+    # imported when a command asks (after parsing), never for --help: transfer.py loads torch
+    from cnnkit.models.transfer import is_backbone
+
+    return is_backbone(cfg.model.name)
+
+
+_BACKBONE_ONLY = dict(only_if=_backbone, only_if_text="pretrained backbones only (see `cnnkit models`)")
 
 
 @dataclass(frozen=True)
@@ -22,97 +73,93 @@ class DataConfig:
     ``horses-vs-humans``, ``mnist-mini``, ``digits``) or a folder path.
     """
 
-    source: str = "mnist-mini"
-    image_size: tuple[int, int] | None = None  # (H, W); None = the data's own size
-    channels: int | None = None  # 1 (grey) or 3 (RGB); None = the data's own
-    val_split: float = 0.1  # used only when the source has no validation split
-    test_split: float = 0.0
-    data_dir: str | None = None  # where named datasets are looked for / downloaded
-    cache_dir: str | None = None  # decode-once cache; None = default under ~/.cache/cnnkit
-    strict: bool = False  # stop at the first bad image instead of skipping it
-    seed: int = 0
-
-
-@dataclass(frozen=True)
-class AugmentConfig:
-    """Batch augmentation, Keras ImageDataGenerator names plus modern ones."""
-
-    preset: str = "none"
-    rotation_range: float = 0.0  # degrees, uniform in [-r, r]
-    width_shift_range: float = 0.0  # fraction of width
-    height_shift_range: float = 0.0  # fraction of height
-    shear_range: float = 0.0  # degrees (Keras semantics)
-    zoom_range: float = 0.0  # scale in [1-z, 1+z]
-    horizontal_flip: bool = False
-    vertical_flip: bool = False
-    fill_mode: str = "nearest"  # nearest | constant | reflect
-    fill_value: float = 0.0
-    random_resized_crop: float = 0.0  # min area fraction; 0 = off
-    brightness: float = 0.0
-    contrast: float = 0.0
-    cutout: float = 0.0  # erased square side as a fraction of the image; 0 = off
-    mixup: float = 0.0  # Beta(a, a); 0 = off
-    cutmix: float = 0.0  # Beta(a, a); 0 = off
-    tta: str = "none"  # test-time augmentation at evaluation: none | flip | flip-shift
+    source: str = setting("mnist-mini", "dataset name or image folder", cli=False)  # the commands' positional
+    image_size: tuple[int, int] | None = setting(None, "target size: N (square) or H W", metavar="N",
+                                                 range=SIZE_RANGE, coerce=image_pair)  # (H, W); None = the data's own
+    channels: int | None = setting(None, "1 = greyscale, 3 = RGB (default: the data's own)", choices=(1, 3))
+    val_split: float = setting(0.1, "validation fraction when the data has no validation split", range="[0, 1)")
+    test_split: float = setting(0.0, "test fraction split off when the data has no test split", range="[0, 1)")
+    data_dir: str | None = setting(None, "folder holding (or receiving) named datasets")
+    cache_dir: str | None = setting(None, "decode-once image cache (default ~/.cache/cnnkit)")
+    strict: bool = setting(False, "stop at the first unreadable image")
+    seed: int = setting(0, "seed of the train/validation/test split", cli=False, range=SEED_RANGE)  # --seed
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    name: str = "simple-cnn"
-    num_classes: int = 10
-    in_channels: int = 3
-    image_size: tuple[int, int] = (32, 32)
-    dropout: float | None = None  # None = the architecture's own default
-    pretrained: bool = False  # transfer backbones: load ImageNet weights
-    weights: str | None = None  # local weight file for the backbone
-    transfer: str = "none"  # none | features | head | finetune
-    cut: str | None = None  # backbone layer to cut at
-    head: tuple[int, ...] = ()  # hidden sizes of a dense head, e.g. (1024,)
-    head_dropout: float = 0.0
-    finetune_blocks: int = 0  # top blocks to unfreeze in finetune mode
-    binary_output: str = "sigmoid"  # two classes: sigmoid (one logit) | softmax (two logits)
+    name: str = setting("simple-cnn", "model name (see `cnnkit models`)", flag="--model")
+    num_classes: int = setting(10, "outputs (set from the data)", cli=False, range="[1, inf)")
+    in_channels: int = setting(3, "input channels (set from the data)", cli=False, range="[1, inf)")
+    image_size: tuple[int, int] = setting((32, 32), "input size (set from the data)", cli=False, range="[1, inf)",
+                                          coerce=image_pair)
+    dropout: float | None = setting(None, "override the model's dropout rate", range="[0, 1)")  # None = its own
+    pretrained: bool = setting(False, "load the backbone's ImageNet weights (default: on with --transfer)",
+                               negatable=True, **_BACKBONE_ONLY)
+    weights: str | None = setting(None, "backbone weights from a local state_dict file (.pth/.pt/.safetensors of "
+                                  "the torchvision network)", metavar="PATH", **_BACKBONE_ONLY)
+    transfer: str = setting("none", "pretrained backbones: features = frozen, head trained on features computed "
+                            "once; head = frozen, head trained on (augmented) images; finetune = also the top "
+                            "--finetune-blocks blocks at 0.1x the learning rate; none = train every layer",
+                            choices=TRANSFER_MODES)
+    cut: str | None = setting(None, "backbone layer to cut after (e.g. Mixed_6e or Keras' mixed7, layer3, "
+                              "features.7; an unknown name lists them)", metavar="LAYER", **_BACKBONE_ONLY)
+    head: tuple[int, ...] = setting((), "hidden sizes of the dense head, e.g. 1024 (0 = none: pooled features "
+                                    "straight to the output layer)", metavar="N", range="[0, 65536]",
+                                    coerce=hidden_sizes, **_BACKBONE_ONLY)
+    head_dropout: float = setting(0.0, "dropout in the head (e.g. 0.2)", range="[0, 1)", **_BACKBONE_ONLY)
+    finetune_blocks: int = setting(0, "--transfer finetune: top N backbone blocks to train", metavar="N",
+                                   range="[0, 1000]", only_if=lambda cfg: cfg.model.transfer == "finetune",
+                                   only_if_text="--transfer finetune only")
+    binary_output: str = setting("sigmoid", "two classes: sigmoid = one logit with binary cross-entropy (Keras' "
+                                 "Dense(1, sigmoid)); softmax = two logits with categorical cross-entropy (Dense(2, "
+                                 "softmax)); a model may fix its own", choices=BINARY_OUTPUTS)
 
 
 @dataclass(frozen=True)
 class OptimConfig:
-    name: str = "adam"  # sgd | rmsprop | adam | adamw
-    lr: float = 3e-3  # the peak rate of the default one-cycle schedule
-    momentum: float = 0.9
-    nesterov: bool = False
-    weight_decay: float = 0.0
-    decay: float = 0.0  # Keras-style time decay: lr / (1 + decay * step)
-    schedule: str = "onecycle"  # none | cosine | onecycle | step
-    warmup_epochs: float = 0.0
-    step_size: int = 10  # for schedule=step
-    gamma: float = 0.1  # for schedule=step
-    label_smoothing: float = 0.0
+    name: str = setting("adam", "optimizer", flag="--optimizer", choices=OPTIMIZERS)
+    lr: float = setting(3e-3, "learning rate (the peak of the default one-cycle schedule)", range="[0, 10]")
+    momentum: float = setting(0.9, "SGD momentum", range="[0, 1)")
+    nesterov: bool = setting(False, "SGD with Nesterov momentum")
+    weight_decay: float = setting(0.0, "L2 weight decay", range="[0, 1]")
+    decay: float = setting(0.0, "Keras-style time decay: lr / (1 + decay * step)", range="[0, 1]")
+    schedule: str = setting("onecycle", "learning-rate schedule", choices=SCHEDULES)
+    warmup_epochs: float = setting(0.0, "linear warm-up epochs", flag="--warmup", range="[0, 10000]")
+    step_size: int = setting(10, "--schedule step: epochs between rate cuts (default 10)", range="[1, inf)")
+    gamma: float = setting(0.1, "--schedule step: factor of each cut (default 0.1)", range="[0, 1]")
+    label_smoothing: float = setting(0.0, "label smoothing of the targets", range="[0, 1)")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: int = 15
-    batch_size: int = 64
-    seed: int = 0
-    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
-    fast: bool = True  # channels_last, bf16 autocast where safe, malloc tuning
-    amp: str = "auto"  # auto | off | bf16 | fp16
-    compile: str = "auto"  # torch.compile: auto (on CUDA with the fast path) | on | off
-    monitor: str = "val_loss"  # metric for best checkpoint / early stopping
-    patience: int | None = None  # early stopping; None = off
-    min_delta: float = 0.0
-    eval_batch_size: int = 256
-    progress: bool = True
-    report: bool = True  # write report.html (curves, metrics, most-wrong, Grad-CAM) after training
-    out: str = "runs/run"
+    epochs: int = setting(15, "epochs to train", range="[1, inf)")
+    batch_size: int = setting(64, "batch size (the global one when several processes train)", range="[1, inf)")
+    seed: int = setting(0, "seed of weights, shuffling, augmentation and dropout", cli=False, range=SEED_RANGE)
+    device: str = setting("auto", "auto | cpu | cuda | cuda:N | mps")
+    fast: bool = setting(True, "turn off channels_last, autocast and allocator tuning")  # --no-fast
+    amp: str = setting("auto", "mixed precision (default auto)", choices=AMP_MODES)
+    compile: str = setting("auto", "torch.compile (default: on CUDA only)", choices=COMPILE_MODES)
+    monitor: str = setting("val_loss", "metric for early stopping and the best checkpoint (default val_loss)")
+    patience: int | None = setting(None, "early stopping patience in epochs (default: off)", range="[0, inf)")
+    min_delta: float = setting(0.0, "smallest change of the monitored metric that counts as better",
+                               range="[0, inf)")
+    eval_batch_size: int = setting(256, "batch size of evaluation", cli=False, range="[1, inf)")
+    progress: bool = setting(True, "no progress output", flag="--quiet")
+    report: bool = setting(True, "skip report.html")  # --no-report: curves, metrics, most-wrong, Grad-CAM
+    out: str = setting("runs/run", "run folder (default runs/<data>-<model>, numbered if taken)")
 
 
 @dataclass(frozen=True)
 class RunConfig:
-    data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    shared_flags: ClassVar[tuple[SharedFlag, ...]] = (
+        SharedFlag("--seed", ("data.seed", "train.seed"), "random seed of the split and of training"),)
+
+    data: DataConfig = section(DataConfig, "data")
+    model: ModelConfig = section(ModelConfig, "model")
+    optim: OptimConfig = section(OptimConfig, "optimisation")
+    train: TrainConfig = section(TrainConfig, "training")
+    augment: AugmentConfig = section(AugmentConfig, "augmentation (Keras ImageDataGenerator names; applied per "
+                                                    "batch on the device)")
 
 
 @dataclass(frozen=True)
@@ -125,6 +172,25 @@ class Preprocess:
     mean: tuple[float, ...]  # per channel, on the [0, 1] scale
     std: tuple[float, ...]
     model: str = ""
+
+
+# ---------------------------------------------------------------- validation and overrides
+
+
+def validate(cfg: Any) -> None:
+    """Check every setting of ``cfg`` (a RunConfig or one section): type, finite, range, choices.
+
+    Raises a :class:`~cnnkit.settings.SettingError` (a ConfigError) naming the setting, e.g.
+    ``optim.lr=inf: must be in [0, 10]``; the CLI names the flag instead.
+    """
+    prefix = "" if isinstance(cfg, RunConfig) else next(
+        (f.name + "." for f in fields(RunConfig) if isinstance(cfg, f.default_factory)), "")
+    check(cfg, prefix)
+
+
+def replace(obj: Any, **changes: Any) -> Any:
+    """:func:`override` by field name, skipping ``None`` values (handy for optional overrides)."""
+    return override(obj, {k: v for k, v in changes.items() if v is not None})
 
 
 # ---------------------------------------------------------------- (de)serialisation
@@ -145,33 +211,19 @@ def _coerce(tp: Any, value: Any) -> Any:
 
 
 def from_dict(cls: type, data: Mapping[str, Any]) -> Any:
-    """Build dataclass ``cls`` from a (possibly nested) dict, ignoring unknown keys."""
+    """Build dataclass ``cls`` from a (possibly nested) dict, ignoring unknown keys (not validated)."""
     kwargs = {}
     for f in fields(cls):
         if f.name not in data:
             continue
         value = data[f.name]
-        sub = _NESTED.get((cls, f.name))
-        if sub is not None and isinstance(value, Mapping):
+        sub = f.default_factory if f.default_factory is not dataclasses.MISSING else None
+        if dataclasses.is_dataclass(sub) and isinstance(value, Mapping):
             value = from_dict(sub, value)
         else:
             value = _coerce(f.type, value)
         kwargs[f.name] = value
     return cls(**kwargs)
-
-
-_NESTED = {
-    (RunConfig, "data"): DataConfig,
-    (RunConfig, "model"): ModelConfig,
-    (RunConfig, "optim"): OptimConfig,
-    (RunConfig, "train"): TrainConfig,
-    (RunConfig, "augment"): AugmentConfig,
-}
-
-
-def replace(obj: Any, **changes: Any) -> Any:
-    """``dataclasses.replace`` that skips ``None`` values (handy for CLI overrides)."""
-    return dataclasses.replace(obj, **{k: v for k, v in changes.items() if v is not None})
 
 
 def save_json(obj: Any, path: str | Path) -> None:
@@ -181,36 +233,54 @@ def save_json(obj: Any, path: str | Path) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
 
 
-def load_run_config(path: str | Path) -> RunConfig:
-    return from_dict(RunConfig, json.loads(Path(path).read_text()))
+def load_run_config(path: str | Path, cls: type = RunConfig) -> Any:
+    """A checked run config from a JSON file (any run's ``config.json``); unknown keys are ignored.
+
+    A file that cannot be read or a value that cannot be used is a ConfigError naming the file.
+    """
+    from cnnkit.settings import load
+
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{path}: cannot read a run config ({exc})") from None
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{path}: a run config is a JSON object of sections, not {type(data).__name__}")
+    try:
+        return load(cls, data)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
 
 
-_SECTIONS = {"data": DataConfig, "model": ModelConfig, "optim": OptimConfig, "train": TrainConfig, "augment": AugmentConfig}
 # flat names that differ from the field name, or that would be ambiguous
-_ALIASES = {"data": ("data", "source"), "model": ("model", "name"), "optimizer": ("optim", "name"),
-            "augment": ("augment", "preset")}
+_ALIASES = {"data": "data.source", "model": "model.name", "optimizer": "optim.name", "augment": "augment.preset"}
 
 
-def make_config(base: RunConfig | None = None, **flat: Any) -> RunConfig:
-    """A RunConfig from flat keyword names, for the Python API::
+def make_config(base: Any = None, **flat: Any) -> Any:
+    """A checked RunConfig from flat keyword names, for the Python API::
 
         make_config(data="mnist-mini", model="lenet5", epochs=5, optimizer="sgd", lr=0.01, augment="light")
 
-    Each name is a field of one section (``image_size`` -> data, ``epochs`` -> train, ...);
-    ``seed`` sets both the data split seed and the training seed.
+    Each name is a field of one section (``epochs`` -> train, ...); a name in several sections
+    sets each (``seed``: the data split seed and the training seed; ``image_size``: the data's
+    and the model's).  ``base`` (default ``RunConfig()``, or a subclass instance) is the start.
     """
-    base = base or RunConfig()
-    changes: dict[str, dict[str, Any]] = {name: {} for name in _SECTIONS}
-    for key, value in flat.items():
-        if key in _ALIASES:
-            section, fname = _ALIASES[key]
-            changes[section][fname] = value
-            continue
-        owners = [name for name, cls in _SECTIONS.items() if key in {f.name for f in fields(cls)}]
-        if not owners:
-            from cnnkit.errors import ConfigError
+    from cnnkit.settings import walk
 
-            raise ConfigError(f"unknown setting {key!r}")
-        for owner in owners:  # 'seed' lives in data and train: set both
-            changes[owner][key] = tuple(value) if isinstance(value, list) else value
-    return RunConfig(**{name: dataclasses.replace(getattr(base, name), **changes[name]) for name in _SECTIONS})
+    base = base if base is not None else RunConfig()
+    keys = [s.key for s in walk(type(base))]
+    changes: dict[str, Any] = {}
+    for name, value in flat.items():
+        owners = [_ALIASES[name]] if name in _ALIASES else [k for k in keys if k.split(".", 1)[-1] == name]
+        if not owners:
+            raise ConfigError(f"unknown setting {name!r}")
+        changes.update({k: value for k in owners})
+    cfg = override(base, changes)
+    validate(cfg)
+    return cfg
+
+
+__all__ = ["AMP_MODES", "COMPILE_MODES", "OPTIMIZERS", "SCHEDULES", "TRANSFER_MODES", "AugmentConfig", "DataConfig",
+           "ModelConfig", "OptimConfig", "Preprocess", "RunConfig", "SettingError", "TrainConfig", "from_dict",
+           "hidden_sizes", "image_pair", "load_run_config", "make_config", "override", "replace", "save_json",
+           "to_dict", "validate"]

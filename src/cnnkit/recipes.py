@@ -28,7 +28,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Mapping
 
-from cnnkit.config import AugmentConfig, DataConfig, ModelConfig, OptimConfig, RunConfig, TrainConfig
+from cnnkit.config import AugmentConfig, DataConfig, ModelConfig, OptimConfig, RunConfig, TrainConfig, override
 from cnnkit.data.types import DataSplits
 from cnnkit.errors import ConfigError, DataError, WeightsError
 
@@ -335,33 +335,10 @@ def get_recipe(name: str) -> Recipe:
     return RECIPES[name]
 
 
-_SECTIONS = {f.name: f for f in dataclasses.fields(RunConfig)}
-
-
-def _flatten(overrides: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """{"train": {"epochs": 1}} and {"train.epochs": 1} -> {"train.epochs": 1}."""
-    flat: dict[str, Any] = {}
-    for key, value in overrides.items():
-        full = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            flat.update(_flatten(value, full + "."))
-        else:
-            flat[full] = value
-    return flat
-
-
 def apply_overrides(cfg: RunConfig, overrides: Mapping[str, Any] | None) -> RunConfig:
-    """Replace ``section.field`` values (e.g. ``{"train.epochs": 1, "data.image_size": (16, 16)}``)."""
-    for key, value in _flatten(overrides or {}).items():
-        section, _, name = key.partition(".")
-        if section not in _SECTIONS or not name:
-            raise ConfigError(f"override {key!r}: write section.field with section one of {', '.join(_SECTIONS)}")
-        sub = getattr(cfg, section)
-        if name not in {f.name for f in dataclasses.fields(sub)}:
-            raise ConfigError(f"override {key!r}: {type(sub).__name__} has no field {name!r}")
-        value = tuple(value) if isinstance(value, list) else value
-        cfg = dataclasses.replace(cfg, **{section: dataclasses.replace(sub, **{name: value})})
-    return cfg
+    """Replace ``section.field`` values (e.g. ``{"train.epochs": 1, "data.image_size": (16, 16)}``):
+    :func:`cnnkit.config.override`, kept under the name recipes have always used."""
+    return override(cfg, overrides or {})
 
 
 def recipe_config(recipe: Recipe, fast: bool = False, data_dir: str | None = None,
@@ -369,8 +346,8 @@ def recipe_config(recipe: Recipe, fast: bool = False, data_dir: str | None = Non
     """The run configuration of ``recipe``: tutorial or fast settings, then ``data_dir`` and overrides."""
     cfg = recipe.fast if fast else recipe.config
     if data_dir:
-        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, data_dir=str(data_dir)))
-    return apply_overrides(cfg, overrides)
+        cfg = override(cfg, {"data.data_dir": str(data_dir)})
+    return override(cfg, overrides or {})
 
 
 def _runs(recipe: Recipe, cfg: RunConfig) -> list[tuple[str, float | None, RunConfig]]:

@@ -6,9 +6,10 @@ Public API (the training loop uses exactly these):
     BatchAugment(cfg, num_classes)          x, target = aug(x, y, generator); aug.active
     tta_views(x, mode="flip") -> [views]    identity first; "flip" or "flip-shift"
 
-Presets are listed in :mod:`cnnkit.augment.presets`.  The torch-based names are imported on
-first use (PEP 562) so that ``cnnkit.augment.presets``/``cli_args`` - all the command-line
-parser needs - load without torch.
+Each augmentation is one object in :data:`TRANSFORMS` (:mod:`cnnkit.augment.transforms`), and
+:class:`AugmentConfig` is assembled from that list.  Presets are listed in
+:mod:`cnnkit.augment.presets`.  The torch-based names are imported on first use (PEP 562) so
+that the config and the command-line parser load without torch.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from cnnkit.augment.presets import FILL_MODES, PRESETS, TTA_MODES, is_active, resolve, validate
+from cnnkit.augment.transforms import TRANSFORMS, AugmentConfig, Geometric, Mixing, Transform, augment_config
 
 if TYPE_CHECKING:
     from cnnkit.augment.batch import BatchAugment, apply_params
@@ -31,7 +33,8 @@ _LAZY = {
     "tta_views": "cnnkit.augment.tta",
 }
 
-__all__ = ["FILL_MODES", "PRESETS", "TTA_MODES", "is_active", "resolve", "validate", *_LAZY]
+__all__ = ["FILL_MODES", "PRESETS", "TRANSFORMS", "TTA_MODES", "AugmentConfig", "Geometric", "Mixing", "Transform",
+           "augment_config", "is_active", "resolve", "validate", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:

@@ -1,19 +1,22 @@
 """BatchAugment: augment a whole batch on its own device (airbench style), not image by image.
 
-Order: geometry (random-resized-crop, rotation, shift, shear, zoom, flips - one resample),
-brightness/contrast, cutout, then mixup/cutmix.  Evaluation never calls this; the training
-loop calls it on the un-normalised [0, 1] batch, right before normalising.
+It walks the config class's transform list (:data:`cnnkit.augment.transforms.TRANSFORMS`):
+geometry first (every geometric transform's matrix, multiplied into one resample), then the
+other transforms in list order (brightness, contrast, cutout), then mixing (mixup/cutmix).
+Evaluation never calls this; the training loop calls it on the un-normalised [0, 1] batch,
+right before normalising.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
-from cnnkit.augment import geometry, photometric
-from cnnkit.augment.mix import mix_batch
-from cnnkit.augment.params import AugmentParams, sample_params
+from cnnkit.augment import geometry
+from cnnkit.augment.params import sample_params
 from cnnkit.augment.presets import is_active, resolve
-from cnnkit.config import AugmentConfig
+from cnnkit.augment.transforms import Geometric, Mixing
 
 
 def _keep_format(out: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -23,27 +26,25 @@ def _keep_format(out: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def apply_params(x: torch.Tensor, p: AugmentParams, cfg: AugmentConfig) -> torch.Tensor:
+def apply_params(x: torch.Tensor, p: Any, cfg: Any) -> torch.Tensor:
     """Deterministic part: apply per-image parameters ``p`` (len N) to x (N,C,H,W) in [0, 1].
 
     ``cfg`` must be resolved; it says which transforms are on (and the fill mode).
-    Each output image depends only on its own input image and parameters.
+    Each output image depends only on its own input image and parameters.  Mixing is not applied.
     """
     size = (int(x.shape[-2]), int(x.shape[-1]))
-    resample = any(
-        getattr(cfg, name) > 0
-        for name in ("rotation_range", "width_shift_range", "height_shift_range", "shear_range", "zoom_range",
-                     "random_resized_crop")
-    )
-    if resample:
-        theta = geometry.to_theta(geometry.inverse_matrices(p, size), size)
+    transforms = type(cfg).transforms
+    active = [t for t in transforms if t.on(cfg)]
+    if any(isinstance(t, Geometric) and t.resamples for t in active):
+        theta = geometry.to_theta(geometry.inverse_matrices(p, size, transforms), size)
         x = geometry.warp(x, theta, cfg.fill_mode, cfg.fill_value)
-    elif cfg.horizontal_flip or cfg.vertical_flip:
-        x = geometry.flip_only(x, p)
-    if cfg.brightness > 0 or cfg.contrast > 0:
-        x = photometric.brightness_contrast(x, p, cfg.brightness > 0, cfg.contrast > 0)
-    if cfg.cutout > 0:
-        x = photometric.cutout(x, p)
+    else:  # exact permutations only (flips): no resampling
+        for t in active:
+            if isinstance(t, Geometric):
+                x = t.apply(x, p, cfg)
+    for t in active:
+        if not isinstance(t, (Geometric, Mixing)):
+            x = t.apply(x, p, cfg)
     return x
 
 
@@ -55,10 +56,11 @@ class BatchAugment:
     same augmented batches on CPU and GPU alike.
     """
 
-    def __init__(self, cfg: AugmentConfig, num_classes: int) -> None:
+    def __init__(self, cfg: Any, num_classes: int) -> None:
         self.cfg = resolve(cfg)
         # binary problems train one logit, but soft labels keep two columns (K=2)
         self.num_classes = max(int(num_classes), 2)
+        self._mixing = [t for t in type(self.cfg).transforms if isinstance(t, Mixing) and t.on(self.cfg)]
 
     @property
     def active(self) -> bool:
@@ -67,9 +69,9 @@ class BatchAugment:
     @property
     def mixes(self) -> bool:
         """True when targets come back as soft labels (N, K)."""
-        return self.cfg.mixup > 0 or self.cfg.cutmix > 0
+        return bool(self._mixing)
 
-    def sample(self, n: int, size: tuple[int, int], gen: torch.Generator) -> AugmentParams:
+    def sample(self, n: int, size: tuple[int, int], gen: torch.Generator) -> Any:
         return sample_params(self.cfg, n, size, gen)
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -85,6 +87,6 @@ class BatchAugment:
         params = self.sample(int(x.shape[0]), (int(x.shape[-2]), int(x.shape[-1])), gen)
         out = apply_params(x, params, self.cfg)
         target = y
-        if self.mixes:
-            out, target = mix_batch(out, y, self.num_classes, self.cfg.mixup, self.cfg.cutmix, gen)
+        for t in self._mixing:
+            out, target = t.mix(out, target, self.num_classes, self.cfg, gen)
         return _keep_format(out, x), target

@@ -3,7 +3,8 @@
 Matrices map *output* pixel positions to the *input* positions they sample from (what
 ``F.affine_grid`` wants and what Keras/scipy ``affine_transform`` use).  They are built in
 centred pixel coordinates ``(x, y) = (col - (W-1)/2, row - (H-1)/2)`` and composed as Keras
-composes them, then the random-resized-crop window and the flips are added:
+composes them, then the random-resized-crop window and the flips are added (each matrix is
+written by its transform in :mod:`cnnkit.augment.transforms`):
 
     input = Crop @ Rotation @ Shift @ Shear @ Zoom @ Flip @ output
 
@@ -14,47 +15,31 @@ so a rotation keeps the middle pixel in place.
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Any, Sequence
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from cnnkit.augment.params import AugmentParams
+from cnnkit.augment.transforms import TRANSFORMS, Geometric
 
 PADDING = {"nearest": "border", "reflect": "reflection", "constant": "zeros"}
 
 
-def _mat(a: np.ndarray, b: np.ndarray, c: np.ndarray, d: np.ndarray,
-         tx: np.ndarray | float = 0.0, ty: np.ndarray | float = 0.0) -> np.ndarray:
-    """(N, 3, 3) homogeneous matrices [[a, b, tx], [c, d, ty], [0, 0, 1]] from (N,) arrays."""
-    m = np.zeros((len(a), 3, 3))
-    m[:, 0, 0], m[:, 0, 1], m[:, 0, 2] = a, b, tx
-    m[:, 1, 0], m[:, 1, 1], m[:, 1, 2] = c, d, ty
-    m[:, 2, 2] = 1.0
-    return m
-
-
-def inverse_matrices(p: AugmentParams, size: tuple[int, int]) -> torch.Tensor:
+def inverse_matrices(p: Any, size: tuple[int, int], transforms: Sequence[Any] = TRANSFORMS) -> torch.Tensor:
     """(N, 3, 3) float64 output->input maps in centred pixel coordinates (x right, y down).
 
-    Composed in numpy: a handful of 3x3 products per image is far below torch's per-op cost.
+    The product of every geometric transform's matrix in ascending ``order`` (for the built-in
+    list: Crop @ Rotation @ Shift @ Shear @ Zoom @ Flip), composed in numpy: a handful of 3x3
+    products per image is far below torch's per-op cost.
     """
-    h, w = size
-    q = {name: getattr(p, name).double().numpy() for name in p.__dataclass_fields__}
-    theta = np.deg2rad(q["angle"])
-    shear = np.deg2rad(q["shear"])
-    cos, sin = np.cos(theta), np.sin(theta)
-    one, zero = np.ones_like(theta), np.zeros_like(theta)
-
-    # Keras rotation [[cos, -sin], [sin, cos]] on (row, col) == [[cos, sin], [-sin, cos]] on (x, y)
-    rotation = _mat(cos, sin, -sin, cos)
-    # content moves by +shift, so the output samples the input at -shift
-    shift = _mat(one, zero, zero, one, -q["shift_x"] * w, -q["shift_y"] * h)
-    # Keras shear [[1, -sin s], [0, cos s]] on (row, col) == [[cos s, 0], [-sin s, 1]] on (x, y)
-    shear_m = _mat(np.cos(shear), zero, -np.sin(shear), one)
-    zoom = _mat(q["zoom_x"], zero, zero, q["zoom_y"])
-    flip = _mat(1.0 - 2.0 * q["flip_h"], zero, zero, 1.0 - 2.0 * q["flip_v"])
-    crop = _mat(q["crop_w"], zero, zero, q["crop_h"], q["crop_x"] * w, q["crop_y"] * h)
-    return torch.from_numpy(crop @ rotation @ shift @ shear_m @ zoom @ flip)
+    q = {f.name: getattr(p, f.name).double().numpy() for f in dataclasses.fields(p)}
+    geometric = sorted((t for t in transforms if isinstance(t, Geometric)), key=lambda t: t.order)
+    m = geometric[0].matrix(q, size)
+    for t in geometric[1:]:
+        m = m @ t.matrix(q, size)
+    return torch.from_numpy(m)
 
 
 def to_theta(m: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -105,7 +90,7 @@ def warp(x: torch.Tensor, theta: torch.Tensor, fill_mode: str = "nearest", fill_
     return F.grid_sample(x, grid, mode="bilinear", padding_mode=PADDING[fill_mode], align_corners=False)
 
 
-def flip_only(x: torch.Tensor, p: AugmentParams) -> torch.Tensor:
+def flip_only(x: torch.Tensor, p: Any) -> torch.Tensor:
     """Exact per-image flips without resampling, for configs whose only geometry is flipping."""
     out = x
     if bool(p.flip_h.any()):

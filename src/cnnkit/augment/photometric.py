@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import torch
+from typing import Any
 
-from cnnkit.augment.params import AugmentParams
+import torch
 
 # ITU-R 601 luma with the rounding torchvision's rgb_to_grayscale uses (adjust_contrast)
 _LUMA = (0.2989, 0.587, 0.114)
@@ -15,21 +15,21 @@ def _per_image(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return v.to(device=x.device, dtype=x.dtype).view(-1, 1, 1, 1)
 
 
-def brightness_contrast(x: torch.Tensor, p: AugmentParams, brightness: bool, contrast: bool) -> torch.Tensor:
-    """torchvision ColorJitter semantics, brightness then contrast:
-    brightness: clamp(x * b);  contrast: clamp(c * x + (1 - c) * mean_grey(x)) per image."""
-    if brightness:
-        x = (x * _per_image(p.brightness, x)).clamp(0.0, 1.0)
-    if contrast:
-        if x.shape[1] == 3:
-            luma = torch.tensor(_LUMA, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-            grey = (x * luma).sum(1, keepdim=True)
-        else:
-            grey = x.mean(1, keepdim=True)
-        mean = grey.mean((-2, -1), keepdim=True)
-        c = _per_image(p.contrast, x)
-        x = (c * x + (1.0 - c) * mean).clamp(0.0, 1.0)
-    return x
+def brightness(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    """torchvision ColorJitter brightness: clamp(x * b) with b (N,) per image."""
+    return (x * _per_image(factor, x)).clamp(0.0, 1.0)
+
+
+def contrast(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    """torchvision ColorJitter contrast: clamp(c * x + (1 - c) * mean_grey(x)) with c (N,) per image."""
+    if x.shape[1] == 3:
+        luma = torch.tensor(_LUMA, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+        grey = (x * luma).sum(1, keepdim=True)
+    else:
+        grey = x.mean(1, keepdim=True)
+    mean = grey.mean((-2, -1), keepdim=True)
+    c = _per_image(factor, x)
+    return (c * x + (1.0 - c) * mean).clamp(0.0, 1.0)
 
 
 def box_bounds(cx: torch.Tensor, cy: torch.Tensor, bw: torch.Tensor, bh: torch.Tensor,
@@ -58,7 +58,7 @@ def box_mask(bounds: torch.Tensor, size: tuple[int, int], device: torch.device) 
     return inside.unsqueeze(1)
 
 
-def cutout(x: torch.Tensor, p: AugmentParams) -> torch.Tensor:
+def cutout(x: torch.Tensor, p: Any) -> torch.Tensor:
     """Erase one box per image, filled with that image's per-channel mean.
 
     The mean (rather than black) becomes ~0 after normalisation, like the original cutout that

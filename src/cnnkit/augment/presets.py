@@ -9,14 +9,16 @@ light      horizontal_flip + width/height shifts of 0.1
 standard   rotation 15 deg, width/height shifts 0.1, zoom 0.1, horizontal_flip
 strong     standard + shear 10 deg, brightness 0.2, contrast 0.2, cutout 0.25
 =========  ==================================================================================
+
+These functions work on any config class :func:`cnnkit.augment.transforms.augment_config`
+makes (they read its ``transforms``), so this module needs neither torch nor the config class.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Mapping
 
-from cnnkit.config import AugmentConfig
 from cnnkit.errors import ConfigError
 
 _LIGHT: dict[str, Any] = {"horizontal_flip": True, "width_shift_range": 0.1, "height_shift_range": 0.1}
@@ -34,26 +36,8 @@ PRESETS: dict[str, dict[str, Any]] = {"none": {}, "light": _LIGHT, "standard": _
 FILL_MODES = ("nearest", "constant", "reflect")
 TTA_MODES = ("none", "flip", "flip-shift")
 
-# Fields that switch a training-time transform on (fill_mode/fill_value/tta only modify or
-# are used elsewhere); a config with all of these at their default does nothing.
-TRANSFORM_FIELDS = (
-    "rotation_range",
-    "width_shift_range",
-    "height_shift_range",
-    "shear_range",
-    "zoom_range",
-    "horizontal_flip",
-    "vertical_flip",
-    "random_resized_crop",
-    "brightness",
-    "contrast",
-    "cutout",
-    "mixup",
-    "cutmix",
-)
 
-
-def resolve(cfg: AugmentConfig) -> AugmentConfig:
+def resolve(cfg: Any) -> Any:
     """Return the effective settings: the preset's values, overridden by every field the user
     set to a non-default value.  Idempotent (``resolve(resolve(c)) == resolve(c)``).
 
@@ -62,7 +46,7 @@ def resolve(cfg: AugmentConfig) -> AugmentConfig:
     """
     if cfg.preset not in PRESETS:
         raise ConfigError(f"augment preset {cfg.preset!r} is unknown; choose one of {', '.join(PRESETS)}")
-    defaults = AugmentConfig()
+    defaults = type(cfg)()
     values = dict(PRESETS[cfg.preset])
     for f in dataclasses.fields(cfg):
         if f.name != "preset" and getattr(cfg, f.name) != getattr(defaults, f.name):
@@ -72,33 +56,29 @@ def resolve(cfg: AugmentConfig) -> AugmentConfig:
     return resolved
 
 
-def is_active(cfg: AugmentConfig) -> bool:
+def is_active(cfg: Any) -> bool:
     """True when the resolved config changes training batches at all."""
-    defaults = AugmentConfig()
-    return any(getattr(cfg, name) != getattr(defaults, name) for name in TRANSFORM_FIELDS)
+    return any(t.on(cfg) for t in type(cfg).transforms)
 
 
-def _check(ok: bool, name: str, value: Any, why: str) -> None:
-    if not ok:
-        raise ConfigError(f"augment setting {name}={value!r} is invalid: {why}")
+def validate(cfg: Any) -> None:
+    """Raise ConfigError (a SettingError) naming the first augment setting that cannot be used."""
+    from cnnkit.settings import check
+
+    check(cfg, "augment.")
 
 
-def validate(cfg: AugmentConfig) -> None:
-    """Raise ConfigError naming the first setting that cannot be used."""
-    _check(0.0 <= cfg.rotation_range <= 180.0, "rotation_range", cfg.rotation_range, "degrees in [0, 180]")
-    for name in ("width_shift_range", "height_shift_range"):
-        value = getattr(cfg, name)
-        _check(0.0 <= value < 1.0, name, value, "a fraction of the image size in [0, 1)")
-    _check(0.0 <= cfg.shear_range < 90.0, "shear_range", cfg.shear_range, "degrees in [0, 90)")
-    _check(0.0 <= cfg.zoom_range < 1.0, "zoom_range", cfg.zoom_range, "z in [0, 1) giving scales in [1-z, 1+z]")
-    _check(cfg.fill_mode in FILL_MODES, "fill_mode", cfg.fill_mode, f"one of {', '.join(FILL_MODES)}")
-    _check(0.0 <= cfg.random_resized_crop <= 1.0, "random_resized_crop", cfg.random_resized_crop,
-           "the minimum kept area fraction in (0, 1], or 0 for off")
-    for name in ("brightness", "contrast"):
-        value = getattr(cfg, name)
-        _check(0.0 <= value <= 1.0, name, value, "a strength in [0, 1] (factor drawn from [1-s, 1+s])")
-    _check(0.0 <= cfg.cutout <= 1.0, "cutout", cfg.cutout, "the erased side as a fraction of the image in [0, 1]")
-    for name in ("mixup", "cutmix"):
-        value = getattr(cfg, name)
-        _check(value >= 0.0, name, value, "the Beta(a, a) parameter a > 0, or 0 for off")
-    _check(cfg.tta in TTA_MODES, "tta", cfg.tta, f"one of {', '.join(TTA_MODES)}")
+def write_out_cleared(cfg: Any, given: Mapping[str, Any]) -> Any:
+    """``cfg`` after the flags ``given`` (field -> value), with the preset written out where needed.
+
+    A flag that sets a field back to its default where the preset turns it on (``--augment
+    standard --no-hflip``, ``--rotation 0``) cannot be expressed as "preset + overrides", since
+    an override equal to the default means "unset".  Then the preset is written out: the result
+    is ``preset="none"`` with every effective value explicit, so it still means what was asked.
+    """
+    defaults, preset_values = type(cfg)(), PRESETS.get(cfg.preset, {})
+    cleared = {k: v for k, v in given.items()
+               if k in preset_values and v == getattr(defaults, k) and preset_values[k] != v}
+    if cleared:
+        cfg = dataclasses.replace(resolve(cfg), preset="none", **cleared)
+    return cfg

@@ -29,9 +29,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from cnnkit.config import BINARY_OUTPUTS
 from cnnkit.errors import ConfigError
-
-BINARY_OUTPUTS = ("sigmoid", "softmax")
 
 
 @dataclass(frozen=True)

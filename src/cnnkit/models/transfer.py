@@ -50,6 +50,7 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
+from cnnkit.config import TRANSFER_MODES as MODES
 from cnnkit.config import ModelConfig, RunConfig
 from cnnkit.errors import ConfigError, WeightsError
 from cnnkit.models.base import CNNKitModel, ModelDefaults, num_outputs
@@ -58,7 +59,6 @@ log = logging.getLogger("cnnkit")
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-MODES = ("none", "features", "head", "finetune")
 FROZEN_MODES = ("features", "head", "finetune")
 BACKBONE_LR_SCALE = 0.1  # finetune: backbone learning rate relative to the head's
 

@@ -7,11 +7,8 @@ from typing import Iterable
 
 import torch
 
-from cnnkit.config import OptimConfig
+from cnnkit.config import OPTIMIZERS, SCHEDULES, OptimConfig
 from cnnkit.errors import ConfigError
-
-OPTIMIZERS = ("sgd", "rmsprop", "adam", "adamw")
-SCHEDULES = ("none", "cosine", "onecycle", "step")
 
 
 def build_optimizer(params: Iterable, cfg: OptimConfig) -> torch.optim.Optimizer:

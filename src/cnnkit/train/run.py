@@ -26,7 +26,7 @@ import torch
 
 from cnnkit import runtime
 from cnnkit.augment import BatchAugment
-from cnnkit.config import ModelConfig, Preprocess, RunConfig, load_run_config, replace, save_json
+from cnnkit.config import ModelConfig, Preprocess, RunConfig, load_run_config, replace, save_json, validate
 from cnnkit.data import DataSplits, ImageSet, load_data
 from cnnkit.data.loader import BatchLoader
 from cnnkit.errors import CheckpointError, ConfigError, DataError
@@ -109,23 +109,9 @@ def _check_splits(splits: DataSplits) -> None:
 
 
 def check_settings(cfg: RunConfig) -> None:
-    """Training and optimizer settings that can work; ConfigError naming the setting otherwise.
-
-    (Without this, a zero batch size is a ZeroDivisionError, a negative rate torch's ValueError,
-    and zero epochs or a label smoothing of 1.5 train silently into nonsense.)
-    """
-    t, o = cfg.train, cfg.optim
-    rules = [("train.epochs", t.epochs, t.epochs >= 1, "at least 1"),
-             ("train.batch_size", t.batch_size, t.batch_size >= 1, "at least 1"),
-             ("train.eval_batch_size", t.eval_batch_size, t.eval_batch_size >= 1, "at least 1"),
-             ("train.patience", t.patience, t.patience is None or t.patience >= 0, "0 or more"),
-             ("optim.label_smoothing", o.label_smoothing, 0 <= o.label_smoothing < 1, "in [0, 1)"),
-             ("optim.step_size", o.step_size, o.step_size >= 1, "at least 1")]
-    rules += [(f"optim.{name}", getattr(o, name), getattr(o, name) >= 0, "0 or more")
-              for name in ("lr", "momentum", "weight_decay", "decay", "warmup_epochs", "gamma")]
-    for name, value, ok, want in rules:
-        if not ok:
-            raise ConfigError(f"{name}={value}: must be {want}")
+    """Every setting usable (type, finite, range, choices: cnnkit.config.validate); a ConfigError
+    naming the setting otherwise, before anything is loaded or written."""
+    validate(cfg)
 
 
 # --monitor names -> history keys; Keras 2 spells accuracy out

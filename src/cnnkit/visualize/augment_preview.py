@@ -67,7 +67,7 @@ def plot_augment_preview(images: np.ndarray, cfg: AugmentConfig, n_aug: int = 7,
 
 def _describe(cfg: AugmentConfig) -> str:
     """preset plus the effective non-default settings, e.g. 'standard: rotation_range=15, ...'."""
-    resolved, default = resolve(cfg), AugmentConfig()
+    resolved, default = resolve(cfg), type(cfg)()  # any config class augment_config made
     changed = [f"{k}={v}" for k, v in vars(resolved).items() if k != "preset" and v != getattr(default, k)]
     return f"{cfg.preset}: " + (", ".join(changed) if changed else "no augmentation")
 
