@@ -65,8 +65,11 @@ def run_config_from_args(a: argparse.Namespace) -> C.RunConfig:
 
 def _note_ineffective(cfg, given: settings.Given) -> None:
     """One line per group of flags given that change nothing for this model (never silently ignored)."""
+    from cnnkit.models.transfer import BACKBONES  # after parsing, never for --help: it loads torch
+
     by_reason: dict[str, list[str]] = {}
-    for key, reason in settings.ineffective(cfg, given.values):
+    conditions = {"backbone": lambda c: c.model.name in BACKBONES}
+    for key, reason in settings.ineffective(cfg, given.values, conditions):
         by_reason.setdefault(reason, []).append(given.flags[key])
     for reason, flags in by_reason.items():
         print(f"cnnkit: note: {' '.join(dict.fromkeys(flags))} has no effect with --model {cfg.model.name}: {reason}",

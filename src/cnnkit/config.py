@@ -55,14 +55,8 @@ def hidden_sizes(value: Any) -> Any:
     return tuple(h for h in value if h != 0) if isinstance(value, (list, tuple)) else value
 
 
-def _backbone(cfg: Any) -> bool:
-    # imported when a command asks (after parsing), never for --help: transfer.py loads torch
-    from cnnkit.models.transfer import is_backbone
-
-    return is_backbone(cfg.model.name)
-
-
-_BACKBONE_ONLY = dict(only_if=_backbone, only_if_text="pretrained backbones only (see `cnnkit models`)")
+# which models are backbones is the model registry's knowledge: the CLI supplies the condition
+_BACKBONE_ONLY = dict(only_if="backbone", only_if_text="pretrained backbones only (see `cnnkit models`)")
 
 
 @dataclass(frozen=True)

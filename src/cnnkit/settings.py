@@ -110,13 +110,15 @@ class Spec:
     metavar: str | None = None
     negatable: bool = False  # bool: both --x and --no-x
     coerce: Callable[[Any], Any] | None = None  # value as written -> field value (CLI, Python, files)
-    only_if: Callable[[Any], bool] | None = None  # run config -> whether this setting has an effect
+    # run config -> whether this setting has an effect; or the name of a condition that a higher
+    # layer supplies to ``ineffective`` (e.g. "backbone": only the model registry knows which are)
+    only_if: Callable[[Any], bool] | str | None = None
     only_if_text: str = ""  # when it has one, in words ("pretrained backbones")
 
 
 def setting(default: Any, help: str, *, flag: str | tuple[str, ...] | None = None, choices: Iterable[Any] | None = None,
             range: str | None = None, metavar: str | None = None, cli: bool = True, negatable: bool = False,
-            coerce: Callable[[Any], Any] | None = None, only_if: Callable[[Any], bool] | None = None,
+            coerce: Callable[[Any], Any] | None = None, only_if: Callable[[Any], bool] | str | None = None,
             only_if_text: str = "") -> Any:
     """A dataclass field declaring one setting (use as ``name: type = setting(...)``).
 
@@ -289,11 +291,21 @@ def check_number(name: str, value: float, interval: str) -> None:
         raise ConfigError(f"{name} {_show(value)}: must be in {interval}")
 
 
-def ineffective(cfg: Any, keys: Iterable[str]) -> list[tuple[str, str]]:
-    """(key, what it applies to) for each of ``keys`` whose setting has no effect in ``cfg``."""
+def ineffective(cfg: Any, keys: Iterable[str],
+                conditions: Mapping[str, Callable[[Any], bool]] | None = None) -> list[tuple[str, str]]:
+    """(key, what it applies to) for each of ``keys`` whose setting has no effect in ``cfg``.
+
+    A setting whose ``only_if`` is a name is judged by ``conditions[name]`` (skipped when absent).
+    """
     by_key = {s.key: s for s in walk(type(cfg))}
-    return [(k, by_key[k].spec.only_if_text) for k in keys
-            if k in by_key and by_key[k].spec.only_if is not None and not by_key[k].spec.only_if(cfg)]
+
+    def applies(key: str) -> bool:
+        test = by_key[key].spec.only_if
+        if isinstance(test, str):
+            test = (conditions or {}).get(test)
+        return test is None or test(cfg)
+
+    return [(k, by_key[k].spec.only_if_text) for k in keys if k in by_key and not applies(k)]
 
 
 # ----------------------------------------------------------------------------- overriding and loading
