@@ -19,9 +19,9 @@ from cnnkit.config import ModelConfig, Preprocess
 from cnnkit.errors import CheckpointError, ConfigError
 from cnnkit.models import MODELS, build_model
 from cnnkit.serve.export import (ExportError, export_model, read_export_metadata, sample_inputs)
-from cnnkit.serve.onnx_predict import OnnxPredictor
-from cnnkit.serve.predict import Predictor, load_predictor, predict
-from cnnkit.train.checkpoint import load_checkpoint, save_checkpoint
+from cnnkit.inference.onnx_backend import OnnxPredictor
+from cnnkit.inference import Predictor, load_predictor, predict
+from cnnkit.inference.checkpoint import load_checkpoint, save_checkpoint
 
 
 def make_checkpoint(path: Path, name: str = "simple-cnn", classes: tuple[str, ...] = ("cat", "dog", "owl"),

@@ -106,7 +106,7 @@ def custom_nets(tmp_path, monkeypatch):
 
 def test_custom_net_by_import_path_trains_and_its_checkpoint_predicts(custom_nets, tmp_path, shapes_splits):
     from cnnkit.config import OptimConfig, RunConfig, TrainConfig, DataConfig
-    from cnnkit.serve.predict import load_predictor
+    from cnnkit.inference import load_predictor
     from cnnkit.train import train
     from cnnkit.visualize.gradcam import gradcam
 

@@ -9,11 +9,12 @@ from cnnkit.data import DataSplits, ImageSet
 from cnnkit.data.loader import BatchLoader
 from cnnkit.errors import CheckpointError, ConfigError
 from cnnkit.models import build_model
-from cnnkit.train import train
+from cnnkit.runs import train
 from cnnkit.train.callbacks import Callback
-from cnnkit.train.checkpoint import load_checkpoint, load_train_state
+from cnnkit.inference.checkpoint import load_checkpoint, load_train_state
 from cnnkit.evaluate.predict import predict_probs
-from cnnkit.train.loop import ImageInputs, evaluate_loss
+from cnnkit.inference import ImageInputs
+from cnnkit.train.loop import evaluate_loss
 from cnnkit.train.losses import cross_entropy
 from cnnkit.train.optim import build_optimizer, lr_factor
 

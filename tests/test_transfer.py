@@ -22,7 +22,7 @@ from cnnkit.errors import ConfigError, WeightsError
 from cnnkit.models import build_model
 from cnnkit.models.efficientnet_lite import EfficientNetLite0, SameConv2d
 from cnnkit.models.transfer import BACKBONES, _vgg16_aliases, prepare_run_config
-from cnnkit.train import checkpoint as ckpt
+from cnnkit.inference import checkpoint as ckpt
 from cnnkit.train.run import train
 
 
