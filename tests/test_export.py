@@ -239,3 +239,11 @@ def test_foreign_safetensors_file_is_rejected_clearly(tmp_path):
     save_file({"w": torch.zeros(2, 2)}, str(other), metadata={"format": "pt"})
     with pytest.raises(CheckpointError, match="not a cnnkit checkpoint"):
         load_checkpoint(other)
+
+
+def test_explaining_an_onnx_export_asks_for_the_checkpoint(ckpt, tmp_path, images):
+    from cnnkit.explain import gradcam_figure
+
+    onnx_path = export_model(ckpt, "onnx", tmp_path / "m.onnx").path
+    with pytest.raises(CheckpointError, match="Grad-CAM needs a PyTorch checkpoint.*onnxruntime"):
+        gradcam_figure(onnx_path, images[0])
