@@ -111,19 +111,17 @@ def train(cfg: RunConfig | None, splits: DataSplits | None = None, resume: str |
     """
     rank, world = _dist_info()
     resume = as_resume(resume, cfg)
-    cfg = _resolve_config(cfg, resume, announce=rank == 0)
-    env = _setup_runtime(cfg, rank, world)
-    cfg = prepare_run_config(cfg)  # model-specific: pretrained backbones' input size (unless set) and RGB
-    splits = splits if splits is not None else load_data(cfg.data)
-    check_splits(splits)
+    cfg = _resolve_config(cfg, resume, announce=rank == 0)  # the run's own when resuming; checked
+    env = _setup_runtime(cfg, rank, world)  # device, precision, seed
+    cfg = _model_input_config(cfg)  # the model and its preprocessing ...
+    splits = _data(cfg, splits)
     built = _build_model(cfg, splits, env)
     cfg = built.cfg
     train_loader, val_loader = _loaders(cfg, splits, env)
-    monitor = monitor_key(cfg.train.monitor, has_val=val_loader is not None)
-    parts = _training_parts(cfg, splits, built, env, train_loader, val_loader)
+    parts = _training_parts(cfg, splits, built, env, train_loader, val_loader)  # optimizer, schedule, augment
     run_dir = _run_folder(cfg, resume, explicit_out, env)
     history = History(run_dir)
-    cbs = _callbacks(cfg, monitor, history, env, callbacks)
+    cbs = _callbacks(cfg, val_loader is not None, history, env, callbacks)
     state = FitState()
     if resume is not None:  # every rank restores the same state; only rank 0 tidies the folder
         state = restore(Path(resume.run_dir), parts.model, parts.optimizer, parts.scheduler, cbs, tidy=env.writer)
@@ -160,11 +158,23 @@ def _setup_runtime(cfg: RunConfig, rank: int, world: int) -> Env:
     return Env(device, amp, channels_last, rank, world)
 
 
+def _model_input_config(cfg: RunConfig) -> RunConfig:
+    """The input the model wants, before the data is loaded at that size (model-specific)."""
+    return prepare_run_config(cfg)  # pretrained backbones: their input size (unless set) and RGB
+
+
+def _data(cfg: RunConfig, splits: DataSplits | None) -> DataSplits:
+    splits = splits if splits is not None else load_data(cfg.data)
+    check_splits(splits)
+    return splits
+
+
 def _build_model(cfg: RunConfig, splits: DataSplits, env: Env) -> Built:
     """The model for the data's classes, size and channels, and its input normalisation.
 
-    The model-specific parts live here: a pretrained backbone's own mean/std (``input_norm``)
-    and a transfer model's parameter groups (the backbone at a lower rate).
+    The model-specific parts live here and in :func:`_model_input_config`: a pretrained
+    backbone's own mean/std (``input_norm``) and a transfer model's parameter groups (the
+    backbone at a lower rate).
     """
     model_cfg = _resolve_model_config(cfg.model, splits.train)
     cfg = dataclasses.replace(cfg, model=model_cfg)
@@ -226,8 +236,9 @@ def _run_folder(cfg: RunConfig, resume: Resume | None, explicit_out: bool, env: 
     return fresh_dir(default_run_dir(cfg, explicit_out), explicit_out)
 
 
-def _callbacks(cfg: RunConfig, monitor: str, history: History, env: Env,
+def _callbacks(cfg: RunConfig, has_val: bool, history: History, env: Env,
                extra: list[Callback] | None) -> list[Callback]:
+    monitor = monitor_key(cfg.train.monitor, has_val)
     # the order is saved with train_state.pt: --resume restores each callback's state by position
     cbs: list[Callback] = [BestCheckpoint(monitor), history]
     if cfg.train.patience is not None:
