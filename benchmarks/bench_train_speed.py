@@ -101,7 +101,7 @@ def run_cnnkit(name: str, size: int, n: int, bs: int) -> float:
 
     from cnnkit.config import DataConfig, ModelConfig, OptimConfig, RunConfig, TrainConfig
     from cnnkit.data import DataSplits, ImageSet
-    from cnnkit.train import train
+    from cnnkit.runs import train
 
     x, y = make_data(size, n)
     splits = DataSplits(train=ImageSet(x, y, tuple(str(i) for i in range(10))))

@@ -123,7 +123,7 @@ def test_sigterm_stops_training_cleanly_and_the_run_resumes(image_folder, tmp_pa
     import sys
     import time
 
-    from cnnkit.train.checkpoint import read_metadata
+    from cnnkit.inference.checkpoint import read_metadata
 
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "cnnkit", "train", str(image_folder), "--model", "mlp", "--epochs", "500",

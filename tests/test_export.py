@@ -19,9 +19,9 @@ from cnnkit.config import ModelConfig, Preprocess
 from cnnkit.errors import CheckpointError, ConfigError
 from cnnkit.models import MODELS, build_model
 from cnnkit.serve.export import (ExportError, export_model, read_export_metadata, sample_inputs)
-from cnnkit.serve.onnx_predict import OnnxPredictor
-from cnnkit.serve.predict import Predictor, load_predictor, predict
-from cnnkit.train.checkpoint import load_checkpoint, save_checkpoint
+from cnnkit.inference.onnx_backend import OnnxPredictor
+from cnnkit.inference import Predictor, load_predictor, predict
+from cnnkit.inference.checkpoint import load_checkpoint, save_checkpoint
 
 
 def make_checkpoint(path: Path, name: str = "simple-cnn-same", classes: tuple[str, ...] = ("cat", "dog", "owl"),
@@ -239,3 +239,11 @@ def test_foreign_safetensors_file_is_rejected_clearly(tmp_path):
     save_file({"w": torch.zeros(2, 2)}, str(other), metadata={"format": "pt"})
     with pytest.raises(CheckpointError, match="not a cnnkit checkpoint"):
         load_checkpoint(other)
+
+
+def test_explaining_an_onnx_export_asks_for_the_checkpoint(ckpt, tmp_path, images):
+    from cnnkit.explain import gradcam_figure
+
+    onnx_path = export_model(ckpt, "onnx", tmp_path / "m.onnx").path
+    with pytest.raises(CheckpointError, match="Grad-CAM needs a PyTorch checkpoint.*onnxruntime"):
+        gradcam_figure(onnx_path, images[0])

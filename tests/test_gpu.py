@@ -9,7 +9,7 @@ import torch
 
 from cnnkit.config import DataConfig, ModelConfig, OptimConfig, RunConfig, TrainConfig
 from cnnkit.data.loader import BatchLoader
-from cnnkit.serve.predict import load_predictor
+from cnnkit.inference import load_predictor
 from cnnkit.train import train
 from cnnkit.train.loop import RunningMeans
 

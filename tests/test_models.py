@@ -135,7 +135,7 @@ def custom_nets(tmp_path, monkeypatch):
 
 def test_custom_net_by_import_path_trains_and_its_checkpoint_predicts(custom_nets, tmp_path, shapes_splits):
     from cnnkit.config import OptimConfig, RunConfig, TrainConfig, DataConfig
-    from cnnkit.serve.predict import load_predictor
+    from cnnkit.inference import load_predictor
     from cnnkit.train import train
     from cnnkit.visualize.gradcam import gradcam
 
@@ -355,7 +355,7 @@ def test_custom_sequential_is_cut_where_its_dense_part_starts(custom_nets):
 
 
 def test_custom_module_head_is_its_last_linear(custom_nets, tmp_path):
-    from cnnkit.train.checkpoint import load_weights_into, save_checkpoint
+    from cnnkit.inference.checkpoint import load_weights_into, save_checkpoint
     from cnnkit.config import Preprocess
 
     cfg = ModelConfig(name=f"{custom_nets}:opaque", num_classes=4, image_size=(8, 8))

@@ -16,8 +16,8 @@ from cnnkit.config import ModelConfig, Preprocess
 from cnnkit.errors import CheckpointError, CnnkitError
 from cnnkit.models import build_model
 from cnnkit.serve.app import MULTIPART_SLACK, create_app
-from cnnkit.serve.predict import Predictor
-from cnnkit.train.checkpoint import save_checkpoint
+from cnnkit.inference import Predictor
+from cnnkit.inference.checkpoint import save_checkpoint
 
 CLASSES = ("cat", "dog", "owl", "fox")
 

@@ -9,11 +9,12 @@ from cnnkit.data import DataSplits, ImageSet
 from cnnkit.data.loader import BatchLoader
 from cnnkit.errors import CheckpointError, ConfigError
 from cnnkit.models import build_model
-from cnnkit.train import train
+from cnnkit.runs import train
 from cnnkit.train.callbacks import Callback
-from cnnkit.train.checkpoint import load_checkpoint, load_train_state
+from cnnkit.inference.checkpoint import load_checkpoint, load_train_state
 from cnnkit.evaluate.predict import predict_probs
-from cnnkit.train.loop import ImageInputs, evaluate_loss
+from cnnkit.inference import ImageInputs
+from cnnkit.train.loop import evaluate_loss
 from cnnkit.train.losses import cross_entropy
 from cnnkit.train.optim import build_optimizer, lr_factor
 
@@ -377,3 +378,69 @@ def test_checkpoint_with_wrong_shapes_names_the_mismatch(tmp_path, shapes_splits
     save_file(tensors, str(best), metadata=meta)
     with pytest.raises(CheckpointError, match=rf"best.safetensors.*size mismatch for {name}"):
         load_checkpoint(best)
+
+
+def test_monitor_direction_comes_from_a_declared_table_not_the_name():
+    from cnnkit.train.callbacks import MONITOR_MODES, BestCheckpoint, EarlyStopping, monitor_mode
+
+    assert {k: monitor_mode(k) for k in ("loss", "val_loss", "acc", "val_acc")} == {
+        "loss": "min", "val_loss": "min", "acc": "max", "val_acc": "max"} == MONITOR_MODES
+    # a name the table does not know has no direction: a guess from its spelling would be silent nonsense
+    for name in ("val_top5", "lr", "lossy_acc"):
+        with pytest.raises(ConfigError, match=name):
+            monitor_mode(name)
+    with pytest.raises(ConfigError, match="lr"):
+        EarlyStopping("lr")
+    best = BestCheckpoint("val_acc")
+    assert best.on_epoch_end(0, {"val_acc": 0.5}).save_best and best.on_epoch_end(1, {"val_acc": 0.4}) is None
+
+
+def test_adamw_keeps_a_weight_decay_of_zero():
+    params = [torch.nn.Parameter(torch.zeros(2))]
+    assert build_optimizer(params, OptimConfig(name="adamw", weight_decay=0.0)).param_groups[0]["weight_decay"] == 0.0
+    assert build_optimizer(params, OptimConfig(name="adamw", weight_decay=0.05)).param_groups[0]["weight_decay"] == 0.05
+
+
+def test_image_inputs_is_one_conversion_for_nhwc_arrays_and_nchw_batches():
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (2, 5, 4, 3), dtype=np.uint8)  # (N, H, W, C) as decoded
+    images.setflags(write=False)  # decoded arrays can be read-only: no warning, no shared memory
+    inputs = ImageInputs((0.5, 0.4, 0.3), (0.2, 0.25, 0.5))
+    want = (images.transpose(0, 3, 1, 2) / 255.0 - np.array([0.5, 0.4, 0.3])[:, None, None]) \
+        / np.array([0.2, 0.25, 0.5])[:, None, None]
+    from_array = inputs(images, layout="NHWC")
+    from_batch = inputs(torch.from_numpy(images.copy()).permute(0, 3, 1, 2))  # as BatchLoader yields them
+    assert from_array.shape == (2, 3, 5, 4) and from_array.dtype == torch.float32
+    np.testing.assert_allclose(from_array.numpy(), want, atol=1e-5)
+    assert torch.equal(from_array, from_batch)
+    channels_last = ImageInputs((0.5,) * 3, (0.2,) * 3, channels_last=True)(images, layout="NHWC")
+    assert channels_last.is_contiguous(memory_format=torch.channels_last)
+    with pytest.raises(ValueError, match="layout"):
+        inputs(images, layout="HWC")
+
+
+def test_bare_training_draws_nothing_and_the_run_layer_adds_pictures(tmp_path, shapes_splits):
+    from cnnkit.runs import write_run_outputs
+    from cnnkit.train import train as train_only
+
+    result = train_only(run_cfg(tmp_path, epochs=1, report=True), splits=shapes_splits, explicit_out=True)
+    run = result.run_dir
+    assert (run / "best.safetensors").is_file() and (run / "history.json").is_file()
+    pictures = ("curves.png", "metrics.json", "confusion_matrix.csv", "confusion_matrix.png", "report.html")
+    assert not any((run / name).exists() for name in pictures)
+    metrics, probs, data = result.evaluation
+    assert metrics is result.metrics and probs.shape == (len(shapes_splits.test), 3) and data is shapes_splits.test
+    write_run_outputs(result)
+    assert all((run / name).is_file() for name in pictures)
+
+
+def test_resume_resolves_the_runs_own_config_and_names_what_it_ignores(tmp_path, shapes_splits, capsys):
+    from cnnkit.train import Resume
+
+    first = train(run_cfg(tmp_path, epochs=1, fast=False), splits=shapes_splits, explicit_out=True)
+    capsys.readouterr()
+    # no RunConfig at all: the run's own settings, 2 epochs
+    again = train(None, splits=shapes_splits, resume=Resume(first.run_dir, epochs=2, ignored=("--lr",)))
+    assert again.run_dir == first.run_dir and [r["epoch"] for r in again.history] == [1, 2]
+    assert again.config.optim.lr == 3e-3 and again.config.train.epochs == 2
+    assert "ignored: --lr" in capsys.readouterr().err

@@ -21,8 +21,9 @@ from cnnkit.data import DataSplits, ImageSet
 from cnnkit.errors import ConfigError, WeightsError
 from cnnkit.models import build_model
 from cnnkit.models.efficientnet_lite import EfficientNetLite0, SameConv2d
-from cnnkit.models.transfer import BACKBONES, _vgg16_aliases, prepare_run_config
-from cnnkit.train import checkpoint as ckpt
+from cnnkit.models.transfer import BACKBONES, _vgg16_aliases
+from cnnkit.train.run import model_input_config
+from cnnkit.inference import checkpoint as ckpt
 from cnnkit.train.run import train
 
 
@@ -255,14 +256,14 @@ def test_finetune_unfreezes_the_top_blocks_at_a_lower_rate():
 
 def test_run_config_gets_the_backbones_size_and_rgb():
     cfg = RunConfig(data=DataConfig(source="x"), model=ModelConfig(name="inception_v3", transfer="features"))
-    assert prepare_run_config(cfg).data.image_size == (299, 299)
-    assert prepare_run_config(cfg).data.channels == 3
+    assert model_input_config(cfg).data.image_size == (299, 299)
+    assert model_input_config(cfg).data.channels == 3
     lite = RunConfig(data=DataConfig(source="x", image_size=(96, 96)), model=ModelConfig(name="efficientnet_lite0"))
-    assert prepare_run_config(lite).data.image_size == (96, 96)  # the user's --image-size wins
+    assert model_input_config(lite).data.image_size == (96, 96)  # the user's --image-size wins
     with pytest.raises(ConfigError, match="RGB"):
-        prepare_run_config(RunConfig(data=DataConfig(source="x", channels=1), model=ModelConfig(name="resnet18")))
+        model_input_config(RunConfig(data=DataConfig(source="x", channels=1), model=ModelConfig(name="resnet18")))
     with pytest.raises(ConfigError, match="backbone"):
-        prepare_run_config(RunConfig(model=ModelConfig(name="simple-cnn", transfer="features")))
+        model_input_config(RunConfig(model=ModelConfig(name="simple-cnn", transfer="features")))
 
 
 def test_features_mode_caches_features_and_checkpoint_is_the_full_model(weights, tmp_path, caplog):

@@ -49,7 +49,7 @@ def run(tmp_path_factory):
 
 
 def test_training_metrics_and_checkpoint_keep_two_logits(run):
-    from cnnkit.train.checkpoint import load_checkpoint
+    from cnnkit.inference.checkpoint import load_checkpoint
 
     result, _ = run
     assert np.isfinite(result.history[-1]["loss"]) and 0.0 <= result.metrics["accuracy"] <= 1.0
@@ -66,7 +66,7 @@ def test_predict_export_serve_and_gradcam_with_two_logits(run, tmp_path):
     from cnnkit.serve.app import create_app
     from cnnkit.serve.export import export_model, sample_inputs
     from cnnkit.serve.predict import predict
-    from cnnkit.train.checkpoint import load_checkpoint
+    from cnnkit.inference.checkpoint import load_checkpoint
     from cnnkit.visualize.gradcam import gradcam
 
     result, folder = run

@@ -196,7 +196,7 @@ def browser(tmp_path):
 
 
 def test_upload_on_the_page_shows_the_predicted_class(server, browser, tmp_path):
-    from cnnkit.serve.predict import Predictor
+    from cnnkit.inference import Predictor
 
     url, ckpt = server
     image = tmp_path / "photo.png"

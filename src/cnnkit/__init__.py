@@ -20,13 +20,13 @@ __version__ = "0.1.0"
 # heavy entry points (they import torch) resolve on first use, so `import cnnkit` stays cheap
 _LAZY = {
     # (named apart from the subpackages cnnkit.train / cnnkit.evaluate, which would shadow them)
-    "train_model": ("cnnkit.train.run", "train"),
+    "train_model": ("cnnkit.runs", "train"),
     "evaluate_model": ("cnnkit.evaluate.evaluate", "evaluate"),
-    "predict": ("cnnkit.serve.predict", "predict"),
-    "Predictor": ("cnnkit.serve.predict", "Predictor"),
+    "predict": ("cnnkit.inference.load", "predict"),
+    "Predictor": ("cnnkit.inference.torch_backend", "Predictor"),
     "load_data": ("cnnkit.data", "load_data"),
     "build_model": ("cnnkit.models", "build_model"),
-    "load_checkpoint": ("cnnkit.train.checkpoint", "load_checkpoint"),
+    "load_checkpoint": ("cnnkit.inference.checkpoint", "load_checkpoint"),
     "summarize": ("cnnkit.models.summary", "summarize"),
 }
 

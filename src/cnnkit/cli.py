@@ -80,25 +80,23 @@ def _note_ineffective(cfg, given: settings.Given) -> None:
 
 
 def cmd_train(a: argparse.Namespace) -> int:
-    from cnnkit.train import train
+    from cnnkit.runs import train
+    from cnnkit.train import Resume
 
     from cnnkit.runtime import distributed_from_env
 
     cfg = run_config_from_args(a)
     given = settings.given(a, a.run_config)
+    resume = None
     if a.resume:  # the run's own settings; only --epochs (default: the run's own) and --quiet apply
-        from cnnkit.train.run import resumed_config
-
-        cfg = resumed_config(a.resume, given.values.get("train.epochs"), cfg.train.progress)
         kept = {"--epochs", "--quiet"}
         ignored = (["--config"] if a.config else []) + [f for f in given.order if f not in kept]
-        if ignored:
-            print(f"cnnkit: note: a resumed run keeps its own settings; ignored: {' '.join(ignored)}", file=sys.stderr)
+        resume = Resume(a.resume, given.values.get("train.epochs"), cfg.train.progress, tuple(ignored))
     else:
         _note_ineffective(cfg, given)
     with distributed_from_env() as (rank, _):
         try:
-            result = train(cfg, resume=a.resume, explicit_out="train.out" in given.values)
+            result = train(cfg, resume=resume, explicit_out="train.out" in given.values)
         except settings.SettingError as exc:
             raise exc.named(given.flags) from None
     if rank != 0:
@@ -114,7 +112,7 @@ def cmd_train(a: argparse.Namespace) -> int:
 def cmd_evaluate(a: argparse.Namespace) -> int:
     from cnnkit.evaluate.evaluate import evaluate
     from cnnkit.evaluate.metrics import format_report
-    from cnnkit.train.run import write_evaluation
+    from cnnkit.runs import write_evaluation
 
     source = a.data or _run_source(a.checkpoint)
     metrics, _, _ = evaluate(a.checkpoint, source, split=a.split, tta=a.tta, device=a.device or "auto",
@@ -127,7 +125,7 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
 
 
 def _run_source(checkpoint: str) -> str:
-    from cnnkit.train.checkpoint import load_checkpoint
+    from cnnkit.inference.checkpoint import load_checkpoint
 
     ck = load_checkpoint(checkpoint)
     if ck.run_config is None:
@@ -183,7 +181,7 @@ def cmd_organize(a: argparse.Namespace) -> int:
 
 
 def cmd_inspect(a: argparse.Namespace) -> int:
-    from cnnkit.data.inspection import inspect_command
+    from cnnkit.inspect_command import inspect_command
 
     inspect_command(a.data, samples=a.samples, n=a.n, data_dir=a.data_dir, cache_dir=a.cache_dir, json_out=a.json)
     return 0

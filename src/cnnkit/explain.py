@@ -13,7 +13,9 @@ import torch
 from matplotlib.figure import Figure
 
 from cnnkit.errors import ConfigError, DataError
-from cnnkit.serve.predict import Predictor, read_image
+from cnnkit.inference.files import read_image
+from cnnkit.inference.load import load_predictor, require_gradients
+from cnnkit.inference.torch_backend import Predictor
 
 
 def read_full_image(path: str | Path, max_side: int = 1024) -> np.ndarray:
@@ -33,8 +35,12 @@ def read_full_image(path: str | Path, max_side: int = 1024) -> np.ndarray:
 
 def model_input(predictor: Predictor, image: np.ndarray) -> torch.Tensor:
     """uint8 (H,W,C) at the checkpoint's size -> normalised float (1,C,H,W), as the model was trained."""
-    xb = torch.from_numpy(np.array(image, np.uint8))[None].permute(0, 3, 1, 2).to(predictor.device)  # a copy: decoded arrays may be read-only
-    return predictor.inputs.normalize(predictor.inputs.scale(xb))
+    return predictor.inputs(image[None], layout="NHWC")
+
+
+def _torch_predictor(checkpoint: str | Path, what: str) -> Predictor:
+    """The model behind ``checkpoint`` with its gradients (an ONNX export is refused by name)."""
+    return require_gradients(load_predictor(checkpoint), what)
 
 
 def class_index(classes: tuple[str, ...] | list[str], name: str | None) -> int | None:
@@ -61,7 +67,7 @@ def filters_figure(checkpoint: str | Path) -> Figure:
     """First-layer filters of a checkpoint."""
     from cnnkit.visualize.filters import filter_weights, first_conv, plot_filters
 
-    pred = Predictor(checkpoint)
+    pred = _torch_predictor(checkpoint, "first-layer filters")
     try:
         name, _ = first_conv(pred.model)
         weights = filter_weights(pred.model)
@@ -77,7 +83,7 @@ def features_figure(checkpoint: str | Path, image: str | Path, layer: str) -> Fi
     """Feature maps of layer ``layer`` (dotted name) for one image file."""
     from cnnkit.visualize.filters import feature_maps, plot_feature_maps
 
-    pred = Predictor(checkpoint)
+    pred = _torch_predictor(checkpoint, "feature maps")
     img = np.array(pred.read(image))  # writable: decoded arrays may be read-only
     maps = feature_maps(pred.model, model_input(pred, img), layer)
     return plot_feature_maps(maps, image=img, layer=layer)
@@ -87,7 +93,7 @@ def gradcam_figure(checkpoint: str | Path, image: str | Path, class_name: str | 
     """Grad-CAM (gradient saliency for dense models) of the predicted or the named class."""
     from cnnkit.visualize.gradcam import class_map, plot_gradcam
 
-    pred = Predictor(checkpoint)
+    pred = _torch_predictor(checkpoint, "Grad-CAM")
     img = np.array(pred.read(image))  # writable: decoded arrays may be read-only
     x = model_input(pred, img)
     probs = pred.probs(img[None])[0]
@@ -105,7 +111,7 @@ def most_wrong_figure(checkpoint: str | Path, data: str | None = None, n: int = 
                       data_dir: str | None = None) -> Figure:
     """The ``n`` highest-loss images of the checkpoint's evaluation on ``data`` (default: its own data)."""
     from cnnkit.evaluate.evaluate import evaluate
-    from cnnkit.train.checkpoint import load_checkpoint
+    from cnnkit.inference.checkpoint import load_checkpoint
     from cnnkit.visualize.mostwrong import most_wrong, n_mistakes, plot_most_wrong
 
     if n < 1:

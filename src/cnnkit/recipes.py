@@ -385,9 +385,9 @@ def check_weights(recipe: Recipe, model: ModelConfig) -> None:
 
 def _load(recipe: Recipe, cfg: RunConfig, splits: DataSplits | None) -> DataSplits:
     from cnnkit.data import load_data
-    from cnnkit.models.transfer import prepare_run_config
+    from cnnkit.train.run import model_input_config
 
-    data = prepare_run_config(cfg).data  # backbones: their input size and RGB
+    data = model_input_config(cfg).data  # backbones: their input size and RGB
     if splits is not None:
         from cnnkit.data.arrays import conform_splits
 
@@ -399,7 +399,7 @@ def _load(recipe: Recipe, cfg: RunConfig, splits: DataSplits | None) -> DataSpli
 
 
 def _train_row(label: str, reported: float | None, cfg: RunConfig, splits: DataSplits) -> dict[str, Any]:
-    from cnnkit.train import train
+    from cnnkit.runs import train
 
     start = time.perf_counter()
     result = train(cfg, splits=splits)

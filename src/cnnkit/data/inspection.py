@@ -2,7 +2,8 @@
 
 :func:`inspect_data` computes a plain dict (counts per class and split, image size spread,
 unreadable files, exact duplicates across splits, class imbalance); :func:`render_inspection`
-prints it with rich.  Folders are inspected file by file (every file is opened and decoded, and
+prints it with rich (``cnnkit inspect``'s sample grid is drawn one layer up, by
+:mod:`cnnkit.inspect_command`).  Folders are inspected file by file (every file is opened and decoded, and
 its bytes hashed); named datasets are inspected as the arrays ``load_data`` returns.
 """
 
@@ -230,27 +231,3 @@ def render_inspection(report: dict[str, Any], console: Any = None) -> None:
         console.print(bad)
     for w in report["warnings"]:
         console.print(f"[bold yellow]warning:[/] {w}")
-
-
-def inspect_command(source: str, samples: str | None = None, n: int = 16, data_dir: str | None = None,
-                    cache_dir: str | None = None, json_out: str | None = None, console: Any = None) -> dict[str, Any]:
-    """What ``cnnkit inspect`` does: compute, print, and optionally save the report as JSON and a
-    grid of sample images."""
-    report = inspect_data(source, data_dir, cache_dir)
-    render_inspection(report, console)
-    if json_out:
-        import json
-
-        from cnnkit.io import atomic_write_text
-
-        atomic_write_text(json_out, json.dumps(report, indent=1) + "\n")
-    if samples:
-        from cnnkit.data import load_data
-        from cnnkit.visualize.figures import save_figure
-        from cnnkit.visualize.samples import plot_samples
-
-        cfg = DataConfig(source=source, data_dir=data_dir, cache_dir=cache_dir, val_split=0.0, test_split=0.0)
-        train = load_data(cfg).train
-        save_figure(plot_samples(train, n, title=f"{Path(source).name}: {len(train)} training images"), samples)
-        report["samples"] = str(samples)
-    return report

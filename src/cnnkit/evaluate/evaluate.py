@@ -15,8 +15,8 @@ from cnnkit.data.loader import BatchLoader
 from cnnkit.errors import DataError
 from cnnkit.evaluate.metrics import classification_metrics
 from cnnkit.evaluate.predict import predict_probs
-from cnnkit.train.checkpoint import Checkpoint, load_checkpoint
-from cnnkit.train.loop import ImageInputs
+from cnnkit.inference.checkpoint import Checkpoint, load_checkpoint
+from cnnkit.inference.preprocess import ImageInputs
 
 
 def same_source(a: str, b: str) -> bool:
@@ -72,8 +72,7 @@ def evaluate(checkpoint: str | Path, source: str, split: str = "auto", tta: str 
     splits = load_data(data_config_for(ckpt, source, data_dir))
     name, data = pick_split(splits, split)
     data = align_classes(data, ckpt.preprocess.classes)
-    pre = ckpt.preprocess
-    inputs = ImageInputs(pre.mean, pre.std, dev, channels_last=False)
+    inputs = ImageInputs.from_preprocess(ckpt.preprocess, dev)
     probs = predict_probs(ckpt.model, BatchLoader(data, batch_size, dev), inputs, tta=tta)
     metrics = {"split": name, "checkpoint": str(ckpt.path), "data": source,
                **classification_metrics(probs, data.labels, data.classes)}

@@ -7,10 +7,9 @@ building it.
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Callable
 
-from cnnkit.config import DataConfig, ModelConfig
+from cnnkit.config import ModelConfig
 from cnnkit.errors import ConfigError
 from cnnkit.models import fast, zoo
 from cnnkit.models.base import BINARY_OUTPUTS, CNNKitModel, ModelDefaults, last_linear, logits_to_probs, num_outputs
@@ -102,21 +101,11 @@ def default_config(cfg: ModelConfig) -> ModelDefaults:
     raise ConfigError(_unknown(cfg.name))
 
 
-def apply_defaults(data: DataConfig, defaults: ModelDefaults, model_name: str) -> DataConfig:
-    """``data`` with the model's input size (unless one is set) and its required channel count."""
-    if defaults.channels is not None and data.channels not in (None, defaults.channels):
-        kind = "RGB" if defaults.channels == 3 else f"{defaults.channels}-channel"
-        raise ConfigError(f"{model_name} is pretrained on {kind} images: drop --channels {data.channels}")
-    size = data.image_size or defaults.input_size
-    return dataclasses.replace(data, image_size=tuple(size) if size else None,
-                               channels=defaults.channels or data.channels)
-
-
 def model_names() -> list[str]:
     from cnnkit.models import transfer
 
     return sorted(MODELS) + sorted(transfer.BACKBONES)
 
 
-__all__ = ["MODELS", "CNNKitModel", "ModelDefaults", "apply_defaults", "build_model", "default_config",
+__all__ = ["MODELS", "CNNKitModel", "ModelDefaults", "build_model", "default_config",
            "logits_to_probs", "model_names", "num_outputs"]

@@ -51,7 +51,7 @@ import torch
 from torch import nn
 
 from cnnkit.config import TRANSFER_MODES as MODES
-from cnnkit.config import ModelConfig, RunConfig
+from cnnkit.config import ModelConfig
 from cnnkit.errors import ConfigError, WeightsError
 from cnnkit.models.base import CNNKitModel, ModelDefaults, num_outputs
 
@@ -467,19 +467,6 @@ def backbone_defaults(cfg: ModelConfig) -> ModelDefaults:
     return spec_defaults(spec)
 
 
-def prepare_run_config(cfg: RunConfig) -> RunConfig:
-    """Before loading data: the model's input defaults applied to the data config.
-
-    A backbone's preferred input size (unless --image-size) and 3 channels; the checks of
-    :func:`cnnkit.models.default_config` (transfer modes need a backbone, backbones need RGB).
-    """
-    from dataclasses import replace
-
-    from cnnkit.models import apply_defaults, default_config
-
-    return replace(cfg, data=apply_defaults(cfg.data, default_config(cfg.model), cfg.model.name))
-
-
 __all__ = ["BACKBONES", "IMAGENET_MEAN", "IMAGENET_STD", "MODES", "Backbone", "TransferModel", "backbone_defaults",
-           "build_head", "build_transfer_model", "hub_weights_path", "prepare_run_config", "read_state_dict",
+           "build_head", "build_transfer_model", "hub_weights_path", "read_state_dict",
            "spec_defaults"]

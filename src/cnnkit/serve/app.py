@@ -176,8 +176,7 @@ class ModelService:
             shown = self.size
         picture = self._decode_rgb(data, name, shown)  # colour even for a greyscale model
         p = self.predictor
-        xb = torch.from_numpy(np.stack([image])).to(p.device).permute(0, 3, 1, 2)
-        x = p.inputs.normalize(p.inputs.scale(xb))
+        x = p.inputs(np.stack([image]), layout="NHWC")  # (1, C, H, W) normalised
         cls = int(np.argmax(p.probs(np.stack([image]))[0])) if target is None else target
         with self._explain_lock:
             if self._explain_model is None:
@@ -201,7 +200,7 @@ class ModelService:
 
 def _load(model: Any, device: str) -> Any:
     if isinstance(model, (str, Path)):
-        from cnnkit.serve.predict import load_predictor
+        from cnnkit.inference.load import load_predictor
 
         return load_predictor(model, device)
     return model
@@ -311,19 +310,10 @@ def serve(model: str | Path, host: str = "127.0.0.1", port: int = 8000, max_uplo
         raise CnnkitError(f"threads must be at least 1, got {threads}")
     if not 0 <= port <= 65535:  # else asyncio's OverflowError, after the model has loaded
         raise CnnkitError(f"--port must be 0-65535, got {port}")
-    if Path(model).suffix.lower() == ".onnx":
-        from cnnkit.serve.onnx_predict import OnnxPredictor
+    from cnnkit.inference.load import load_predictor
 
-        predictor: Any = OnnxPredictor(model, threads=threads)
-    else:
-        import torch
-
-        from cnnkit.serve.predict import Predictor
-
-        if threads is not None:
-            torch.set_num_threads(threads)  # this process is the server: a process-wide setting is right here
-        predictor = Predictor(model, device)
-    app = create_app(predictor, max_upload_bytes)
+    # this process is the server: torch's process-wide thread setting is right here
+    app = create_app(load_predictor(model, device, threads=threads), max_upload_bytes)
     info = app.state.service.info()
     print(f"cnnkit: serving {info['model'] or 'model'} ({info['num_classes']} classes, {info['backend']}) "
           f"on http://{host}:{port}/  (Ctrl+C stops)", flush=True)

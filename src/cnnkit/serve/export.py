@@ -15,33 +15,26 @@ in TorchScript as the extra file ``cnnkit.json``.  See :func:`export_metadata`.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
 from torch import nn
 
 from cnnkit.config import ModelConfig, Preprocess, to_dict
-from cnnkit.errors import CnnkitError
+from cnnkit.inference.checkpoint import Checkpoint, load_checkpoint
+from cnnkit.inference.exported import INPUT_DOC, META_FORMAT, META_KEY, ExportError, read_export_metadata
+from cnnkit.inference.exported import quiet_deprecations as _quiet_deprecations
 from cnnkit.io import atomic_path
 from cnnkit.models.base import logits_to_probs
-from cnnkit.train.checkpoint import Checkpoint, load_checkpoint
 
 FORMATS = ("onnx", "torchscript")
 SUFFIX = {"onnx": ".onnx", "torchscript": ".pt"}
-META_KEY = "cnnkit"  # ONNX metadata_props key / TorchScript extra file stem
-META_FORMAT = "cnnkit-export-1"
-INPUT_DOC = "float32 (N, C, H, W), pixel values / 255 in [0, 1]; normalisation is inside the graph"
 OPSET = 17
 
-
-class ExportError(CnnkitError):
-    """The model could not be exported, or the export does not match PyTorch."""
+__all__ = ["ExportError", "ExportResult", "export_model", "read_export_metadata", "sample_inputs"]
 
 
 @dataclass
@@ -91,18 +84,6 @@ def sample_inputs(pre: Preprocess, n: int = 4, seed: int = 0) -> torch.Tensor:
     x[0] = 0.0
     x[-1] = 1.0
     return x
-
-
-@contextlib.contextmanager
-def _quiet_deprecations() -> Iterator[None]:
-    """torch 2.x marks the TorchScript-based exporters deprecated, and the legacy exporter reports its
-    own optimisation limits; neither is the user's business (the parity check is)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        warnings.simplefilter("ignore", FutureWarning)
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        warnings.filterwarnings("ignore", message="Constant folding", category=UserWarning)  # exporter internals
-        yield
 
 
 def _write_onnx(wrapper: nn.Module, x: torch.Tensor, meta: dict, path: Path) -> None:
@@ -189,29 +170,3 @@ def export_model(checkpoint: str | Path | Checkpoint, fmt: str = "onnx", out: st
                               f"logits {logit_diff:.3g} > tolerance {tolerance:g} x max(1, max |logit| {scale:.3g}); "
                               f"nothing written to {out}")
     return ExportResult(out, fmt, diff, logit_diff, scale, tolerance)
-
-
-def read_export_metadata(path: str | Path) -> dict:
-    """The cnnkit metadata of an exported ONNX or TorchScript file (no weights are loaded for ONNX)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ExportError(f"{path}: no such exported model")
-    try:
-        if path.suffix == ".onnx":
-            import onnx
-
-            proto = onnx.load(str(path), load_external_data=False)
-            props = {p.key: p.value for p in proto.metadata_props}
-            text = props.get(META_KEY, "")
-        else:
-            extra = {f"{META_KEY}.json": ""}
-            with _quiet_deprecations():
-                torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
-            text = extra[f"{META_KEY}.json"]
-            text = text.decode() if isinstance(text, bytes) else text
-        meta = json.loads(text) if text else {}
-    except Exception as exc:  # noqa: BLE001 - protobuf/jit errors: say which file
-        raise ExportError(f"{path}: not a readable exported model ({type(exc).__name__})") from None
-    if meta.get("format") != META_FORMAT:
-        raise ExportError(f"{path}: not a cnnkit export (no '{META_KEY}' metadata with classes and preprocessing)")
-    return meta

@@ -1,6 +1,11 @@
-"""Training: ``train(RunConfig)`` runs a whole experiment; ``fit`` is the bare loop."""
+"""Training: ``train(RunConfig)`` runs a whole experiment; ``fit`` is the bare loop.
+
+(:func:`cnnkit.runs.train`, also ``cnnkit.train_model``, adds the finished run folder's pictures,
+metrics files and report.)
+"""
 
 from cnnkit.train.loop import fit
+from cnnkit.train.resume import Resume
 from cnnkit.train.run import RunResult, train
 
-__all__ = ["RunResult", "fit", "train"]
+__all__ = ["Resume", "RunResult", "fit", "train"]

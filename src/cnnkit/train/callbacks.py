@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
+from cnnkit.errors import ConfigError
 from cnnkit.io import atomic_write_text
 
 
@@ -32,8 +33,17 @@ def _better(mode: str, value: float, best: float, min_delta: float) -> bool:
     return value < best - min_delta if mode == "min" else value > best + min_delta
 
 
+# which way each monitorable history key improves: loss-like metrics down, accuracy-like up
+MONITOR_MODES = {"loss": "min", "val_loss": "min", "acc": "max", "val_acc": "max"}
+
+
 def monitor_mode(monitor: str) -> str:
-    return "min" if "loss" in monitor else "max"
+    """``min`` or ``max`` for a history key of :data:`MONITOR_MODES`; ConfigError for any other."""
+    mode = MONITOR_MODES.get(monitor)
+    if mode is None:
+        raise ConfigError(f"monitor {monitor!r}: not a metric with a known direction; "
+                          f"choose one of {', '.join(MONITOR_MODES)}")
+    return mode
 
 
 class Callback:

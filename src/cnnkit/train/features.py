@@ -54,6 +54,9 @@ class IdentityInputs:
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         return x
 
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
 
 @torch.no_grad()
 def compute_features(model: nn.Module, images: ImageSet, inputs: Any, device: torch.device,
@@ -63,7 +66,7 @@ def compute_features(model: nn.Module, images: ImageSet, inputs: Any, device: to
     out = []
     for xb, _ in BatchLoader(images, batch_size, device).batches(0):
         with autocast(device, amp):
-            f = model.features(inputs.normalize(inputs.scale(xb)))
+            f = model.features(inputs(xb))
         out.append(f.float().flatten(1).cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
@@ -96,7 +99,7 @@ def cached_features(model: nn.Module, images: ImageSet, inputs: Any, device: tor
                     amp: torch.dtype | None, cache_dir: str | Path) -> tuple[np.ndarray, dict]:
     """Features of ``images`` from the cache, else computed and cached; returns (features, info)."""
     t0 = time.perf_counter()
-    key = features_key(model, images, amp, getattr(model, "input_norm", None))
+    key = features_key(model, images, amp, model.input_norm)
     path = Path(cache_dir) / "features" / f"{getattr(model, 'backbone', 'model')}-{key}.npy"
     feats = None
     if path.is_file():

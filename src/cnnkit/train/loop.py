@@ -1,7 +1,8 @@
 """The training loop: batch -> augment -> model -> loss -> backward -> step -> schedule -> metrics.
 
 Everything else (data, model, optimizer, checkpoint files) is prepared by ``cnnkit.train.run``;
-this module only runs epochs.  Each epoch's shuffling, augmentation and dropout draw from RNGs
+this module only runs epochs.  ``inputs`` is a :class:`cnnkit.inference.ImageInputs` (or anything
+with its ``scale``, ``normalize`` and call): uint8 batches become model inputs there.  Each epoch's shuffling, augmentation and dropout draw from RNGs
 seeded by (seed, epoch), so a run resumed at an epoch boundary replays the uninterrupted run.
 """
 
@@ -19,25 +20,6 @@ from cnnkit.data.loader import BatchLoader, epoch_generator
 from cnnkit.runtime import autocast
 from cnnkit.train.callbacks import Callback
 from cnnkit.train.losses import cross_entropy, hard_labels, predicted_class
-
-
-class ImageInputs:
-    """uint8 batches -> model inputs: scale to [0,1] (before augmenting), then normalise."""
-
-    def __init__(self, mean: Sequence[float], std: Sequence[float], device: torch.device, channels_last: bool):
-        # (x - mean) / std as one fused x * scale + shift (a single pass, a single new tensor)
-        std_t = torch.tensor(std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
-        self.scale_ = 1.0 / std_t
-        self.shift = -torch.tensor(mean, dtype=torch.float32, device=device).view(1, -1, 1, 1) / std_t
-        self.channels_last = channels_last
-
-    def scale(self, xb: torch.Tensor) -> torch.Tensor:
-        # xb: uint8 (B,C,H,W) with NHWC strides -> float (B,C,H,W) in [0,1], keeping the strides
-        x = xb.float().div_(255.0)
-        return x.contiguous(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
-
-    def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.addcmul(self.shift, x, self.scale_)
 
 
 @dataclass
@@ -101,7 +83,7 @@ def evaluate_loss(model: torch.nn.Module, loader: BatchLoader, inputs: Any, amp:
     means = RunningMeans(loader.device)
     for xb, yb in loader.batches(0):
         with autocast(loader.device, amp):
-            logits = model(inputs.normalize(inputs.scale(xb)))
+            logits = model(inputs(xb))
         means.add(cross_entropy(logits, yb, label_smoothing), predicted_class(logits), yb)
     return means.reduce().as_dict()
 

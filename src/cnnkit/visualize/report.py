@@ -23,7 +23,7 @@ from cnnkit.config import RunConfig, load_run_config
 from cnnkit.data.types import ImageSet
 from cnnkit.errors import CheckpointError, CnnkitError, ConfigError
 from cnnkit.io import atomic_write_text
-from cnnkit.train.checkpoint import Checkpoint, load_checkpoint
+from cnnkit.inference.checkpoint import Checkpoint, load_checkpoint
 
 log = logging.getLogger("cnnkit")
 
@@ -129,9 +129,7 @@ def confident_right(probs: np.ndarray, labels: np.ndarray, n: int) -> list[int]:
 
 def _gradcam_section(ckpt: Checkpoint, probs: np.ndarray, data: ImageSet, wrong: dict, n: int) -> str:
     """Grad-CAM of the predicted class for the most-wrong images and the most confident right ones."""
-    import torch
-
-    from cnnkit.train.loop import ImageInputs
+    from cnnkit.inference.preprocess import ImageInputs
     from cnnkit.visualize.gradcam import class_map, plot_gradcam_grid
 
     preds = probs.argmax(axis=1)
@@ -140,9 +138,7 @@ def _gradcam_section(ckpt: Checkpoint, probs: np.ndarray, data: ImageSet, wrong:
     if not len(index):
         return ""
     images = np.asarray(data.images[index])
-    pre = ckpt.preprocess
-    inputs = ImageInputs(pre.mean, pre.std, torch.device("cpu"), channels_last=False)
-    x = inputs.normalize(inputs.scale(torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2)))
+    x = ImageInputs.from_preprocess(ckpt.preprocess)(images, layout="NHWC")  # (n, C, H, W) on the CPU
     maps, method = class_map(ckpt.model, x, [int(preds[i]) for i in index])
     titles = [("WRONG " if preds[i] != data.labels[i] else "") +
               f"true {data.classes[data.labels[i]]}\npred {data.classes[preds[i]]} {probs[i, preds[i]]:.2f}"

@@ -1,7 +1,7 @@
 """Predict with an exported ``.onnx`` file on ONNX Runtime: no PyTorch model, no checkpoint.
 
-The export carries its classes and preprocessing (see :mod:`cnnkit.serve.export`), so this
-behaves exactly like :class:`cnnkit.serve.predict.Predictor` on the checkpoint it came from.
+The export carries its classes and preprocessing (see :mod:`cnnkit.inference.exported`), so
+this behaves exactly like :class:`cnnkit.inference.Predictor` on the checkpoint it came from.
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ import numpy as np
 
 from cnnkit.config import Preprocess, from_dict
 from cnnkit.errors import CheckpointError, CnnkitError
-from cnnkit.serve.predict import BasePredictor
+from cnnkit.inference.exported import read_export_metadata
+from cnnkit.inference.predictor import BasePredictor
 
 
 class OnnxPredictor(BasePredictor):
@@ -22,8 +23,6 @@ class OnnxPredictor(BasePredictor):
 
     def __init__(self, path: str | Path, threads: int | None = None):
         import onnxruntime as ort
-
-        from cnnkit.serve.export import read_export_metadata
 
         self.path = Path(path)
         try:

@@ -1,0 +1,93 @@
+"""``--resume``: which config a resumed run uses, and the state it continues from.
+
+A resumed run keeps its own settings (data, model, optimizer, augmentation): only the epoch
+count and whether to show progress may change.  This module is the one place that decides it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from cnnkit.config import RunConfig, load_run_config, replace
+from cnnkit.errors import CheckpointError
+from cnnkit.inference import checkpoint as ckpt
+from cnnkit.train.callbacks import Callback
+from cnnkit.train.loop import FitState
+
+
+@dataclass(frozen=True)
+class Resume:
+    """Continue the run in ``run_dir`` with its own config.
+
+    ``epochs`` trains to that many epochs (None: the run's own count); ``progress`` None keeps the
+    run's own setting; ``ignored`` names settings the caller was also given (e.g. command-line
+    flags), which the run's own config overrides: they are named once on stderr, never applied.
+    """
+
+    run_dir: str | Path
+    epochs: int | None = None
+    progress: bool | None = None
+    ignored: tuple[str, ...] = ()
+
+    def config(self, announce: bool = True) -> RunConfig:
+        if self.ignored and announce:
+            print(f"cnnkit: note: a resumed run keeps its own settings; ignored: {' '.join(self.ignored)}",
+                  file=sys.stderr)
+        return resumed_config(self.run_dir, self.epochs, self.progress)
+
+
+def as_resume(resume: str | Path | Resume | None, cfg: RunConfig | None) -> Resume | None:
+    """A run folder given with a config means: that config's epoch count and progress setting."""
+    if resume is None or isinstance(resume, Resume):
+        return resume
+    return Resume(resume, cfg.train.epochs if cfg else None, cfg.train.progress if cfg else None)
+
+
+def resumed_config(run_dir: str | Path, epochs: int | None = None, progress: bool | None = None) -> RunConfig:
+    """The config saved in ``run_dir``, for ``--resume``: its own epoch count unless ``epochs`` is given."""
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
+        raise CheckpointError(f"{run_dir}: not a run folder (no config.json) to resume")
+    try:
+        saved = load_run_config(path)
+    except (ValueError, TypeError) as exc:
+        raise CheckpointError(f"{path}: unreadable run config ({exc})") from None
+    return dataclasses.replace(saved, train=replace(saved.train, epochs=epochs, progress=progress))
+
+
+# temporary files of writes cut short by a kill: ours (cnnkit.io.atomic_path) and safetensors' own
+_TEMP_FILE = re.compile(r"^\.(.+\.[A-Za-z0-9_]+\.tmp|tmp[A-Za-z0-9]{6})$")
+
+
+def remove_stale_temp_files(run_dir: Path) -> None:
+    """Delete what a killed run's interrupted writes left behind (as large as the model each)."""
+    for p in run_dir.iterdir():
+        if _TEMP_FILE.match(p.name) and p.is_file():
+            p.unlink(missing_ok=True)
+
+
+def restore(run_dir: Path, model: Any, optimizer: Any, scheduler: Any, cbs: Sequence[Callback],
+            tidy: bool = True) -> FitState:
+    """Load the last checkpoint's weights and the optimizer, scheduler and callback states."""
+    if tidy:
+        remove_stale_temp_files(run_dir)
+    state = ckpt.load_train_state(run_dir / ckpt.STATE)
+    ckpt.read_metadata(run_dir / ckpt.LAST)  # a clear error if it is not a cnnkit checkpoint
+    ckpt.load_weights_into(model, run_dir / ckpt.LAST)
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    for cb, sd in zip(cbs, state["callbacks"]):
+        cb.load_state_dict(sd)
+    return FitState(epoch=state["epoch"], step=state["step"], stop_reason=state["stop_reason"], logs=list(state["logs"]))
+
+
+def train_state(st: FitState, optimizer: Any, scheduler: Any, cbs: Sequence[Callback]) -> dict[str, Any]:
+    """What ``train_state.pt`` holds: everything :func:`restore` needs besides the weights."""
+    return {"epoch": st.epoch, "step": st.step, "stop_reason": st.stop_reason, "logs": st.logs,
+            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "callbacks": [cb.state_dict() for cb in cbs]}
