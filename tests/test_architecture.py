@@ -6,7 +6,7 @@ is an edge.  The rules:
 
 1. Each top-level module or subpackage belongs to a layer (bottom to top)::
 
-       errors, io, settings, runtime  <  config  <  data, augment, models  <  inference
+       errors, io, settings, runtime  <  augment  <  config  <  data, models  <  inference
        <  train, evaluate, visualize  <  runs, recipes, serve, explain, inspect_command, studio
        <  cli, __main__, the package root (cnnkit/__init__.py)
 
@@ -35,8 +35,9 @@ ROOT = "cnnkit"
 
 LAYERS = [
     {"errors", "io", "settings", "runtime"},
+    {"augment"},  # each augmentation declares its own settings; config assembles them into RunConfig
     {"config"},
-    {"data", "augment", "models"},
+    {"data", "models"},
     {"inference"},
     {"train", "evaluate", "visualize"},
     {"runs", "recipes", "serve", "explain", "inspect_command", "studio"},

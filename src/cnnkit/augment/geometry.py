@@ -15,31 +15,13 @@ so a rotation keeps the middle pixel in place.
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from cnnkit.augment.transforms import TRANSFORMS, Geometric
-
 PADDING = {"nearest": "border", "reflect": "reflection", "constant": "zeros"}
-
-
-def inverse_matrices(p: Any, size: tuple[int, int], transforms: Sequence[Any] = TRANSFORMS) -> torch.Tensor:
-    """(N, 3, 3) float64 output->input maps in centred pixel coordinates (x right, y down).
-
-    The product of every geometric transform's matrix in ascending ``order`` (for the built-in
-    list: Crop @ Rotation @ Shift @ Shear @ Zoom @ Flip), composed in numpy: a handful of 3x3
-    products per image is far below torch's per-op cost.
-    """
-    q = {f.name: getattr(p, f.name).double().numpy() for f in dataclasses.fields(p)}
-    geometric = sorted((t for t in transforms if isinstance(t, Geometric)), key=lambda t: t.order)
-    m = geometric[0].matrix(q, size)
-    for t in geometric[1:]:
-        m = m @ t.matrix(q, size)
-    return torch.from_numpy(m)
 
 
 def to_theta(m: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
