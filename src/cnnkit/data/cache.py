@@ -63,8 +63,8 @@ class Decoded:
 def _signature(listing: FileListing) -> str:
     h = hashlib.sha256()
     h.update(json.dumps(list(listing.classes)).encode())
-    for f in listing.files:
-        h.update(f"{f.path}\t{f.split}\t{f.label}\t{f.size}\t{f.mtime_ns}\n".encode())
+    for f in listing.files:  # a path's own bytes: names that are not UTF-8 must not crash this
+        h.update(os.fsencode(f.path) + f"\t{f.split}\t{f.label}\t{f.size}\t{f.mtime_ns}\n".encode())
     return h.hexdigest()
 
 

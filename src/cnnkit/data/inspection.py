@@ -22,6 +22,7 @@ from cnnkit.data.cache import cache_root
 from cnnkit.data.decode import BadImage, open_image, parallel_map
 from cnnkit.data.download import extract
 from cnnkit.data.folders import FileEntry, list_images
+from cnnkit.data.skipped import display_path
 from cnnkit.data.types import DataSplits
 
 IMBALANCE_WARN = 1.5  # largest / smallest class count above which a split is called imbalanced
@@ -132,7 +133,7 @@ def inspect_folder(root: str | Path, workers: int | None = None) -> dict[str, An
         "totals": {s: sum(v.values()) for s, v in count_dict.items()},
         "sizes": _size_stats(sizes),
         "modes": dict(modes),
-        "unreadable": [list(u) for u in unreadable],
+        "unreadable": [[display_path(p), display_path(why)] for p, why in unreadable],  # one line each
         "ignored_files": listing.ignored,
         "duplicates": {"across_splits": across, "within_split": within},
         "imbalance": _imbalance(count_dict, classes),
@@ -167,7 +168,7 @@ def inspect_splits(splits: DataSplits, source: str = "") -> dict[str, Any]:
         "totals": {s: sum(v.values()) for s, v in count_dict.items()},
         "sizes": _size_stats(sizes),
         "modes": {},
-        "unreadable": [list(u) for u in splits.skipped],
+        "unreadable": [[display_path(p), display_path(why)] for p, why in splits.skipped],
         "ignored_files": 0,
         "duplicates": {"across_splits": [["(identical pixels)"]] * across, "within_split": within},
         "imbalance": _imbalance(count_dict, classes),

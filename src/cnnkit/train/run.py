@@ -29,6 +29,7 @@ from cnnkit.augment import BatchAugment
 from cnnkit.config import ModelConfig, Preprocess, RunConfig, load_run_config, replace, save_json
 from cnnkit.data import DataSplits, ImageSet, load_data
 from cnnkit.data.loader import BatchLoader
+from cnnkit.data.skipped import skipped_text
 from cnnkit.errors import CheckpointError, ConfigError, DataError
 from cnnkit.evaluate.metrics import classification_metrics
 from cnnkit.evaluate.predict import predict_probs
@@ -245,7 +246,7 @@ def train(cfg: RunConfig, splits: DataSplits | None = None, resume: str | Path |
             save_json(features_info, run_dir / "features.json")
         atomic_write_text(run_dir / "classes.txt", "\n".join(preprocess.classes) + "\n")
         if splits.skipped:
-            atomic_write_text(run_dir / "skipped.txt", "".join(f"{f}\t{why}\n" for f, why in splits.skipped))
+            atomic_write_text(run_dir / "skipped.txt", skipped_text(splits.skipped))
 
     def save(kind: str, st: FitState) -> None:
         if run_dir is None:
