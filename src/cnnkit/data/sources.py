@@ -15,7 +15,7 @@ from cnnkit.data.download import extract
 from cnnkit.data.images import check_fractions, load_folder
 from cnnkit.data.named import NAMED
 from cnnkit.data.types import DataSplits, ImageSet
-from cnnkit.errors import ConfigError, DataError
+from cnnkit.errors import ConfigError, DataError, DiskFullError
 from cnnkit.io import atomic_path
 
 DIGITS = tuple(str(i) for i in range(10))
@@ -43,8 +43,8 @@ def mnist_mini(cache_dir: str | None = None) -> ImageSet:
         with atomic_path(cached) as tmp:
             with open(tmp, "wb") as fh:
                 np.savez(fh, x=data.images, y=data.labels)
-    except OSError:
-        pass  # a read-only cache only costs the parse next time
+    except (OSError, DiskFullError):
+        pass  # a read-only or full cache only costs the parse next time
     return data
 
 
