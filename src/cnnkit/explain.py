@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
+from cnnkit.data.types import class_index
 from cnnkit.errors import ConfigError, DataError
 from cnnkit.serve.predict import Predictor, read_image
 
@@ -35,17 +36,6 @@ def model_input(predictor: Predictor, image: np.ndarray) -> torch.Tensor:
     """uint8 (H,W,C) at the checkpoint's size -> normalised float (1,C,H,W), as the model was trained."""
     xb = torch.from_numpy(np.array(image, np.uint8))[None].permute(0, 3, 1, 2).to(predictor.device)  # a copy: decoded arrays may be read-only
     return predictor.inputs.normalize(predictor.inputs.scale(xb))
-
-
-def class_index(classes: tuple[str, ...] | list[str], name: str | None) -> int | None:
-    """A class name (or its index as text) -> index; None stays None (= the predicted class)."""
-    if name is None:
-        return None
-    if name in classes:
-        return list(classes).index(name)
-    if name.isdigit() and int(name) < len(classes):
-        return int(name)
-    raise ConfigError(f"class {name!r} is not one of the model's classes: {list(classes)}")
 
 
 def sobel_figure(image: str | Path | None = None) -> Figure:

@@ -68,7 +68,7 @@ def _decodable(name: str) -> bool:
     return True
 
 
-def _is_dir(entry: os.DirEntry) -> bool:
+def entry_is_dir(entry: os.DirEntry) -> bool:
     """``entry.is_dir()`` that is False, not an OSError, for a link loop or an unreadable link."""
     try:
         return entry.is_dir()
@@ -76,7 +76,7 @@ def _is_dir(entry: os.DirEntry) -> bool:
         return False
 
 
-def _is_file(entry: os.DirEntry) -> bool:
+def entry_is_file(entry: os.DirEntry) -> bool:
     try:
         return entry.is_file()
     except OSError:
@@ -156,7 +156,7 @@ def _split_dirs(root: Path) -> dict[str, Path]:
     """``{split: folder}`` for the split folders directly under ``root`` (case-insensitive names)."""
     found: dict[str, Path] = {}
     try:
-        entries = [e for e in os.scandir(root) if _is_dir(e) and not is_hidden(e.name) and _decodable(e.name)]
+        entries = [e for e in os.scandir(root) if entry_is_dir(e) and not is_hidden(e.name) and _decodable(e.name)]
     except OSError:
         return found
     by_name = {e.name.lower(): Path(e.path) for e in entries}
@@ -182,12 +182,12 @@ def find_root(root: Path) -> Path:
             entries = [e for e in os.scandir(root) if not is_hidden(e.name)]
         except OSError:
             return root
-        dirs = [e for e in entries if _is_dir(e)]
-        if len(dirs) != 1 or any(_is_file(e) and is_image_name(e.name) for e in entries):
+        dirs = [e for e in entries if entry_is_dir(e)]
+        if len(dirs) != 1 or any(entry_is_file(e) and is_image_name(e.name) for e in entries):
             return root
         inner = Path(dirs[0].path)
         try:
-            if not any(_is_dir(e) and not is_hidden(e.name) for e in os.scandir(inner)):
+            if not any(entry_is_dir(e) and not is_hidden(e.name) for e in os.scandir(inner)):
                 return root
         except OSError:
             return root
@@ -217,12 +217,12 @@ def list_split_folders(folders: dict[str, Path], root: str | Path | None = None)
             continue
         classes: dict[str, list[tuple[str, os.stat_result]]] = {}
         for entry in _scandir(Path(folders[split]), walk):
-            if _is_dir(entry):
+            if entry_is_dir(entry):
                 if walk.enter(Path(entry.path)):
                     classes[entry.name] = _walk_images(Path(entry.path), walk)
                 else:
                     walk.problems.append((entry.path, _LOOP))
-            elif _is_file(entry) and is_image_name(entry.name):
+            elif entry_is_file(entry) and is_image_name(entry.name):
                 walk.problems.append((entry.path, LOOSE_IMAGE))
         per_split[split] = classes
     kept = _kept_classes(per_split, folders, walk.problems)

@@ -18,11 +18,10 @@ import numpy as np
 from PIL import Image
 
 from cnnkit.config import DataConfig
-from cnnkit.data.cache import cache_root
 from cnnkit.data.decode import BadImage, open_image, parallel_map
-from cnnkit.data.download import extract
 from cnnkit.data.folders import FileEntry, list_images
 from cnnkit.data.skipped import display_path
+from cnnkit.data.sources import folder_of, load_data
 from cnnkit.data.types import DataSplits
 
 IMBALANCE_WARN = 1.5  # largest / smallest class count above which a split is called imbalanced
@@ -179,13 +178,9 @@ def inspect_splits(splits: DataSplits, source: str = "") -> dict[str, Any]:
 def inspect_data(source: str, data_dir: str | None = None, cache_dir: str | None = None,
                  workers: int | None = None) -> dict[str, Any]:
     """Report on a folder, an archive of one, or a dataset name (see ``cnnkit.data.load_data``)."""
-    path = Path(source).expanduser()
-    if path.is_dir():
-        return inspect_folder(path, workers)
-    if path.is_file():
-        return inspect_folder(extract(path, cache_root(cache_dir)), workers)
-    from cnnkit.data import load_data
-
+    folder = folder_of(source, cache_dir)
+    if folder is not None:
+        return inspect_folder(folder, workers)
     cfg = DataConfig(source=source, data_dir=data_dir, cache_dir=cache_dir)
     return inspect_splits(load_data(replace(cfg, val_split=0.0, test_split=0.0)), source)
 
