@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cnnkit.data.decode import PILLOW_LIMIT, BadImage, ImageInfo, decode, parallel_map, probe
+from cnnkit.data.decode import TARGET_LIMIT, BadImage, ImageInfo, decode, parallel_map, probe
 from cnnkit.data.folders import FileEntry, FileListing
 from cnnkit.errors import DataError
 from cnnkit.io import atomic_path, atomic_write_text, ensure_free_space, remove_orphaned_temps, reserve
@@ -211,7 +211,7 @@ def _load_entry(npy: Path, meta_path: Path, listing: FileListing, signature: str
 
 def decoded(listing: FileListing, size: tuple[int, int] | None = None, channels: int | None = None,
             cache_dir: str | None = None, strict: bool = False, workers: int | None = None,
-            max_pixels: int | None = PILLOW_LIMIT) -> Decoded:
+            max_pixels: int | None = TARGET_LIMIT) -> Decoded:
     """The listing's images as one uint8 array: read from the cache, or decoded once and cached.
 
     ``size`` (H, W) / ``channels`` None mean "from the data" (see :func:`resolve_shape`).
