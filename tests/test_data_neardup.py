@@ -10,7 +10,7 @@ from PIL import Image, ImageEnhance
 from rich.console import Console
 
 from cnnkit.data.inspection import inspect_data, render_inspection
-from cnnkit.data.neardup import dhash, near_pairs, similarity
+from cnnkit.data.neardup import near_pairs, phash, similarity
 
 
 def picture(seed: int, side: int = 96) -> Image.Image:
@@ -21,14 +21,14 @@ def picture(seed: int, side: int = 96) -> Image.Image:
     return Image.fromarray(np.clip(np.asarray(coarse, np.int16) + grain, 0, 255).astype(np.uint8))
 
 
-def test_dhash_is_stable_under_resizing_and_jpeg_but_not_across_pictures(tmp_path):
+def test_phash_is_stable_under_resizing_and_jpeg_but_not_across_pictures(tmp_path):
     a = picture(1)
     a.resize((61, 61), Image.Resampling.BILINEAR).save(tmp_path / "a.jpg", quality=60)
-    h, h2 = dhash(a), dhash(Image.open(tmp_path / "a.jpg"))
-    assert h is not None and bin(h ^ h2).count("1") <= 6
-    others = [dhash(picture(s)) for s in range(2, 40)]
-    assert min(bin(h ^ o).count("1") for o in others) > 6
-    assert dhash(Image.new("RGB", (20, 20), (90, 90, 90))) is None  # flat: no hash, no false matches
+    h, h2 = phash(a), phash(Image.open(tmp_path / "a.jpg"))
+    assert h is not None and bin(h ^ h2).count("1") <= 8
+    others = [phash(picture(s)) for s in range(2, 40)]
+    assert min(bin(h ^ o).count("1") for o in others) > 8
+    assert phash(Image.new("RGB", (20, 20), (90, 90, 90))) is None  # flat: no hash, no false matches
     assert near_pairs([h, h2, others[0]], ["train", "val", "val"]) == [(0, 1, bin(h ^ h2).count("1"))]
     assert near_pairs([h, h2], ["train", "train"]) == []  # within a split is not leakage
     assert similarity(0) == 1.0 and similarity(16) == 0.75
@@ -55,4 +55,4 @@ def test_inspect_lists_planted_near_copies_across_splits(tmp_path):
     console = Console(record=True, width=220)
     render_inspection(report, console)
     out = console.export_text()
-    assert "near duplicates across splits (dHash): 2" in out and "small3.jpg" in out
+    assert "near duplicates across splits (pHash): 2" in out and "small3.jpg" in out

@@ -20,7 +20,7 @@ from PIL import Image
 from cnnkit.config import DataConfig
 from cnnkit.data.decode import BadImage, open_image, parallel_map
 from cnnkit.data.folders import FileEntry, list_images
-from cnnkit.data.neardup import dhash, near_pairs, similarity
+from cnnkit.data.neardup import HASH_DRAFT, near_pairs, phash, similarity
 from cnnkit.data.skipped import display_path
 from cnnkit.data.sources import folder_of, load_data
 from cnnkit.data.types import DataSplits
@@ -30,7 +30,7 @@ SPLIT_ORDER = ("train", "val", "test")
 
 
 def _check_file(f: FileEntry) -> tuple[str | None, int, int, str, str | None, int | None]:
-    """(sha256 of bytes, width, height, mode, problem, dHash) - decodes the pixels to catch truncation."""
+    """(sha256 of bytes, width, height, mode, problem, pHash) - decodes the pixels to catch truncation."""
     try:
         with open(f.path, "rb") as fh:
             digest = hashlib.sha256(fh.read()).hexdigest()
@@ -43,9 +43,9 @@ def _check_file(f: FileEntry) -> tuple[str | None, int, int, str, str | None, in
     try:
         w, h, mode = im.width, im.height, im.mode
         if im.format == "JPEG":
-            im.draft(im.mode, (1, 1))  # smallest DCT scale: still reads every byte, 64x less work
+            im.draft(im.mode, HASH_DRAFT)  # a DCT-reduced decode: still reads every byte, far less work
         im.load()
-        return digest, w, h, mode, None, dhash(im)
+        return digest, w, h, mode, None, phash(im)
     except Exception as exc:  # noqa: BLE001 - any decoder failure is a property of the file
         return digest, w, h, mode, f"truncated or corrupt image data: {exc}", None
     finally:
@@ -54,7 +54,7 @@ def _check_file(f: FileEntry) -> tuple[str | None, int, int, str, str | None, in
 
 def _near_duplicates(files: list[FileEntry], hashes: list[int | None],
                      digests: list[str | None]) -> list[dict[str, Any]]:
-    """Pairs of pictures in different splits whose dHashes are close (exact copies are reported apart)."""
+    """Pairs of pictures in different splits whose pHashes are close (exact copies are reported apart)."""
     keep = [i for i, h in enumerate(hashes) if h is not None]
     pairs = near_pairs([hashes[i] for i in keep], [files[i].split for i in keep])
     out = []
@@ -131,8 +131,8 @@ def inspect_folder(root: str | Path, workers: int | None = None) -> dict[str, An
     sizes, modes = [], Counter()
     hashes: list[int | None] = []
     digests: list[str | None] = []
-    for f, (digest, w, h, mode, problem, phash) in zip(listing.files, parallel_map(_check_file, listing.files, workers)):
-        hashes.append(phash)
+    for f, (digest, w, h, mode, problem, picture_hash) in zip(listing.files, parallel_map(_check_file, listing.files, workers)):
+        hashes.append(picture_hash)
         digests.append(digest)
         if digest:
             by_digest[digest].append(f)
@@ -243,7 +243,7 @@ def render_inspection(report: dict[str, Any], console: Any = None) -> None:
             console.print("  [yellow]same bytes:[/] " + "  ==  ".join(group))
     if "near_duplicates" in report:
         near = report["near_duplicates"]
-        console.print(f"near duplicates across splits (dHash): {len(near)}")
+        console.print(f"near duplicates across splits (pHash): {len(near)}")
         if near:
             pairs = Table(title=f"near-identical pictures in different splits ({len(near)})")
             for col in ("picture", "split", "near copy", "split", "similarity"):
