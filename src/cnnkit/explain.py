@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
+from cnnkit.data.types import class_index
 from cnnkit.errors import ConfigError, DataError
 from cnnkit.inference.files import read_image
 from cnnkit.inference.load import load_predictor, require_gradients
@@ -41,17 +42,6 @@ def model_input(predictor: Predictor, image: np.ndarray) -> torch.Tensor:
 def _torch_predictor(checkpoint: str | Path, what: str) -> Predictor:
     """The model behind ``checkpoint`` with its gradients (an ONNX export is refused by name)."""
     return require_gradients(load_predictor(checkpoint), what)
-
-
-def class_index(classes: tuple[str, ...] | list[str], name: str | None) -> int | None:
-    """A class name (or its index as text) -> index; None stays None (= the predicted class)."""
-    if name is None:
-        return None
-    if name in classes:
-        return list(classes).index(name)
-    if name.isdigit() and int(name) < len(classes):
-        return int(name)
-    raise ConfigError(f"class {name!r} is not one of the model's classes: {list(classes)}")
 
 
 def sobel_figure(image: str | Path | None = None) -> Figure:

@@ -1,25 +1,91 @@
-"""Atomic file writes: a crash mid-write never leaves a half-written checkpoint or cache."""
+"""Atomic file writes: a crash mid-write never leaves a half-written checkpoint or cache.
+
+A full disk (or quota) is one :class:`~cnnkit.errors.DiskFullError` naming the file and the
+space it needs, never a library traceback, and leaves no temporary file behind.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import shutil
 import re
 import socket
 import tempfile
 from pathlib import Path
 from typing import Iterator
 
+from cnnkit.errors import DiskFullError
+
+_DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
+# What libraries that wrap the OS error in their own exception (torch.save's RuntimeError,
+# safetensors' SafetensorError) keep of it in their message.
+_DISK_FULL_TEXT = ("no space left on device", "disk quota exceeded", "os error 28", "os error 122",
+                   "storagefull", "quotaexceeded")
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """True when ``exc``, or an exception it was raised from, says the disk or quota is full."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in _DISK_FULL:
+            return True
+        if any(t in str(exc).lower() for t in _DISK_FULL_TEXT):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def free_bytes(path: str | Path) -> int | None:
+    """Bytes free to this user on the disk holding ``path`` (or its nearest existing parent)."""
+    folder = Path(path)
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return None
+
+
+def ensure_free_space(path: str | Path, needed: int, hint: str = "") -> None:
+    """Raise :class:`DiskFullError` before writing ``needed`` bytes to ``path`` if the disk has less free."""
+    free = free_bytes(path)
+    if free is not None and needed > free:
+        raise DiskFullError(path, needed, free, hint)
+
+
+def reserve(fd: int, size: int, path: str | Path, hint: str = "") -> None:
+    """Allocate ``size`` bytes of the open file ``fd`` on disk now, not page by page later.
+
+    A memory-mapped file written past the space its disk has dies with SIGBUS and no message;
+    with the blocks allocated up front, a full disk is a :class:`DiskFullError` here instead.
+    File systems without ``posix_fallocate`` keep the check :func:`ensure_free_space` made.
+    """
+    if not hasattr(os, "posix_fallocate"):  # macOS, Windows
+        return
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except OSError as exc:
+        if exc.errno in _DISK_FULL:
+            raise DiskFullError(path, size, free_bytes(path), hint) from None
+        if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS, errno.ENODEV):
+            raise
 
 @contextlib.contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
+def atomic_path(path: str | Path, size: int | None = None) -> Iterator[Path]:
     """Yield a temporary path in the same folder; on success it replaces ``path``.
 
     Same folder means same filesystem, so ``os.replace`` is atomic.  On error the
-    temporary file is removed and ``path`` is left as it was.
+    temporary file is removed and ``path`` is left as it was.  ``size`` (bytes, when the caller
+    knows it) is checked against the free space first; a write that fills the disk raises
+    :class:`DiskFullError` naming ``path``.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    if size is not None:
+        ensure_free_space(path.parent, size)
     # the writer's host and pid in the name: remove_orphaned_temps can tell a killed write from a live one
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{_owner()}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
@@ -29,6 +95,12 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         with open(tmp_path, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp_path, path)
+    except DiskFullError:
+        raise
+    except Exception as exc:
+        if is_disk_full(exc):
+            raise DiskFullError(path, size, free_bytes(path.parent)) from None
+        raise
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
@@ -73,7 +145,7 @@ def remove_orphaned_temps(folder: str | Path) -> list[Path]:
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    with atomic_path(path) as tmp:
+    with atomic_path(path, len(data)) as tmp:
         tmp.write_bytes(data)
 
 

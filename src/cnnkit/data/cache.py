@@ -28,10 +28,10 @@ from pathlib import Path
 
 import numpy as np
 
-from cnnkit.data.decode import PILLOW_LIMIT, BadImage, ImageInfo, decode, parallel_map, probe
+from cnnkit.data.decode import TARGET_LIMIT, BadImage, ImageInfo, decode, parallel_map, probe
 from cnnkit.data.folders import FileEntry, FileListing
 from cnnkit.errors import DataError
-from cnnkit.io import atomic_path, atomic_write_text, remove_orphaned_temps
+from cnnkit.io import atomic_path, atomic_write_text, ensure_free_space, remove_orphaned_temps, reserve
 
 log = logging.getLogger("cnnkit.data")
 
@@ -63,8 +63,8 @@ class Decoded:
 def _signature(listing: FileListing) -> str:
     h = hashlib.sha256()
     h.update(json.dumps(list(listing.classes)).encode())
-    for f in listing.files:
-        h.update(f"{f.path}\t{f.split}\t{f.label}\t{f.size}\t{f.mtime_ns}\n".encode())
+    for f in listing.files:  # a path's own bytes: names that are not UTF-8 must not crash this
+        h.update(os.fsencode(f.path) + f"\t{f.split}\t{f.label}\t{f.size}\t{f.mtime_ns}\n".encode())
     return h.hexdigest()
 
 
@@ -73,6 +73,34 @@ def _entry_name(listing: FileListing, size: tuple[int, int] | None, channels: in
     stem = Path(listing.root).name or "data"
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in stem)[:40]
     return f"{safe}-{hashlib.sha256(ident.encode()).hexdigest()[:16]}"
+
+
+def array_bytes(shape: tuple[int, ...]) -> int:
+    """Bytes a uint8 ``.npy`` of ``shape`` takes on disk (its header is at most a few KiB)."""
+    return int(np.prod(shape, dtype=np.int64)) + 4096
+
+
+CACHE_HINT = ", or set cache_dir / CNNKIT_CACHE_DIR to a folder on a disk with room"
+
+
+def new_array(path: Path, shape: tuple[int, ...], name: Path | None = None) -> np.ndarray:
+    """A new uint8 ``.npy`` memmap of ``shape`` at ``path``, its disk space allocated before use.
+
+    Checked against the free space first, then reserved with ``posix_fallocate``, so a disk that
+    fills up is a :class:`DiskFullError` naming the file (``name``, else ``path``) and the size,
+    not a SIGBUS mid-decode.  Nothing is left at ``path`` when it raises.
+    """
+    name = name or path
+    ensure_free_space(name, array_bytes(shape), CACHE_HINT)
+    out = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=shape)
+    try:
+        with open(path, "rb+") as fh:
+            reserve(fh.fileno(), os.fstat(fh.fileno()).st_size, name, CACHE_HINT)
+    except BaseException:
+        del out
+        path.unlink(missing_ok=True)
+        raise
+    return out
 
 
 def _report_bad(path: str, reason: str, strict: bool, skipped: list[tuple[str, str]]) -> None:
@@ -119,10 +147,10 @@ def _probe_all(files: list[FileEntry], strict: bool, skipped: list[tuple[str, st
 
 def _decode_into(path: Path, files: list[FileEntry], size: tuple[int, int], channels: int,
                  strict: bool, skipped: list[tuple[str, str]], max_pixels: int | None,
-                 workers: int | None) -> list[FileEntry]:
-    """Decode ``files`` into a new .npy at ``path``; returns the files that made it, in row order."""
+                 workers: int | None, name: Path | None = None) -> list[FileEntry]:
+    """Decode ``files`` into a new .npy at ``path`` (shown as ``name``); returns the files that made it, in row order."""
     shape = (len(files), size[0], size[1], channels)
-    out = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=shape)
+    out = new_array(path, shape, name)
 
     def one(i: int) -> str | None:
         try:
@@ -148,8 +176,7 @@ def _decode_into(path: Path, files: list[FileEntry], size: tuple[int, int], chan
                         f"(first: {files[bad[0]].path}: {skipped[-len(bad)][1]})")
     compact_path = path.with_name(path.name + ".compact")
     try:
-        compact = np.lib.format.open_memmap(compact_path, mode="w+", dtype=np.uint8,
-                                            shape=(len(keep),) + shape[1:])
+        compact = new_array(compact_path, (len(keep),) + shape[1:], name)
         for start in range(0, len(keep), 1024):
             idx = keep[start:start + 1024]
             compact[start:start + len(idx)] = out[idx]
@@ -184,7 +211,7 @@ def _load_entry(npy: Path, meta_path: Path, listing: FileListing, signature: str
 
 def decoded(listing: FileListing, size: tuple[int, int] | None = None, channels: int | None = None,
             cache_dir: str | None = None, strict: bool = False, workers: int | None = None,
-            max_pixels: int | None = PILLOW_LIMIT) -> Decoded:
+            max_pixels: int | None = TARGET_LIMIT) -> Decoded:
     """The listing's images as one uint8 array: read from the cache, or decoded once and cached.
 
     ``size`` (H, W) / ``channels`` None mean "from the data" (see :func:`resolve_shape`).
@@ -223,7 +250,7 @@ def decoded(listing: FileListing, size: tuple[int, int] | None = None, channels:
     log.info("decoding %d images from %s to %dx%dx%d (once; later loads read the cache %s)",
              len(files), listing.root, size[0], size[1], channels, npy)
     with atomic_path(npy) as tmp:
-        files = _decode_into(tmp, files, size, channels, strict, skipped, max_pixels, workers)
+        files = _decode_into(tmp, files, size, channels, strict, skipped, max_pixels, workers, npy)
     meta = {"version": CACHE_VERSION, "signature": signature, "root": listing.root, "size": list(size),
             "channels": channels, "classes": list(listing.classes), "count": len(files),
             "skipped": [list(s) for s in skipped]}

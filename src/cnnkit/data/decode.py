@@ -20,15 +20,30 @@ from typing import IO, Callable, Iterable, Iterator, TypeVar
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from cnnkit.errors import DataError
+
 GREY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
 _ORIENTATION_TAG = 0x0112  # EXIF orientation; values 5..8 mean a 90-degree turn (width <-> height)
 
-PILLOW_LIMIT = -1  # max_pixels default: Pillow's own Image.MAX_IMAGE_PIXELS at call time
+PILLOW_LIMIT = -1  # max_pixels: Pillow's own Image.MAX_IMAGE_PIXELS at call time
+TARGET_LIMIT = -2  # max_pixels (decode's default): a cap from the target size, see decode_pixel_cap
+# Decoding a picture costs memory for its full size before it is resized, and a few hundred KB
+# of PNG can declare 7000x7000 RGBA (~200 MB decoded, ~1 GB through the alpha compositing).  So
+# what decode() may decode is tied to what it is asked for: 256x the target's pixels (16x per
+# side), never under 16 MP (any small target still takes a 4096x4096 picture).  JPEGs are
+# reduced while decoding (draft), so for them the cap applies to the reduced size.
+MIN_DECODE_PIXELS = 4096 * 4096
+PIXELS_PER_TARGET_PIXEL = 256
+# What is opened at all: the formats the folder loader lists by extension.  Pillow knows many
+# more (EPS runs Ghostscript, TGA has no signature to check), which only widen what a hostile
+# file can reach.  A camera's multi-picture JPEG opens through JPEG and says "MPO".
+FORMATS = ("JPEG", "PNG", "BMP", "GIF", "WEBP", "TIFF")
+_DRAFTABLE = ("JPEG", "MPO")
 T = TypeVar("T")
 R = TypeVar("R")
 
 
-class BadImage(Exception):
+class BadImage(DataError):
     """A file that cannot be used as an image; ``str(exc)`` is the reason shown to the user."""
 
 
@@ -47,31 +62,63 @@ def _byte_size(source: str | IO[bytes]) -> int:
     return os.path.getsize(source)
 
 
+def decode_pixel_cap(size: tuple[int, int]) -> int:
+    """Most pixels :func:`decode` decodes (after JPEG draft reduction) for a target of ``size`` (H, W).
+
+    ``max(MIN_DECODE_PIXELS, PIXELS_PER_TARGET_PIXEL * H * W)``, and never above Pillow's own
+    ``Image.MAX_IMAGE_PIXELS``: 16 MP for targets up to 256x256.
+    """
+    cap = max(MIN_DECODE_PIXELS, PIXELS_PER_TARGET_PIXEL * int(size[0]) * int(size[1]))
+    return min(cap, Image.MAX_IMAGE_PIXELS) if Image.MAX_IMAGE_PIXELS else cap
+
+
+def _limit(max_pixels: int | None, size: tuple[int, int] | None = None) -> int | None:
+    """Resolve the PILLOW_LIMIT / TARGET_LIMIT sentinels to a number of pixels (None = no limit)."""
+    if max_pixels == TARGET_LIMIT:
+        return decode_pixel_cap(size) if size is not None else Image.MAX_IMAGE_PIXELS
+    if max_pixels == PILLOW_LIMIT:
+        return Image.MAX_IMAGE_PIXELS
+    return max_pixels
+
+
+def _check_pixels(im: Image.Image, max_pixels: int | None) -> None:
+    if max_pixels is not None and im.width * im.height > max_pixels:
+        raise BadImage(f"decompression bomb: {im.width}x{im.height} pixels exceeds the limit of {max_pixels}")
+
+
 def open_image(path: str | IO[bytes], max_pixels: int | None = PILLOW_LIMIT) -> Image.Image:
     """Open lazily (header only); every failure, and images over ``max_pixels``, -> BadImage."""
-    if max_pixels == PILLOW_LIMIT:
-        max_pixels = Image.MAX_IMAGE_PIXELS
+    max_pixels = _limit(max_pixels)
     try:
         if _byte_size(path) == 0:
             raise BadImage("empty file (0 bytes)")
-        im = Image.open(path)
+        Image.init()  # registers every plugin (WEBP, TIFF) so `formats` can name them; once per process
+        im = Image.open(path, formats=FORMATS)
     except BadImage:
         raise
     except Image.DecompressionBombError as exc:
         raise BadImage(f"decompression bomb: {exc}") from None
     except UnidentifiedImageError:
-        raise BadImage("not an image (Pillow cannot identify the format)") from None
+        raise BadImage(f"not an image (not one of the formats read: {', '.join(FORMATS)})") from None
     except OSError as exc:
         if exc.errno is not None:  # the file system said no (permissions, vanished file, ...)
             raise BadImage(f"cannot read file: {exc.strerror or exc}") from None
         raise BadImage(f"truncated or corrupt image header: {exc}") from None
-    if max_pixels is not None and im.width * im.height > max_pixels:
+    except Exception as exc:  # noqa: BLE001 - a plugin's parser failing on hostile bytes is a property of the file
+        raise BadImage(f"truncated or corrupt image header: {type(exc).__name__}: {exc}") from None
+    try:
+        _check_pixels(im, max_pixels)
+    except BadImage:
         im.close()
-        raise BadImage(f"decompression bomb: {im.width}x{im.height} pixels exceeds the limit of {max_pixels}")
+        raise
     return im
 
 
 def _rotated(im: Image.Image) -> bool:
+    if im.format == "PNG" and "exif" not in im.info:
+        # Pillow would decode every pixel to look for an eXIf chunk after the image data
+        # (PngImageFile.getexif loads): a header-only look must not cost a full decode.
+        return False
     try:
         return im.getexif().get(_ORIENTATION_TAG, 1) in (5, 6, 7, 8)
     except Exception:  # malformed EXIF must not make a good image unusable
@@ -138,22 +185,48 @@ def _normalise_mode(im: Image.Image, channels: int) -> Image.Image:
     return im if im.mode == target else im.convert(target)
 
 
+def _shrink(im: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """Box-reduce a picture far larger than ``size`` (W, H) by whole factors, before any mode work.
+
+    The same reduction ``resize(..., reducing_gap=3.0)`` would make, done first so that the
+    conversions after it (alpha on white, 16-bit to 8-bit) copy a small picture, not a huge one.
+    """
+    fx, fy = max(1, int(im.width / size[0] / 3.0)), max(1, int(im.height / size[1] / 3.0))
+    if (fx, fy) == (1, 1):
+        return im
+    if im.mode == "P":  # palette indices cannot be averaged; "1" reduces as grey
+        im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+    elif im.mode == "1":
+        im = im.convert("L")
+    elif im.mode not in ("L", "LA", "RGB", "RGBA", "I", "F", "CMYK", "YCbCr"):
+        return im  # modes reduce() does not take: resized after conversion, as before
+    return im.reduce((fx, fy))
+
+
 def decode(path: str | IO[bytes], size: tuple[int, int], channels: int,
-           max_pixels: int | None = PILLOW_LIMIT) -> np.ndarray:
+           max_pixels: int | None = TARGET_LIMIT) -> np.ndarray:
     """File -> uint8 (size[0], size[1], channels): EXIF-rotated, alpha on white, resized once.
 
     JPEGs are decoded with ``draft`` at the smallest DCT scale (1/2, 1/4, 1/8) that is still
-    at least the target size, which is most of the speed-up on large photos; the final
-    resize is Pillow's antialiased bilinear with ``reducing_gap`` (fast box pre-reduction).
+    at least the target size, which is most of the speed-up on large photos; other pictures
+    far larger than the target are box-reduced right after decoding, and the final resize is
+    Pillow's antialiased bilinear with ``reducing_gap``.
+
+    ``max_pixels`` bounds the pixels decoded (for a JPEG, after draft reduction): a number,
+    None for no limit, ``PILLOW_LIMIT`` for Pillow's own, or ``TARGET_LIMIT`` (the default) for
+    :func:`decode_pixel_cap` of ``size``.  Over it, or unusable in any way: :class:`BadImage`.
     """
     h, w = size
-    im = open_image(path, max_pixels)
+    cap = _limit(max_pixels, size)
+    im = open_image(path, None)  # checked against cap below, once a JPEG's draft size is known
     try:
-        if im.format == "JPEG":
+        if im.format in _DRAFTABLE:
             want = (h, w) if _rotated(im) else (w, h)
             im.draft("L" if channels == 1 else "RGB", want)
+        _check_pixels(im, cap)  # the size that will be decoded: after draft for a JPEG
         im.load()
-        im = ImageOps.exif_transpose(im)
+        ImageOps.exif_transpose(im, in_place=True)  # in place: no full-size copy when nothing turns
+        im = _shrink(im, (w, h))
         im = _normalise_mode(im, channels)
         if im.size != (w, h):
             im = im.resize((w, h), Image.Resampling.BILINEAR, reducing_gap=3.0)
@@ -166,13 +239,17 @@ def decode(path: str | IO[bytes], size: tuple[int, int], channels: int,
         # Pillow reports truncated/corrupt data as OSError("image file is truncated ..."), broken
         # PNG chunks as SyntaxError/ValueError.
         raise BadImage(f"truncated or corrupt image data: {exc}") from None
+    except MemoryError:
+        raise BadImage(f"too large to decode in the memory left ({im.width}x{im.height} pixels)") from None
+    except Exception as exc:  # noqa: BLE001 - hostile bytes can trip any decoder step: a property of the file
+        raise BadImage(f"truncated or corrupt image data: {type(exc).__name__}: {exc}") from None
     finally:
         im.close()
     return arr[..., None] if arr.ndim == 2 else arr
 
 
 def decode_bytes(data: bytes, size: tuple[int, int], channels: int,
-                 max_pixels: int | None = PILLOW_LIMIT) -> np.ndarray:
+                 max_pixels: int | None = TARGET_LIMIT) -> np.ndarray:
     """In-memory bytes (an HTTP upload) -> uint8 (H, W, C), exactly as :func:`decode` does a file."""
     return decode(io.BytesIO(data), size, channels, max_pixels)
 

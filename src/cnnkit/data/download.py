@@ -24,8 +24,8 @@ import zipfile
 import zlib
 from pathlib import Path, PurePosixPath
 
-from cnnkit.errors import DataError
-from cnnkit.io import atomic_path
+from cnnkit.errors import DataError, DiskFullError
+from cnnkit.io import atomic_path, free_bytes, is_disk_full
 
 log = logging.getLogger("cnnkit.data")
 
@@ -85,7 +85,7 @@ def download(url: str, dest: str | Path, sha256: str | None = None, md5: str | N
         raise DataError(f"cannot create {dest.parent} to download {url}: {exc.strerror or exc}") from None
     try:
         return _download(url, dest, sha256, md5, timeout)
-    except DataError:
+    except (DataError, DiskFullError):
         _remove_empty(created)  # a failed download (a mistyped data_dir, no network) leaves no new folders
         raise
 
@@ -119,6 +119,8 @@ def _download(url: str, dest: Path, sha256: str | None, md5: str | None, timeout
                         for h in digests.values():
                             h.update(chunk)
             except (urllib.error.URLError, OSError, ValueError) as exc:
+                if is_disk_full(exc):
+                    raise  # atomic_path says so in one line, naming dest
                 reason = getattr(exc, "reason", None) or exc
                 raise DataError(f"download of {url} failed: {reason}") from None
             for name, want in (("sha256", sha256), ("md5", md5)):
@@ -199,8 +201,23 @@ def extract(archive: str | Path, cache_dir: str | Path) -> Path:
     except (zipfile.BadZipFile, tarfile.TarError, EOFError, gzip.BadGzipFile, zlib.error) as exc:
         raise DataError(f"{archive}: damaged archive ({exc})") from None
     except OSError as exc:
+        if is_disk_full(exc):
+            raise DiskFullError(target, _unpacked_size(archive), free_bytes(target.parent),
+                                ", or set cache_dir to a folder on a disk with room") from None
         raise DataError(f"extracting {archive} failed: {exc.strerror or exc}") from None
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def _unpacked_size(archive: Path) -> int | None:
+    """Bytes the archive's files take once extracted (from its table of contents), or None."""
+    try:
+        if zipfile.is_zipfile(archive):
+            with zipfile.ZipFile(archive) as zf:
+                return sum(i.file_size for i in zf.infolist())
+        with tarfile.open(archive) as tf:
+            return sum(m.size for m in tf.getmembers() if m.isfile())
+    except (OSError, zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error):
+        return None

@@ -7,6 +7,7 @@ Nothing here opens an image; it only lists files, so it is cheap enough to run o
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -59,36 +60,103 @@ class FileListing:
         return [s for s in SPLIT_NAMES if any(f.split == s for f in self.files)]
 
 
-def _scandir(folder: Path, problems: list[tuple[str, str]]) -> list[os.DirEntry]:
+def _decodable(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:  # bytes that are not UTF-8 (surrogate-escaped by os.scandir)
+        return False
+    return True
+
+
+def entry_is_dir(entry: os.DirEntry) -> bool:
+    """``entry.is_dir()`` that is False, not an OSError, for a link loop or an unreadable link."""
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False
+
+
+def entry_is_file(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_file()
+    except OSError:
+        return False
+
+
+@dataclass
+class _Walk:
+    """State of one listing's walk: what went wrong, and which real folders were already entered."""
+
+    problems: list[tuple[str, str]] = field(default_factory=list)
+    seen_dirs: set[tuple[int, int]] = field(default_factory=set)  # (st_dev, st_ino) of entered folders
+    ignored: int = 0
+
+    def enter(self, folder: Path) -> bool:
+        """Mark ``folder`` as entered; False if this real folder was entered before (a loop or a second link)."""
+        try:
+            st = folder.stat()
+        except OSError:
+            return True  # _scandir reports why it cannot be read
+        key = (st.st_dev, st.st_ino)
+        if key in self.seen_dirs:
+            return False
+        self.seen_dirs.add(key)
+        return True
+
+
+def _scandir(folder: Path, walk: _Walk) -> list[os.DirEntry]:
+    """Visible entries of ``folder`` sorted by name; names that are not UTF-8 are reported and left out."""
     try:
         with os.scandir(folder) as it:
-            return sorted((e for e in it if not is_hidden(e.name)), key=lambda e: e.name)
+            entries = [e for e in it if not is_hidden(e.name)]
     except OSError as exc:  # PermissionError, vanished folder, ...
-        problems.append((str(folder), f"cannot read folder: {exc.strerror or exc}"))
+        walk.problems.append((str(folder), f"cannot read folder: {exc.strerror or exc}"))
         return []
+    good = []
+    for e in entries:
+        if _decodable(e.name):
+            good.append(e)
+        else:
+            walk.problems.append((e.path, "name is not valid UTF-8: left out (rename it to use it)"))
+    return sorted(good, key=lambda e: e.name)
 
 
-def _walk_images(folder: Path, problems: list[tuple[str, str]]) -> tuple[list[os.DirEntry], int]:
-    """All image files under ``folder`` (recursively, like Keras), sorted by relative path."""
-    images: list[os.DirEntry] = []
-    ignored = 0
-    for entry in _scandir(folder, problems):
-        if entry.is_dir():
-            sub, n = _walk_images(Path(entry.path), problems)
-            images.extend(sub)
-            ignored += n
+_LOOP = "link to a folder that is already listed (a loop, or a second way in): not followed"
+
+
+def _walk_images(folder: Path, walk: _Walk) -> list[tuple[str, os.stat_result]]:
+    """(path, stat) of every image file under ``folder`` (recursively, like Keras), sorted by path.
+
+    Links are followed (stat, not lstat), but each real folder is entered once, so a link to
+    ``..`` or to a sibling folder cannot make the walk go round.
+    """
+    images: list[tuple[str, os.stat_result]] = []
+    for entry in _scandir(folder, walk):
+        try:
+            st = entry.stat()  # follows links
+        except OSError as exc:  # a link to itself (ELOOP), a dangling link, a vanished file
+            if is_image_name(entry.name):
+                walk.problems.append((entry.path, f"cannot read file: {exc.strerror or exc}"))
+            continue
+        if stat.S_ISDIR(st.st_mode):
+            if walk.enter(Path(entry.path)):
+                images.extend(_walk_images(Path(entry.path), walk))
+            else:
+                walk.problems.append((entry.path, _LOOP))
+        elif not stat.S_ISREG(st.st_mode):
+            continue  # sockets, FIFOs, devices: never data
         elif is_image_name(entry.name):
-            images.append(entry)
-        elif entry.is_file():
-            ignored += 1
-    return images, ignored
+            images.append((entry.path, st))
+        else:
+            walk.ignored += 1
+    return images
 
 
 def _split_dirs(root: Path) -> dict[str, Path]:
     """``{split: folder}`` for the split folders directly under ``root`` (case-insensitive names)."""
     found: dict[str, Path] = {}
     try:
-        entries = [e for e in os.scandir(root) if e.is_dir() and not is_hidden(e.name)]
+        entries = [e for e in os.scandir(root) if entry_is_dir(e) and not is_hidden(e.name) and _decodable(e.name)]
     except OSError:
         return found
     by_name = {e.name.lower(): Path(e.path) for e in entries}
@@ -114,12 +182,12 @@ def find_root(root: Path) -> Path:
             entries = [e for e in os.scandir(root) if not is_hidden(e.name)]
         except OSError:
             return root
-        dirs = [e for e in entries if e.is_dir()]
-        if len(dirs) != 1 or any(e.is_file() and is_image_name(e.name) for e in entries):
+        dirs = [e for e in entries if entry_is_dir(e)]
+        if len(dirs) != 1 or any(entry_is_file(e) and is_image_name(e.name) for e in entries):
             return root
         inner = Path(dirs[0].path)
         try:
-            if not any(e.is_dir() and not is_hidden(e.name) for e in os.scandir(inner)):
+            if not any(entry_is_dir(e) and not is_hidden(e.name) for e in os.scandir(inner)):
                 return root
         except OSError:
             return root
@@ -135,43 +203,57 @@ def layout(root: str | Path) -> dict[str, Path]:
 
 
 def list_split_folders(folders: dict[str, Path], root: str | Path | None = None) -> FileListing:
-    """List ``folder/<class>/**`` image files for each split; classes are the sorted union."""
-    problems: list[tuple[str, str]] = []
-    per_split: dict[str, dict[str, list[os.DirEntry]]] = {}
-    ignored = 0
+    """List ``folder/<class>/**`` image files for each split; classes are the sorted union.
+
+    Every real file is listed once: a second path to a file already listed (a symbolic or hard
+    link, in any split) is left out and reported, as are link loops and names that are not UTF-8.
+    """
+    walk = _Walk()
+    for folder in [root, *folders.values()] if root is not None else folders.values():
+        walk.enter(Path(folder))  # a link back up to a split folder or the root is a loop
+    per_split: dict[str, dict[str, list[tuple[str, os.stat_result]]]] = {}
     for split in SPLIT_NAMES:
         if split not in folders:
             continue
-        classes: dict[str, list[os.DirEntry]] = {}
-        for entry in _scandir(Path(folders[split]), problems):
-            if entry.is_dir():
-                images, n = _walk_images(Path(entry.path), problems)
-                classes[entry.name] = images
-                ignored += n
-            elif entry.is_file() and is_image_name(entry.name):
-                problems.append((entry.path, LOOSE_IMAGE))
+        classes: dict[str, list[tuple[str, os.stat_result]]] = {}
+        for entry in _scandir(Path(folders[split]), walk):
+            if entry_is_dir(entry):
+                if walk.enter(Path(entry.path)):
+                    classes[entry.name] = _walk_images(Path(entry.path), walk)
+                else:
+                    walk.problems.append((entry.path, _LOOP))
+            elif entry_is_file(entry) and is_image_name(entry.name):
+                walk.problems.append((entry.path, LOOSE_IMAGE))
         per_split[split] = classes
-    names = sorted({c for classes in per_split.values() for c in classes})
+    kept = _kept_classes(per_split, folders, walk.problems)
+    files: list[FileEntry] = []
+    first_path: dict[tuple[int, int], str] = {}  # (st_dev, st_ino) -> the path that listed it
+    for split, classes in per_split.items():
+        for label, name in enumerate(kept):
+            for path, st in classes.get(name, []):
+                key = (st.st_dev, st.st_ino)
+                if key in first_path:
+                    walk.problems.append((path, f"same file as {first_path[key]} "
+                                                              f"(a link): listed once"))
+                    continue
+                first_path[key] = path
+                files.append(FileEntry(path, split, label, st.st_size, st.st_mtime_ns))
+    base = str(root if root is not None else next(iter(folders.values())))
+    return FileListing(base, tuple(kept), files, walk.problems, walk.ignored)
+
+
+def _kept_classes(per_split: dict[str, dict[str, list]], folders: dict[str, Path],
+                  problems: list[tuple[str, str]]) -> list[str]:
+    """Sorted class names with at least one image in some split; empty class folders are reported."""
     kept = []
-    for name in names:
+    for name in sorted({c for classes in per_split.values() for c in classes}):
         if any(per_split[s].get(name) for s in per_split):
             kept.append(name)
         else:
             for s, classes in per_split.items():
                 if name in classes:
                     problems.append((str(Path(folders[s]) / name), "empty class folder: no images"))
-    files: list[FileEntry] = []
-    for split, classes in per_split.items():
-        for label, name in enumerate(kept):
-            for entry in classes.get(name, []):
-                try:
-                    st = entry.stat()
-                except OSError as exc:
-                    problems.append((entry.path, f"cannot read file: {exc.strerror or exc}"))
-                    continue
-                files.append(FileEntry(entry.path, split, label, st.st_size, st.st_mtime_ns))
-    base = str(root if root is not None else next(iter(folders.values())))
-    return FileListing(base, tuple(kept), files, problems, ignored)
+    return kept
 
 
 def list_images(root: str | Path) -> FileListing:

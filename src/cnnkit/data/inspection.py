@@ -1,7 +1,7 @@
 """``cnnkit inspect``: what is in a dataset, and what is wrong with it, before training on it.
 
 :func:`inspect_data` computes a plain dict (counts per class and split, image size spread,
-unreadable files, exact duplicates across splits, class imbalance); :func:`render_inspection`
+unreadable files, exact and near duplicates across splits, class imbalance); :func:`render_inspection`
 prints it with rich (``cnnkit inspect``'s sample grid is drawn one layer up, by
 :mod:`cnnkit.inspect_command`).  Folders are inspected file by file (every file is opened and decoded, and
 its bytes hashed); named datasets are inspected as the arrays ``load_data`` returns.
@@ -19,37 +19,53 @@ import numpy as np
 from PIL import Image
 
 from cnnkit.config import DataConfig
-from cnnkit.data.cache import cache_root
 from cnnkit.data.decode import BadImage, open_image, parallel_map
-from cnnkit.data.download import extract
 from cnnkit.data.folders import FileEntry, list_images
+from cnnkit.data.neardup import HASH_DRAFT, near_pairs, phash, similarity
+from cnnkit.data.skipped import display_path
+from cnnkit.data.sources import folder_of, load_data
 from cnnkit.data.types import DataSplits
 
 IMBALANCE_WARN = 1.5  # largest / smallest class count above which a split is called imbalanced
 SPLIT_ORDER = ("train", "val", "test")
 
 
-def _check_file(f: FileEntry) -> tuple[str | None, int, int, str, str | None]:
-    """(sha256 of bytes, width, height, mode, problem) - decodes the pixels to catch truncation."""
+def _check_file(f: FileEntry) -> tuple[str | None, int, int, str, str | None, int | None]:
+    """(sha256 of bytes, width, height, mode, problem, pHash) - decodes the pixels to catch truncation."""
     try:
         with open(f.path, "rb") as fh:
             digest = hashlib.sha256(fh.read()).hexdigest()
     except OSError as exc:
-        return None, 0, 0, "", f"cannot read file: {exc.strerror or exc}"
+        return None, 0, 0, "", f"cannot read file: {exc.strerror or exc}", None
     try:
         im = open_image(f.path, Image.MAX_IMAGE_PIXELS)
     except BadImage as exc:
-        return digest, 0, 0, "", str(exc)
+        return digest, 0, 0, "", str(exc), None
     try:
         w, h, mode = im.width, im.height, im.mode
         if im.format == "JPEG":
-            im.draft(im.mode, (1, 1))  # smallest DCT scale: still reads every byte, 64x less work
+            im.draft(im.mode, HASH_DRAFT)  # a DCT-reduced decode: still reads every byte, far less work
         im.load()
-        return digest, w, h, mode, None
+        return digest, w, h, mode, None, phash(im)
     except Exception as exc:  # noqa: BLE001 - any decoder failure is a property of the file
-        return digest, w, h, mode, f"truncated or corrupt image data: {exc}"
+        return digest, w, h, mode, f"truncated or corrupt image data: {exc}", None
     finally:
         im.close()
+
+
+def _near_duplicates(files: list[FileEntry], hashes: list[int | None],
+                     digests: list[str | None]) -> list[dict[str, Any]]:
+    """Pairs of pictures in different splits whose pHashes are close (exact copies are reported apart)."""
+    keep = [i for i, h in enumerate(hashes) if h is not None]
+    pairs = near_pairs([hashes[i] for i in keep], [files[i].split for i in keep])
+    out = []
+    for a, b, dist in sorted(pairs, key=lambda p: (p[2], p[0], p[1])):
+        i, j = keep[a], keep[b]
+        if digests[i] == digests[j]:
+            continue  # the same bytes: already an exact duplicate
+        out.append({"a": display_path(files[i].path), "a_split": files[i].split,
+                    "b": display_path(files[j].path), "b_split": files[j].split, "similarity": similarity(dist)})
+    return out
 
 
 def _size_stats(sizes: list[tuple[int, int]]) -> dict[str, Any]:
@@ -92,6 +108,9 @@ def _finish(report: dict[str, Any]) -> dict[str, Any]:
         n = len(report["duplicates"]["across_splits"])
         warnings.append(f"{n} image(s) appear in more than one split (leakage: evaluation scores "
                         f"will be optimistic); remove the copies")
+    if report.get("near_duplicates"):
+        warnings.append(f"{len(report['near_duplicates'])} pair(s) of near-identical pictures (resized or "
+                        f"re-encoded copies) in different splits (leakage); check and remove the copies")
     if report["unreadable"]:
         warnings.append(f"{len(report['unreadable'])} file(s)/folder(s) cannot be used and will be skipped")
     if report["sizes"].get("distinct", 0) > 1:
@@ -111,7 +130,11 @@ def inspect_folder(root: str | Path, workers: int | None = None) -> dict[str, An
     by_digest: dict[str, list[FileEntry]] = defaultdict(list)
     unreadable = list(listing.problems)
     sizes, modes = [], Counter()
-    for f, (digest, w, h, mode, problem) in zip(listing.files, parallel_map(_check_file, listing.files, workers)):
+    hashes: list[int | None] = []
+    digests: list[str | None] = []
+    for f, (digest, w, h, mode, problem, picture_hash) in zip(listing.files, parallel_map(_check_file, listing.files, workers)):
+        hashes.append(picture_hash)
+        digests.append(digest)
         if digest:
             by_digest[digest].append(f)
         if problem:
@@ -133,9 +156,10 @@ def inspect_folder(root: str | Path, workers: int | None = None) -> dict[str, An
         "totals": {s: sum(v.values()) for s, v in count_dict.items()},
         "sizes": _size_stats(sizes),
         "modes": dict(modes),
-        "unreadable": [list(u) for u in unreadable],
+        "unreadable": [[display_path(p), display_path(why)] for p, why in unreadable],  # one line each
         "ignored_files": listing.ignored,
         "duplicates": {"across_splits": across, "within_split": within},
+        "near_duplicates": _near_duplicates(listing.files, hashes, digests),
         "imbalance": _imbalance(count_dict, classes),
     }
     return _finish(report)
@@ -168,7 +192,7 @@ def inspect_splits(splits: DataSplits, source: str = "") -> dict[str, Any]:
         "totals": {s: sum(v.values()) for s, v in count_dict.items()},
         "sizes": _size_stats(sizes),
         "modes": {},
-        "unreadable": [list(u) for u in splits.skipped],
+        "unreadable": [[display_path(p), display_path(why)] for p, why in splits.skipped],
         "ignored_files": 0,
         "duplicates": {"across_splits": [["(identical pixels)"]] * across, "within_split": within},
         "imbalance": _imbalance(count_dict, classes),
@@ -179,13 +203,9 @@ def inspect_splits(splits: DataSplits, source: str = "") -> dict[str, Any]:
 def inspect_data(source: str, data_dir: str | None = None, cache_dir: str | None = None,
                  workers: int | None = None) -> dict[str, Any]:
     """Report on a folder, an archive of one, or a dataset name (see ``cnnkit.data.load_data``)."""
-    path = Path(source).expanduser()
-    if path.is_dir():
-        return inspect_folder(path, workers)
-    if path.is_file():
-        return inspect_folder(extract(path, cache_root(cache_dir)), workers)
-    from cnnkit.data import load_data
-
+    folder = folder_of(source, cache_dir)
+    if folder is not None:
+        return inspect_folder(folder, workers)
     cfg = DataConfig(source=source, data_dir=data_dir, cache_dir=cache_dir)
     return inspect_splits(load_data(replace(cfg, val_split=0.0, test_split=0.0)), source)
 
@@ -222,6 +242,16 @@ def render_inspection(report: dict[str, Any], console: Any = None) -> None:
     for group in dup["across_splits"][:10]:
         if group and group[0] != "(identical pixels)":
             console.print("  [yellow]same bytes:[/] " + "  ==  ".join(group))
+    if "near_duplicates" in report:
+        near = report["near_duplicates"]
+        console.print(f"near duplicates across splits (pHash): {len(near)}")
+        if near:
+            pairs = Table(title=f"near-identical pictures in different splits ({len(near)})")
+            for col in ("picture", "split", "near copy", "split", "similarity"):
+                pairs.add_column(col, overflow="fold")
+            for p in near[:20]:
+                pairs.add_row(p["a"], p["a_split"], p["b"], p["b_split"], f"{p['similarity']:.3f}")
+            console.print(pairs)
     if report["unreadable"]:
         bad = Table(title=f"cannot be used ({len(report['unreadable'])})")
         bad.add_column("file or folder", overflow="fold")

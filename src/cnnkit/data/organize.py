@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from cnnkit.data.arrays import stratified_split
-from cnnkit.data.folders import is_hidden, is_image_name
+from cnnkit.data.folders import entry_is_dir, is_hidden, is_image_name
 from cnnkit.errors import ConfigError, DataError
 
 SPLIT_FOLDERS = ("train", "validation", "test")
@@ -89,7 +89,7 @@ def organize(src: str | Path, dst: str | Path, val: float = 0.2, test: float = 0
     except OSError as exc:
         raise DataError(f"{src}: cannot read folder: {exc.strerror or exc}") from None
     for e in entries:
-        if e.is_dir():
+        if entry_is_dir(e):
             skipped.append((e.path, "sub-folder ignored: organize sorts a flat folder of files"))
         elif not is_image_name(e.name):
             skipped.append((e.path, "not an image file name (extension)"))

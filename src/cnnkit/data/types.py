@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from cnnkit.errors import ConfigError
+
 
 @dataclass
 class ImageSet:
@@ -55,3 +57,17 @@ class DataSplits:
     @property
     def classes(self) -> tuple[str, ...]:
         return self.train.classes
+
+
+def class_index(classes: tuple[str, ...] | list[str], name: str | None) -> int | None:
+    """A class name (or its index as text) -> its index; None or "" stays None (= the predicted class).
+
+    Raises :class:`ConfigError` naming the class and the model's classes when it is neither.
+    """
+    if name is None or name == "":
+        return None
+    if name in classes:
+        return list(classes).index(name)
+    if name.isdigit() and int(name) < len(classes):
+        return int(name)
+    raise ConfigError(f"class {name!r} is not one of the model's classes: {list(classes)}")

@@ -150,12 +150,12 @@ class ModelService:
         }
 
     def class_index(self, name: str | None) -> int | None:
-        classes = list(self.predictor.preprocess.classes)
-        if name is None or name == "":
-            return None
-        if name in classes:
-            return classes.index(name)
-        raise HTTPException(422, f"class {name!r} is not one of the model's classes: {', '.join(classes)}")
+        from cnnkit.data.types import class_index
+
+        try:
+            return class_index(self.predictor.preprocess.classes, name)
+        except CnnkitError as exc:
+            raise HTTPException(422, str(exc)) from None
 
     def gradcam_png(self, data: bytes, name: str, class_name: str | None) -> tuple[bytes, str, str]:
         """Upload -> (PNG of the class map over the image, explained class, method); in a worker thread."""

@@ -8,6 +8,7 @@ from typing import Any
 
 from cnnkit.config import Preprocess, RunConfig, save_json
 from cnnkit.data import DataSplits
+from cnnkit.data.skipped import skipped_text
 from cnnkit.errors import ConfigError
 from cnnkit.inference import checkpoint as ckpt
 from cnnkit.io import atomic_write_text
@@ -44,4 +45,4 @@ def write_run_start(run_dir: Path, cfg: RunConfig, preprocess: Preprocess, split
         save_json(features_info, run_dir / "features.json")
     atomic_write_text(run_dir / "classes.txt", "\n".join(preprocess.classes) + "\n")
     if splits.skipped:
-        atomic_write_text(run_dir / "skipped.txt", "".join(f"{f}\t{why}\n" for f, why in splits.skipped))
+        atomic_write_text(run_dir / "skipped.txt", skipped_text(splits.skipped))
