@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from cnnkit.config import ModelConfig
-from cnnkit.errors import ConfigError
+from cnnkit.errors import CheckpointError, ConfigError
 from cnnkit.models import MODELS, build_model, logits_to_probs, num_outputs
 from cnnkit.models.summary import format_summary, summarize
 
@@ -144,7 +144,9 @@ def test_custom_net_by_import_path_trains_and_its_checkpoint_predicts(custom_net
                     train=TrainConfig(epochs=3, batch_size=16, out=str(tmp_path / "run"), progress=False, report=False))
     result = train(cfg, splits=shapes_splits, explicit_out=True)
     assert result.metrics["accuracy"] > 0.5
-    predictor = load_predictor(result.run_dir)  # rebuilt from the import path saved in the checkpoint
+    with pytest.raises(CheckpointError, match=r"model 'my_nets:small' is code.*--trust-code"):
+        load_predictor(result.run_dir)  # loading imports nothing unless asked
+    predictor = load_predictor(result.run_dir, trust_code=True)  # rebuilt from the import path saved in the checkpoint
     probs = predictor.probs(shapes_splits.test.images)
     assert probs.shape == (len(shapes_splits.test), 3)
     assert isinstance(predictor.model.gradcam_layer, torch.nn.Conv2d)  # the wrapped net's last convolution

@@ -39,7 +39,7 @@ def test_every_train_flag_sets_a_setting_and_choice_lists_have_one_owner():
     train = next(a for a in build_parser()._actions if a.dest == "command").choices["train"]
     keys = {s.key for s in settings.walk(C.RunConfig)}
     dests = {a.dest for a in train._actions if a.option_strings and a.dest != "help"}
-    assert dests - keys == {"config", "resume", "shared--seed", "shared--shift"}
+    assert dests - keys == {"config", "resume", "trust_code", "shared--seed", "shared--shift"}
     assert {s.key for s in settings.walk(C.RunConfig) if s.flags} <= dests
 
 

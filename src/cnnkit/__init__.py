@@ -28,6 +28,7 @@ _LAZY = {
     "build_model": ("cnnkit.models", "build_model"),
     "load_checkpoint": ("cnnkit.inference.checkpoint", "load_checkpoint"),
     "summarize": ("cnnkit.models.summary", "summarize"),
+    "trusted_code": ("cnnkit.models.custom", "trusted_code"),
 }
 
 

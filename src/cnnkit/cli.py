@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import signal
 import sys
@@ -34,11 +35,21 @@ def _size(values: Sequence[int] | None) -> tuple[int, int] | None:
         raise CnnkitError(f"--image-size {' '.join(map(str, values))}: {exc}") from None
 
 
+TRUST_HELP = ("let a model named by import path (module:function) import and run that module; "
+              "only for run folders and checkpoints you trust")
+
+
+def _add_trust_flag(p: argparse.ArgumentParser) -> None:
+    """The one --trust-code flag of every command that loads a checkpoint or a run's config."""
+    p.add_argument("--trust-code", action="store_true", help=TRUST_HELP)
+
+
 def _add_train_flags(p: argparse.ArgumentParser, config: type) -> None:
     p.add_argument("data", nargs="?", help=f"dataset name or image folder (default: {MAIN_DEFAULT})")
     p.add_argument("--config", help="JSON run config (e.g. a run's config.json); flags override it")
     p.add_argument("--resume", metavar="RUN", help="continue the run in this folder from its last epoch, with its own settings "
                                                  "(--epochs N trains to N instead of the run's own count)")
+    _add_trust_flag(p)
     settings.add_flags(p, config, skip=("data.source",))
 
 
@@ -94,6 +105,10 @@ def cmd_train(a: argparse.Namespace) -> int:
         resume = Resume(a.resume, given.values.get("train.epochs"), cfg.train.progress, tuple(ignored))
     else:
         _note_ineffective(cfg, given)
+        if a.config and "model.name" not in given.values:  # the builder comes from a file, not from the user
+            from cnnkit.models.custom import check_trusted
+
+            check_trusted(cfg.model.name, a.config)
     with distributed_from_env() as (rank, _):
         try:
             result = train(cfg, resume=resume, explicit_out="train.out" in given.values)
@@ -300,6 +315,7 @@ def build_parser(config: type = C.RunConfig) -> argparse.ArgumentParser:
     p.add_argument("--out", help="folder for metrics and pictures (default: beside the checkpoint)")
     p.add_argument("--device")
     p.add_argument("--data-dir")
+    _add_trust_flag(p)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("predict", help="top-k classes of image files or folders")
@@ -309,6 +325,7 @@ def build_parser(config: type = C.RunConfig) -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("table", "csv", "json"), default="table")
     p.add_argument("--output", "-o", help="write to this file instead of the terminal")
     p.add_argument("--device")
+    _add_trust_flag(p)
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("summary", help="Keras-style table of a model's layers, output shapes and parameters")
@@ -332,6 +349,7 @@ def build_parser(config: type = C.RunConfig) -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("onnx", "torchscript"), default="onnx")
     p.add_argument("--out", help="output file (default: beside the checkpoint: best.onnx or best.pt)")
     p.add_argument("--tolerance", type=float, default=1e-4, help="max abs difference allowed vs PyTorch (default 1e-4)")
+    _add_trust_flag(p)
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("serve", help="web page and JSON API that classify uploaded images")
@@ -343,6 +361,7 @@ def build_parser(config: type = C.RunConfig) -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, help="threads per model call (default: torch/ONNX Runtime's own, one per core)")
     p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"),
                    help="uvicorn log level; 'warning' drops the per-request access log (default info)")
+    _add_trust_flag(p)
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("explain", help="pictures that explain images and models (sobel, filters, features, gradcam, most-wrong)")
@@ -354,6 +373,7 @@ def build_parser(config: type = C.RunConfig) -> argparse.ArgumentParser:
     e = ex.add_parser("filters", help="the first convolution layer's learned filters as a grid")
     e.add_argument("checkpoint", help="checkpoint file or run folder")
     e.add_argument("--out", default="filters.png", help="picture file (default filters.png)")
+    _add_trust_flag(e)
     e.set_defaults(func=cmd_explain_filters)
     e = ex.add_parser("features", help="feature maps of one layer for one image")
     e.add_argument("checkpoint", help="checkpoint file or run folder")
@@ -361,12 +381,14 @@ def build_parser(config: type = C.RunConfig) -> argparse.ArgumentParser:
     e.add_argument("--layer", required=True, help="dotted layer name as in model.named_modules(), e.g. features.3 "
                    "(an unknown name lists them)")
     e.add_argument("--out", default="features.png", help="picture file (default features.png)")
+    _add_trust_flag(e)
     e.set_defaults(func=cmd_explain_features)
     e = ex.add_parser("gradcam", help="Grad-CAM heat map of a class over an image (gradient saliency for dense models)")
     e.add_argument("checkpoint", help="checkpoint file or run folder")
     e.add_argument("image", help="image file")
     e.add_argument("--class", dest="class_name", help="class name to explain (default: the predicted class)")
     e.add_argument("--out", default="gradcam.png", help="picture file (default gradcam.png)")
+    _add_trust_flag(e)
     e.set_defaults(func=cmd_explain_gradcam)
     e = ex.add_parser("most-wrong", help="the highest-loss images of an evaluation with true/predicted class")
     e.add_argument("checkpoint", help="checkpoint file or run folder")
@@ -375,12 +397,14 @@ def build_parser(config: type = C.RunConfig) -> argparse.ArgumentParser:
     e.add_argument("--split", default="auto", choices=("auto", "test", "val", "train"))
     e.add_argument("--data-dir")
     e.add_argument("--out", default="most_wrong.png", help="picture file (default most_wrong.png)")
+    _add_trust_flag(e)
     e.set_defaults(func=cmd_explain_most_wrong)
 
     p = sub.add_parser("report", help="write report.html in a run folder: curves, metrics, confusion matrix, "
                        "most-wrong images, Grad-CAM")
     p.add_argument("run", help="run folder")
     p.add_argument("data", nargs="?", help="evaluate on this dataset or folder (default: the run's own data)")
+    _add_trust_flag(p)
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("organize", help="sort a flat folder of labelled file names (cat.1.jpg) into train/validation/<class>/")
@@ -428,6 +452,15 @@ def _on_sigterm(signum, frame) -> None:
     raise Terminated()
 
 
+def _trusting(trust: bool) -> contextlib.AbstractContextManager:
+    """--trust-code: loads in this command may import a model's module (imported only then: it loads torch)."""
+    if not trust:
+        return contextlib.nullcontext()
+    from cnnkit.models.custom import trusted_code
+
+    return trusted_code()
+
+
 def main(argv: Sequence[str] | None = None, config: type = C.RunConfig) -> int:
     """Run one ``cnnkit`` command; ``config``: a RunConfig subclass whose extra settings get flags."""
     parser = build_parser(config)
@@ -435,7 +468,8 @@ def main(argv: Sequence[str] | None = None, config: type = C.RunConfig) -> int:
     main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _on_sigterm) if main_thread else None
     try:
-        return args.func(args)
+        with _trusting(getattr(args, "trust_code", False)):
+            return args.func(args)
     except CnnkitError as exc:
         print(f"cnnkit: error: {exc}", file=sys.stderr)
         return 2

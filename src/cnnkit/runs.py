@@ -21,6 +21,7 @@ import numpy as np
 from cnnkit.config import RunConfig, save_json
 from cnnkit.data import DataSplits
 from cnnkit.io import atomic_write_text
+from cnnkit.models.custom import trusted_code
 from cnnkit.train.callbacks import Callback
 from cnnkit.train.resume import Resume
 from cnnkit.train.run import RunResult
@@ -47,7 +48,8 @@ def write_run_outputs(result: RunResult) -> None:
     write_evaluation(result.run_dir, result.metrics)
     write_curves(result.run_dir, f"{cfg.model.name} on {Path(cfg.data.source).name}")
     if cfg.train.report:
-        write_report_safely(result.run_dir, result.evaluation)
+        with trusted_code(cfg.model.name):  # this run has just imported its builder: its report may load it
+            write_report_safely(result.run_dir, result.evaluation)
 
 
 def write_report_safely(run_dir: Path, evaluation: tuple) -> None:

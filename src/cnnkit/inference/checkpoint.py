@@ -1,7 +1,9 @@
 """Checkpoints: safetensors weights with everything needed to predict in the file's metadata.
 
 ``*.safetensors`` holds the model weights and, as JSON metadata, the model config and the
-preprocessing (classes, image size, channels, mean/std).  Loading never unpickles anything.
+preprocessing (classes, image size, channels, mean/std).  Loading never unpickles anything, checks
+every metadata field first (:mod:`cnnkit.inference.metadata`), and never imports code: a model
+named by import path (``mynets:tiny``) loads only with ``trust_code=True`` (``--trust-code``).
 ``train_state.pt`` (optimizer, scheduler, history, callbacks) is only for ``--resume`` and is read
 with ``torch.load(weights_only=True)``, which accepts tensors and plain containers only.
 """
@@ -17,8 +19,9 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from cnnkit.config import ModelConfig, Preprocess, RunConfig, from_dict, to_dict
-from cnnkit.errors import CheckpointError
+from cnnkit.config import ModelConfig, Preprocess, RunConfig, to_dict
+from cnnkit.errors import CheckpointError, ConfigError
+from cnnkit.inference.metadata import check_format, check_model_fits, validate_metadata
 from cnnkit.io import atomic_path
 
 BEST, LAST, STATE = "best.safetensors", "last.safetensors", "train_state.pt"
@@ -71,25 +74,31 @@ def read_metadata(path: str | Path) -> dict[str, str]:
             meta = fh.metadata() or {}
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{path}: not a readable safetensors checkpoint ({exc})") from None
-    if meta.get("format") != "cnnkit-1":
-        raise CheckpointError(f"{path}: a safetensors file, but not a cnnkit checkpoint (no cnnkit metadata)")
+    check_format(meta, path)
     return meta
 
 
-def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Checkpoint:
-    """Rebuild the model from the checkpoint alone."""
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu", trust_code: bool | None = None) -> Checkpoint:
+    """Rebuild the model from the checkpoint alone, after checking its metadata.
+
+    ``trust_code``: a model named by import path imports (runs) that module, so it is refused
+    unless True; None (the default) trusts what an enclosing ``cnnkit.trusted_code()`` block trusts.
+    """
     from cnnkit.models import build_model
+    from cnnkit.models.custom import check_trusted
 
     path = resolve_checkpoint(path)
-    meta = read_metadata(path)
-    preprocess = from_dict(Preprocess, json.loads(meta["preprocess"]))
-    model_cfg = from_dict(ModelConfig, json.loads(meta["model"]))
-    run_cfg = from_dict(RunConfig, json.loads(meta["run"])) if meta.get("run") else None
+    md = validate_metadata(read_metadata(path), path)
+    check_trusted(md.model.name, path, trust_code)
     # the backbone's pretrained weights are inside this file: never fetch them again
-    model = build_model(_offline(model_cfg))
-    load_weights_into(model, path, model_cfg.name)
+    try:
+        model = build_model(_offline(md.model))
+    except ConfigError as exc:
+        raise CheckpointError(f"{path}: cannot build its model from model.name={md.model.name!r} ({exc})") from None
+    load_weights_into(model, path, md.model.name)
+    check_model_fits(model, md, path)
     model.to(device).eval()
-    return Checkpoint(model, preprocess, model_cfg, run_cfg, json.loads(meta.get("info") or "{}"), path)
+    return Checkpoint(model, md.preprocess, md.model, md.run, md.info, path)
 
 
 def load_weights_into(model: torch.nn.Module, path: str | Path, name: str = "") -> None:

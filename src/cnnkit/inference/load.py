@@ -20,11 +20,14 @@ def is_onnx(model: str | Path) -> bool:
     return Path(model).suffix.lower() == ".onnx"
 
 
-def load_predictor(model: str | Path, device: str = "cpu", threads: int | None = None) -> BasePredictor:
+def load_predictor(model: str | Path, device: str = "cpu", threads: int | None = None,
+                   trust_code: bool | None = None) -> BasePredictor:
     """A predictor for ``model`` (see the module docstring).
 
     ``threads`` is the intra-op thread count of each model call: the ONNX session's own setting,
     or for PyTorch torch's process-wide one (right for a server process; None leaves it alone).
+    ``trust_code=True`` lets a checkpoint whose model is named by import path (``mynets:tiny``)
+    import that module; None trusts what an enclosing ``cnnkit.trusted_code()`` block trusts.
     """
     if is_onnx(model):
         from cnnkit.inference.onnx_backend import OnnxPredictor
@@ -34,7 +37,7 @@ def load_predictor(model: str | Path, device: str = "cpu", threads: int | None =
         import torch
 
         torch.set_num_threads(threads)
-    return Predictor(model, device)
+    return Predictor(model, device, trust_code=trust_code)
 
 
 def require_gradients(predictor: BasePredictor, what: str) -> Predictor:
@@ -46,6 +49,6 @@ def require_gradients(predictor: BasePredictor, what: str) -> Predictor:
 
 
 def predict(checkpoint: str | Path, inputs: Sequence[str | Path], top_k: int = 3,
-            device: str = "cpu") -> list[Prediction]:
+            device: str = "cpu", trust_code: bool | None = None) -> list[Prediction]:
     """Top-k classes for image files and folders of images (checkpoint, run folder or ``.onnx``)."""
-    return load_predictor(checkpoint, device).predict_files(expand_inputs(inputs), top_k)
+    return load_predictor(checkpoint, device, trust_code=trust_code).predict_files(expand_inputs(inputs), top_k)

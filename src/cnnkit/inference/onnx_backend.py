@@ -10,9 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
-from cnnkit.config import Preprocess, from_dict
+from cnnkit.config import Preprocess
 from cnnkit.errors import CheckpointError, CnnkitError
 from cnnkit.inference.exported import read_export_metadata
+from cnnkit.inference.metadata import check_preprocess
 from cnnkit.inference.predictor import BasePredictor
 
 
@@ -29,7 +30,7 @@ class OnnxPredictor(BasePredictor):
             meta = read_export_metadata(self.path)
         except CnnkitError as exc:  # one error type for "this model file cannot be used"
             raise CheckpointError(str(exc)) from None
-        self.preprocess: Preprocess = from_dict(Preprocess, meta["preprocess"])
+        self.preprocess: Preprocess = check_preprocess(meta.get("preprocess"), self.path)
         self.classes = list(self.preprocess.classes)
         opts = ort.SessionOptions()
         if threads:

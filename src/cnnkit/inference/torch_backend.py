@@ -32,11 +32,12 @@ class Predictor(BasePredictor):
 
     backend = "pytorch"
 
-    def __init__(self, checkpoint: str | Path | Checkpoint, device: str = "cpu"):
+    def __init__(self, checkpoint: str | Path | Checkpoint, device: str = "cpu", trust_code: bool | None = None):
         if not isinstance(checkpoint, Checkpoint):
             refuse_torchscript(Path(checkpoint))
         self.device = runtime.select_device(device)
-        self.ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint, self.device)
+        self.ckpt = (checkpoint if isinstance(checkpoint, Checkpoint)
+                     else load_checkpoint(checkpoint, self.device, trust_code=trust_code))
         self.model = self.ckpt.model.to(self.device).eval()
         self.classes = list(self.ckpt.preprocess.classes)
         self.inputs = ImageInputs.from_preprocess(self.ckpt.preprocess, self.device)

@@ -6,6 +6,12 @@ returning an ``nn.Module`` that maps (N, in_channels, H, W) images to logits: (N
 (``cnnkit.models.num_outputs`` says which).  The path is saved in the run's config, so a checkpoint
 loads wherever the module imports, as a Keras model file carries its architecture.
 
+Importing a module runs its code, so *loading* never imports one unless asked: a checkpoint or
+run config naming an import path is refused (:func:`check_trusted`) outside
+:func:`trusted_code` (``--trust-code``, or ``trust_code=True`` where a loader takes it).
+Training a builder named by its author (``--model mynets:tiny``, a config built in Python)
+imports it as asked, and the run's own report may load it again.
+
 A plain module gets the interface of every cnnkit model (:mod:`cnnkit.models.base`), its last
 convolution as the Grad-CAM layer:
 
@@ -19,23 +25,65 @@ convolution as the Grad-CAM layer:
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import sys
 from collections import OrderedDict
-from typing import Callable
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Callable, Iterator
 
 import torch
 from torch import nn
 
 from cnnkit.config import ModelConfig
-from cnnkit.errors import ConfigError
+from cnnkit.errors import CheckpointError, ConfigError
 from cnnkit.models.base import CNNKitModel, last_linear, num_outputs, replace_module
 
 
 def is_import_path(name: str) -> bool:
     module, sep, attr = name.partition(":")
     return bool(sep and module and attr)
+
+
+# which import paths loading may import: True = any (--trust-code), else the paths named
+_TRUSTED: ContextVar[bool | frozenset[str]] = ContextVar("cnnkit_trusted_code", default=frozenset())
+
+
+@contextlib.contextmanager
+def trusted_code(*paths: str, trust: bool = True) -> Iterator[None]:
+    """Within this block, loading may import the builders ``paths`` (none given: any builder).
+
+    ``trust=False`` changes nothing (so a flag can be passed straight through).  Blocks nest;
+    leaving one restores what was trusted before.
+    """
+    if not trust:
+        yield
+        return
+    now = _TRUSTED.get()
+    token = _TRUSTED.set(True if not paths or now is True else now | frozenset(paths))
+    try:
+        yield
+    finally:
+        _TRUSTED.reset(token)
+
+
+def is_trusted(path: str, trust: bool | None = None) -> bool:
+    """May loading import ``path``?  ``trust`` True/False decides; None asks :func:`trusted_code`."""
+    if trust is not None:
+        return trust
+    now = _TRUSTED.get()
+    return now is True or path in now
+
+
+def check_trusted(name: str, where: str | Path, trust: bool | None = None) -> None:
+    """Refuse to load a model named by import path (``module:function``) unless trusted (see :func:`is_trusted`)."""
+    if not is_import_path(name) or is_trusted(name, trust):
+        return
+    raise CheckpointError(f"{where}: model {name!r} is code: loading it would import and run module "
+                          f"{name.partition(':')[0]!r}; if you trust where this came from, pass --trust-code "
+                          f"(Python: trust_code=True)")
 
 
 def import_builder(path: str) -> Callable[..., nn.Module]:

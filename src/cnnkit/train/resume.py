@@ -16,6 +16,7 @@ from typing import Any, Sequence
 from cnnkit.config import RunConfig, load_run_config, replace
 from cnnkit.errors import CheckpointError
 from cnnkit.inference import checkpoint as ckpt
+from cnnkit.models.custom import check_trusted
 from cnnkit.train.callbacks import Callback
 from cnnkit.train.loop import FitState
 
@@ -57,6 +58,7 @@ def resumed_config(run_dir: str | Path, epochs: int | None = None, progress: boo
         saved = load_run_config(path)
     except (ValueError, TypeError) as exc:
         raise CheckpointError(f"{path}: unreadable run config ({exc})") from None
+    check_trusted(saved.model.name, path)  # a downloaded run folder's own module runs only with --trust-code
     return dataclasses.replace(saved, train=replace(saved.train, epochs=epochs, progress=progress))
 
 
