@@ -17,9 +17,10 @@ Every bad request gets a 4xx with ``{"detail": "<one clear sentence>"}``; nothin
 sends can stop the server.  Decoding and inference run in Starlette's thread pool, so the
 event loop keeps answering while a model works; a few at a time (the rest wait in a short
 queue, and beyond it get 503 with ``Retry-After``), so memory stays bounded under any load
-(see :mod:`cnnkit.serve.limits`).  HEAD works on every GET route.  Concurrent predictions share the model
-(an eval-mode forward pass under ``no_grad`` changes no state, and an ONNX Runtime session
-is thread-safe); Grad-CAM hooks a model, so it runs on its own copy, one request at a time.
+(see :mod:`cnnkit.serve.limits`).  HEAD works on every GET route.  Concurrent predictions
+share the model (an eval-mode forward pass under ``no_grad`` changes no state, and an ONNX
+Runtime session is thread-safe); Grad-CAM hooks a model, so it runs on its own copy, one
+request at a time.
 """
 
 from __future__ import annotations
