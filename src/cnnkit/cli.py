@@ -149,18 +149,40 @@ def _run_source(checkpoint: str) -> str:
 
 
 def cmd_predict(a: argparse.Namespace) -> int:
-    from cnnkit.serve.predict import format_predictions, predict
+    import contextlib
 
-    preds = predict(a.checkpoint, a.inputs, top_k=a.top_k, device=a.device or "cpu")
-    text = format_predictions(preds, a.format)
+    from cnnkit.inference.files import expand_inputs
+    from cnnkit.inference.load import load_predictor
+    from cnnkit.serve.predict import write_predictions
+
+    predictor = load_predictor(a.checkpoint, a.device or "cpu")
+    files = expand_inputs(a.inputs)
+    preds = predictor.iter_predictions(files, top_k=a.top_k, batch_size=a.batch_size)
+    k = min(a.top_k, len(predictor.classes))
+    with contextlib.ExitStack() as stack:
+        preds = _with_progress(stack, preds, len(files))
+        if a.output:
+            from cnnkit.io import atomic_path
+
+            # written as the predictions come, into a temporary file that replaces --output at the end
+            out = stack.enter_context(open(stack.enter_context(atomic_path(a.output)), "w", newline="", encoding="utf-8"))
+        else:
+            out = sys.stdout  # after _with_progress: its bar keeps printed lines above itself
+        tally = write_predictions(preds, out, a.format, top_k=k)
     if a.output:
-        from cnnkit.io import atomic_write_text
+        print(f"wrote {tally.written} predictions to {a.output}")
+    return 1 if tally.errors and tally.errors == tally.written else 0
 
-        atomic_write_text(a.output, text if text.endswith("\n") else text + "\n")
-        print(f"wrote {len(preds)} predictions to {a.output}")
-    else:
-        print(text)
-    return 1 if any(p.error for p in preds) and not any(p.top for p in preds) else 0
+
+def _with_progress(stack, items, total: int):
+    """``items`` counted by a rich progress bar on stderr when it is a terminal; as they are otherwise."""
+    if not sys.stderr.isatty():
+        return items
+    from rich.console import Console
+    from rich.progress import Progress
+
+    progress = stack.enter_context(Progress(console=Console(file=sys.stderr), transient=True))
+    return progress.track(items, total=total, description="predicting")
 
 
 def cmd_summary(a: argparse.Namespace) -> int:
@@ -322,8 +344,10 @@ def build_parser(config: type = C.RunConfig) -> argparse.ArgumentParser:
     p.add_argument("checkpoint", help="checkpoint file, run folder or .onnx export")
     p.add_argument("inputs", nargs="+", help="image files and/or folders")
     p.add_argument("--top-k", type=int, default=3)
-    p.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    p.add_argument("--format", choices=("table", "csv", "json", "jsonl"), default="table",
+                   help="table | csv | json (one array) | jsonl (one object per line); rows are written as they come")
     p.add_argument("--output", "-o", help="write to this file instead of the terminal")
+    p.add_argument("--batch-size", type=int, default=64, help="images per model call (default 64)")
     p.add_argument("--device")
     _add_trust_flag(p)
     p.set_defaults(func=cmd_predict)

@@ -88,6 +88,10 @@ def atomic_path(path: str | Path, size: int | None = None) -> Iterator[Path]:
         ensure_free_space(path.parent, size)
     # the writer's host and pid in the name: remove_orphaned_temps can tell a killed write from a live one
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{_owner()}.", suffix=".tmp", dir=path.parent)
+    try:  # mkstemp makes the file 0600; the result should have the mode any new file gets (umask)
+        os.fchmod(fd, 0o666 & ~_umask())
+    except (AttributeError, OSError):  # Windows has no fchmod; a file system without modes keeps its own
+        pass
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -104,6 +108,13 @@ def atomic_path(path: str | Path, size: int | None = None) -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def _umask() -> int:
+    """The process umask (read by setting it, then restored at once: there is no getter before 3.13)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _owner(pid: int | None = None) -> str:

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import queue
+import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Iterator, Sequence, TypeVar
 
 import numpy as np
 
 from cnnkit.config import Preprocess
+from cnnkit.data.decode import parallel_map
 from cnnkit.errors import ConfigError, DataError
 from cnnkit.inference.files import read_image
+
+T = TypeVar("T")
 
 
 def check_top_k(top_k: int) -> None:
@@ -28,6 +33,51 @@ class Prediction:
     def as_dict(self) -> dict:
         return {"file": self.file, "top": [{"class": c, "prob": p} for c, p in self.top],
                 **({"error": self.error} if self.error else {})}
+
+
+_DONE = object()
+
+
+def prefetch(items: Iterator[T], ahead: int) -> Iterator[T]:
+    """``items``, pulled by a background thread up to ``ahead`` items before the consumer.
+
+    The consumer stopping early (or failing) stops the thread; the thread failing re-raises here.
+    """
+    buf: queue.Queue = queue.Queue(maxsize=max(1, ahead))
+    stop = threading.Event()
+
+    def put(x: object) -> bool:
+        while not stop.is_set():
+            try:
+                buf.put(x, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for x in items:
+                if not put(x):
+                    return
+            put(_DONE)
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, raised there
+            put(exc)
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()  # a generator's own cleanup (parallel_map's pool) runs here, in its thread
+
+    thread = threading.Thread(target=produce, name="cnnkit-prefetch", daemon=True)
+    thread.start()
+    try:
+        while (x := buf.get()) is not _DONE:
+            if isinstance(x, BaseException):
+                raise x
+            yield x
+    finally:
+        stop.set()
+        thread.join()
 
 
 class BasePredictor:
@@ -51,20 +101,45 @@ class BasePredictor:
 
     def predict_files(self, files: Sequence[str | Path], top_k: int = 3, batch_size: int = 64) -> list[Prediction]:
         """Predict every file; unreadable files get an ``error`` instead of stopping the batch."""
+        return list(self.iter_predictions(files, top_k, batch_size))
+
+    def iter_predictions(self, files: Iterable[str | Path], top_k: int = 3, batch_size: int = 64,
+                         workers: int | None = None) -> Iterator[Prediction]:
+        """One :class:`Prediction` per file, in order, as soon as its batch is through the model.
+
+        Files are decoded on a thread pool (``workers``, default every core) while earlier
+        batches run, and at most one batch of ``batch_size`` decoded images (plus the pool's
+        few in flight) is held at a time, so memory does not grow with the number of files.
+        Unreadable files get an ``error`` instead of stopping the rest.
+        """
         check_top_k(top_k)
-        results: list[Prediction | None] = [None] * len(files)
-        good: list[int] = []
-        arrays = []
-        for i, f in enumerate(files):
-            try:
-                arrays.append(self.read(f))
-                good.append(i)
-            except DataError as exc:
-                # the reason only: every output format already shows the file beside it
-                reason = str(exc).removeprefix(f"{f}: ")
-                results[i] = Prediction(str(f), [], error=reason)
-        if arrays:
-            tops = self.top_k(self.probs(np.stack(arrays), batch_size), top_k)
-            for i, top in zip(good, tops):
-                results[i] = Prediction(str(files[i]), top)
-        return [r for r in results if r is not None]
+        if batch_size < 1:
+            raise ConfigError(f"batch size must be at least 1, got {batch_size}")
+        return self._stream(files, top_k, batch_size, workers)
+
+    def _stream(self, files: Iterable[str | Path], top_k: int, batch_size: int,
+                workers: int | None) -> Iterator[Prediction]:
+        pending: list[tuple[str, np.ndarray | str]] = []  # (file, uint8 (H, W, C) or the error) in file order
+        n_images = 0
+        # decoding goes on in the background while a batch is in the model: one batch ahead
+        for item in prefetch(parallel_map(self._read_or_error, files, workers), batch_size):
+            pending.append(item)
+            n_images += not isinstance(item[1], str)
+            if n_images >= batch_size:
+                yield from self._flush(pending, top_k, batch_size)
+                pending, n_images = [], 0
+        yield from self._flush(pending, top_k, batch_size)
+
+    def _read_or_error(self, f: str | Path) -> tuple[str, np.ndarray | str]:
+        try:
+            return str(f), self.read(f)
+        except DataError as exc:
+            # the reason only: every output format already shows the file beside it
+            return str(f), str(exc).removeprefix(f"{f}: ")
+
+    def _flush(self, pending: list[tuple[str, np.ndarray | str]], top_k: int,
+               batch_size: int) -> Iterator[Prediction]:
+        arrays = [a for _, a in pending if not isinstance(a, str)]
+        tops = iter(self.top_k(self.probs(np.stack(arrays), batch_size), top_k) if arrays else ())
+        for f, a in pending:
+            yield Prediction(f, [], error=a) if isinstance(a, str) else Prediction(f, next(tops))

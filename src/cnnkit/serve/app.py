@@ -15,9 +15,12 @@ Endpoints::
 
 Every bad request gets a 4xx with ``{"detail": "<one clear sentence>"}``; nothing a client
 sends can stop the server.  Decoding and inference run in Starlette's thread pool, so the
-event loop keeps answering while a model works.  Concurrent predictions share the model
-(an eval-mode forward pass under ``no_grad`` changes no state, and an ONNX Runtime session
-is thread-safe); Grad-CAM hooks a model, so it runs on its own copy, one request at a time.
+event loop keeps answering while a model works; a few at a time (the rest wait in a short
+queue, and beyond it get 503 with ``Retry-After``), so memory stays bounded under any load
+(see :mod:`cnnkit.serve.limits`).  HEAD works on every GET route.  Concurrent predictions
+share the model (an eval-mode forward pass under ``no_grad`` changes no state, and an ONNX
+Runtime session is thread-safe); Grad-CAM hooks a model, so it runs on its own copy, one
+request at a time.
 """
 
 from __future__ import annotations
@@ -26,9 +29,10 @@ import copy
 import io
 import threading
 import time
+from contextlib import contextmanager
 from importlib import resources, util
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 from urllib.parse import quote
 
 import numpy as np
@@ -37,76 +41,41 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cnnkit.errors import CnnkitError
+from cnnkit.serve.limits import (BODY_IDLE_TIMEOUT, BODY_TOTAL_TIMEOUT, QUEUE, Admission, BodyLimit, HeadAsGet,
+                                 TooLarge, WorkGate, release_memory)
 
 FIELD = "file"  # the multipart field that carries the image
 DEFAULT_MAX_UPLOAD = 10 * 1024 * 1024
 MULTIPART_SLACK = 64 * 1024  # boundaries and part headers around the file in a multipart body
 MAX_TOP_K = 1000
 GRADCAM_SIDE = 384  # longest side of the Grad-CAM overlay picture (the upload, scaled down)
-# Pixels one upload may decode to.  A few MB of PNG can inflate to gigabytes, and every request
-# in the thread pool holds its own; 50 MP still takes any camera's full-size photo.
+# Pixels one upload may decode to at most, whatever the model.  Each model lowers it further to
+# what its input size needs (decode_pixel_cap: 16 MP for inputs up to 256x256): a 200 KB PNG can
+# declare 7000x7000 RGBA, about 200 MB decoded.  JPEGs count after their DCT-domain reduction.
 DEFAULT_MAX_PIXELS = 50_000_000
-
-
-def _mib(n: int) -> str:
-    return f"{n / (1024 * 1024):.3g} MiB" if n >= 1024 * 1024 else f"{n / 1024:.3g} KiB"
-
-
-class _TooLarge(HTTPException):
-    """Raised from inside body reading; an HTTPException so FastAPI's form parser lets it through."""
-
-    def __init__(self, limit: int):
-        super().__init__(413, f"upload too large: the limit is {_mib(limit)} ({limit} bytes)")
-
-
-class BodyLimit:
-    """Refuse request bodies over ``max_body`` bytes without reading them into memory or onto disk.
-
-    A declared Content-Length over the limit is answered at once; a chunked body is counted as
-    it streams in and stopped at the first byte over.
-    """
-
-    def __init__(self, app: ASGIApp, max_body: int, max_upload: int):
-        self.app, self.max_body, self.max_upload = app, max_body, max_upload
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
-            await self.app(scope, receive, send)
-            return
-        declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_body:
-            await JSONResponse({"detail": _TooLarge(self.max_upload).detail}, 413)(scope, receive, send)
-            return
-        seen = 0
-
-        async def counted() -> Message:
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_body:
-                    raise _TooLarge(self.max_upload)
-            return message
-
-        await self.app(scope, counted, send)
+# After a request whose picture had this many pixels, freed heap pages go back to the system.
+TRIM_PIXELS = 1_000_000
 
 
 class ModelService:
     """The loaded model plus what the endpoints need: decode, predict, explain, describe."""
 
-    def __init__(self, predictor: Any, max_upload_bytes: int, max_pixels: int = DEFAULT_MAX_PIXELS):
+    def __init__(self, predictor: Any, max_upload_bytes: int, max_pixels: int = DEFAULT_MAX_PIXELS,
+                 gate: WorkGate | None = None):
+        from cnnkit.data.decode import decode_pixel_cap
+
         self.predictor = predictor
         self.max_upload_bytes = max_upload_bytes
-        self.max_pixels = max_pixels
+        self.gate = gate or WorkGate()
         # Grad-CAM puts a forward hook on the model it explains; a hook on the shared model would
         # also see concurrent /predict passes, so it gets a private copy (made on first use).
         self._explain_lock = threading.Lock()
         self._explain_model: Any = None
         pre = predictor.preprocess
         self.size, self.channels = tuple(pre.image_size), int(pre.channels)
+        self.max_pixels = min(max_pixels, decode_pixel_cap(self.size))
         # Grad-CAM needs gradients: a PyTorch model (an ONNX session has none)
         self.gradcam = (hasattr(predictor, "model") and hasattr(predictor, "inputs")
                         and util.find_spec("cnnkit.visualize.gradcam") is not None)
@@ -136,8 +105,22 @@ class ModelService:
         except BadImage as exc:
             raise HTTPException(400, f"{name}: {exc}") from None
 
+    @contextmanager
+    def bounded(self, data: bytes) -> Iterator[None]:
+        """Hold a worker slot for a decode and a model call; afterwards give a big picture's memory back."""
+        with self.gate.work():
+            try:
+                yield
+            finally:
+                if _header_pixels(data) >= TRIM_PIXELS:
+                    release_memory()
+
     def predict(self, data: bytes, name: str, top_k: int) -> dict:
         """Runs in a worker thread; Pillow, torch and ONNX Runtime release the GIL while they work."""
+        with self.bounded(data):
+            return self._predict(data, name, top_k)
+
+    def _predict(self, data: bytes, name: str, top_k: int) -> dict:
         start = time.perf_counter()
         batch = np.stack([self.decode(data, name)])  # (1, H, W, C); a writable copy (Pillow's array is read-only)
         probs = self.predictor.probs(batch)
@@ -159,6 +142,10 @@ class ModelService:
 
     def gradcam_png(self, data: bytes, name: str, class_name: str | None) -> tuple[bytes, str, str]:
         """Upload -> (PNG of the class map over the image, explained class, method); in a worker thread."""
+        with self.bounded(data):
+            return self._gradcam_png(data, name, class_name)
+
+    def _gradcam_png(self, data: bytes, name: str, class_name: str | None) -> tuple[bytes, str, str]:
         import torch
         import torch.nn.functional as F
         from PIL import Image
@@ -198,6 +185,18 @@ class ModelService:
             raise HTTPException(400, f"{name}: {exc}") from None
 
 
+def _header_pixels(data: bytes) -> int:
+    """Width x height that the upload's header declares (0 when it has no readable header)."""
+    from cnnkit.data.decode import BadImage, open_image
+
+    try:
+        im = open_image(io.BytesIO(data), None)  # type: ignore[arg-type] - takes in-memory files
+    except BadImage:
+        return 0
+    with im:
+        return im.width * im.height
+
+
 def _load(model: Any, device: str) -> Any:
     if isinstance(model, (str, Path)):
         from cnnkit.inference.load import load_predictor
@@ -235,25 +234,41 @@ async def _upload_bytes(request: Request, file: UploadFile | None, limit: int) -
     data = await file.read(limit + 1)
     await file.close()
     if len(data) > limit:
-        raise _TooLarge(limit)
+        raise TooLarge(limit)
     return data, file.filename or "upload"
 
 
 def create_app(model: Any, max_upload_bytes: int = DEFAULT_MAX_UPLOAD, device: str = "cpu",
-               max_pixels: int = DEFAULT_MAX_PIXELS) -> FastAPI:
+               max_pixels: int = DEFAULT_MAX_PIXELS, workers: int | None = None, queue: int = QUEUE,
+               body_idle_timeout: float = BODY_IDLE_TIMEOUT, body_timeout: float = BODY_TOTAL_TIMEOUT) -> FastAPI:
     """The web app for ``model`` (checkpoint, run folder, ``.onnx`` or a loaded predictor).
 
     ``max_upload_bytes`` bounds the uploaded file (413 above it); the whole request body may
     be a little larger for multipart framing.  ``max_pixels`` bounds what an upload may decode
-    to (400 "decompression bomb" above it).
+    to (400 "decompression bomb" above it), lowered to what the model's input size needs.
+    ``workers`` uploads decode and run the model at once (default: the cores, 2 to 4) and
+    ``queue`` more wait; beyond that a request gets 503 with ``Retry-After``.  A request body
+    that sends nothing for ``body_idle_timeout`` seconds, or takes over ``body_timeout``, gets 408.
+    The API is described at ``/openapi.json``; there is no ``/docs`` page, which would load its
+    scripts from the internet.
     """
     if max_upload_bytes < 1:
         raise CnnkitError(f"max upload size must be positive, got {max_upload_bytes} bytes")
-    service = ModelService(_load(model, device), max_upload_bytes, max_pixels)
+    if workers is not None and workers < 1:
+        raise CnnkitError(f"workers must be at least 1, got {workers}")
+    if queue < 0:
+        raise CnnkitError(f"queue must be 0 or more, got {queue}")
+    gate = WorkGate(workers, queue)
+    service = ModelService(_load(model, device), max_upload_bytes, max_pixels, gate)
     name = service.predictor.preprocess.model or "model"
-    app = FastAPI(title=f"cnnkit: {name}", description="Image classification with a cnnkit model.")
+    app = FastAPI(title=f"cnnkit: {name}", description="Image classification with a cnnkit model.",
+                  docs_url=None, redoc_url=None)
     app.state.service = service
-    app.add_middleware(BodyLimit, max_body=max_upload_bytes + MULTIPART_SLACK, max_upload=max_upload_bytes)
+    # outermost last: HEAD -> GET, then admission (503 before any body is read), then the body's limits
+    app.add_middleware(BodyLimit, max_body=max_upload_bytes + MULTIPART_SLACK, max_upload=max_upload_bytes,
+                       idle_timeout=body_idle_timeout, total_timeout=body_timeout)
+    app.add_middleware(Admission, gate=gate)
+    app.add_middleware(HeadAsGet)
     page = _page()
 
     @app.exception_handler(RequestValidationError)

@@ -1,6 +1,8 @@
-"""Predictions as text for the command line: a table, CSV or JSON.
+"""Predictions as text for the command line: a table, CSV, a JSON array or JSON lines.
 
 Predicting itself is :func:`cnnkit.inference.predict` (re-exported here for ``cnnkit predict``).
+:func:`write_predictions` writes each prediction as it comes, so a long run shows its results
+(and keeps its memory) as it goes; :func:`format_predictions` is the same text for a list.
 """
 
 from __future__ import annotations
@@ -8,31 +10,73 @@ from __future__ import annotations
 import csv
 import io
 import json
-from typing import Sequence
+from dataclasses import dataclass
+from typing import Iterable, Sequence, TextIO
 
 from cnnkit.inference.load import predict
 from cnnkit.inference.predictor import Prediction
 
-__all__ = ["Prediction", "format_predictions", "predict"]
+__all__ = ["FORMATS", "Prediction", "Tally", "format_predictions", "predict", "write_predictions"]
+
+FORMATS = ("table", "csv", "json", "jsonl")
+
+
+@dataclass(frozen=True)
+class Tally:
+    """How many predictions were written, and how many of them are errors."""
+
+    written: int
+    errors: int
+
+
+def _csv_header(k: int) -> list[str]:
+    return ["file"] + [f"{name}{i + 1}" for i in range(k) for name in ("class", "prob")] + ["error"]
+
+
+def _csv_row(p: Prediction, k: int) -> list[str]:
+    row = [p.file]
+    for c, prob in p.top:
+        row += [c, f"{prob:.6f}"]
+    return row + [""] * (2 * k - 2 * len(p.top)) + [p.error]
+
+
+def _table_line(p: Prediction) -> str:
+    shown = p.error or "  ".join(f"{c} {prob:.3f}" for c, prob in p.top)
+    return f"{p.file}: {shown}"
+
+
+def write_predictions(preds: Iterable[Prediction], out: TextIO, fmt: str = "table", top_k: int = 3) -> Tally:
+    """Write each prediction to ``out`` as it arrives (flushed), in ``fmt`` (one of FORMATS).
+
+    ``top_k`` is the number of (class, prob) column pairs in CSV: the most classes any row has
+    (the run's top-k, capped at the model's class count).  JSON is one array, opened before the
+    first prediction and closed after the last; JSON lines is one object per line.
+    """
+    if fmt not in FORMATS:
+        raise ValueError(f"format must be one of {FORMATS}, not {fmt!r}")
+    writer = csv.writer(out) if fmt == "csv" else None
+    if writer is not None:
+        writer.writerow(_csv_header(top_k))
+    n = errors = 0
+    for p in preds:
+        if fmt == "json":
+            out.write(("[\n" if n == 0 else ",\n") + json.dumps(p.as_dict()))
+        elif fmt == "jsonl":
+            out.write(json.dumps(p.as_dict()) + "\n")
+        elif writer is not None:
+            writer.writerow(_csv_row(p, top_k))
+        else:
+            out.write(_table_line(p) + "\n")
+        out.flush()
+        n, errors = n + 1, errors + bool(p.error)
+    if fmt == "json":
+        out.write("[]\n" if n == 0 else "\n]\n")
+        out.flush()
+    return Tally(n, errors)
 
 
 def format_predictions(preds: Sequence[Prediction], fmt: str = "table") -> str:
-    if fmt == "json":
-        return json.dumps([p.as_dict() for p in preds], indent=1)
-    if fmt == "csv":
-        k = max((len(p.top) for p in preds), default=0)
-        buf = io.StringIO()
-        w = csv.writer(buf)
-        w.writerow(["file"] + [f"{name}{i + 1}" for i in range(k) for name in ("class", "prob")] + ["error"])
-        for p in preds:
-            row = [p.file]
-            for c, prob in p.top:
-                row += [c, f"{prob:.6f}"]
-            row += [""] * (2 * k - 2 * len(p.top)) + [p.error]
-            w.writerow(row)
-        return buf.getvalue()
-    lines = []
-    for p in preds:
-        shown = p.error or "  ".join(f"{c} {prob:.3f}" for c, prob in p.top)
-        lines.append(f"{p.file}: {shown}")
-    return "\n".join(lines)
+    """The whole text :func:`write_predictions` writes for ``preds`` (without a final newline)."""
+    buf = io.StringIO()
+    write_predictions(preds, buf, fmt, top_k=max((len(p.top) for p in preds), default=0))
+    return buf.getvalue().rstrip("\n") if fmt != "csv" else buf.getvalue()

@@ -1,0 +1,189 @@
+"""Bounded server memory and time: huge pictures, full queues, stalled bodies; HEAD, offline docs."""
+
+from __future__ import annotations
+
+import io
+import os
+import select
+import socket
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from cnnkit.serve.app import create_app
+from cnnkit.serve.limits import WorkGate, release_memory
+from test_serve import make_checkpoint, png_bytes
+
+SRC = str(Path(__file__).resolve().parents[1] / "src")
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory) -> Path:
+    return make_checkpoint(tmp_path_factory.mktemp("limits") / "best.safetensors")
+
+
+def big_rgba_png(side: int) -> bytes:
+    """A side x side RGBA PNG of a few hundred KB (stripes on half-transparent black)."""
+    arr = np.zeros((side, side, 4), np.uint8)
+    arr[..., 3] = 128
+    arr[::50, :, 0] = 255
+    buf = io.BytesIO()
+    Image.fromarray(arr, "RGBA").save(buf, "PNG", compress_level=1)
+    return buf.getvalue()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def vm(pid: int) -> dict[str, int]:
+    """VmRSS and VmHWM of a process, in bytes."""
+    out = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            out[key] = int(value.split()[0]) * 1024
+    return out
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads VmRSS from /proc")
+def test_huge_pictures_cost_bounded_memory_in_a_real_server(ckpt, tmp_path):
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    server = subprocess.Popen([sys.executable, "-m", "cnnkit", "serve", str(ckpt), "--port", str(port),
+                               "--log-level", "warning"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        end = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert server.poll() is None and time.monotonic() < end, "server did not start"
+            time.sleep(0.1)
+        assert httpx.post(f"{url}/predict", files={"file": ("ok.png", png_bytes(1))}).status_code == 200
+        base = vm(server.pid)["VmRSS"]
+        bomb = big_rgba_png(7000)  # ~200 KB declaring 49 MP of RGBA (~200 MB decoded)
+        large = big_rgba_png(3000)  # 9 MP: within what a small model's server decodes
+
+        def call(data: bytes) -> tuple[int, str]:
+            r = httpx.post(f"{url}/predict", files={"file": ("big.png", data)}, timeout=120)
+            return r.status_code, r.text
+
+        with ThreadPoolExecutor(6) as pool:
+            answers = list(pool.map(call, [bomb, large] * 3))
+        assert all(code == 400 and "decompression bomb" in text for code, text in answers[0::2]), answers
+        assert all(code == 200 for code, _ in answers[1::2]), answers
+        after = vm(server.pid)
+        assert after["VmHWM"] - base < 300 * 2**20, (base, after)
+        assert after["VmRSS"] - base < 100 * 2**20, (base, after)  # handed back, not held at the peak
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+def test_the_pixel_cap_follows_the_model_input_size(ckpt):
+    from cnnkit.data.decode import decode_pixel_cap
+
+    app = create_app(ckpt)
+    assert app.state.service.max_pixels == decode_pixel_cap((16, 16)) < 50_000_000
+    assert create_app(ckpt, max_pixels=1000).state.service.max_pixels == 1000
+
+
+def test_work_gate_admits_workers_plus_queue():
+    gate = WorkGate(workers=2, queue=1)
+    assert [gate.admit() for _ in range(4)] == [True, True, True, False]
+    gate.leave()
+    assert gate.admit() and not gate.admit()
+    with pytest.raises(ValueError):
+        WorkGate(workers=0)
+
+
+def test_release_memory_works_on_linux():
+    assert release_memory() is (sys.platform == "linux")
+
+
+@pytest.fixture()
+def tight_server(ckpt):
+    """uvicorn in a thread: one upload at a time, no queue, 0.5 s without body bytes -> 408."""
+    import uvicorn
+
+    port = free_port()
+    app = create_app(ckpt, workers=1, queue=0, body_idle_timeout=0.5, body_timeout=2.0)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    end = time.monotonic() + 20
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < end, "uvicorn did not start"
+        time.sleep(0.02)
+    yield port
+    server.should_exit = True
+    thread.join(10)
+
+
+def stalled_upload(port: int) -> socket.socket:
+    """A POST that declares 1000 body bytes and sends 10."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    s.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+              b"Content-Length: 1000\r\n\r\n--b\r\nConte")
+    return s
+
+
+def test_stalled_body_is_408_and_a_full_server_503_with_retry_after(tight_server):
+    port = tight_server
+    url = f"http://127.0.0.1:{port}"
+    stalled = stalled_upload(port)
+    try:
+        time.sleep(0.2)  # the stalled upload is admitted and holds the only place
+        r = httpx.post(f"{url}/predict", files={"file": ("a.png", png_bytes())}, timeout=10)
+        assert r.status_code == 503 and r.headers["retry-after"] == "1" and "busy" in r.json()["detail"]
+        assert httpx.get(f"{url}/health", timeout=10).status_code == 200  # reads are not queued
+        answer = stalled.recv(4096).decode("latin-1")
+        assert answer.startswith("HTTP/1.1 408") and "request body too slow" in answer, answer
+    finally:
+        stalled.close()
+    time.sleep(0.1)
+    assert httpx.post(f"{url}/predict", files={"file": ("a.png", png_bytes())}, timeout=10).status_code == 200
+
+
+def test_a_trickling_body_is_stopped_at_the_total_timeout(tight_server):
+    s = stalled_upload(tight_server)
+    start = time.monotonic()
+    while time.monotonic() - start < 5 and not select.select([s], [], [], 0.2)[0]:
+        s.sendall(b"x")  # a byte every 0.2 s: never idle, never done
+    answer = s.recv(4096).decode("latin-1")
+    s.close()
+    assert answer.startswith("HTTP/1.1 408") and "not complete within 2 s" in answer, answer
+    assert time.monotonic() - start < 4
+
+
+def test_head_answers_like_get_without_a_body(ckpt):
+    client = TestClient(create_app(ckpt))
+    for path in ("/", "/health", "/info", "/openapi.json"):
+        got, head = client.get(path), client.head(path)
+        assert head.status_code == 200 and head.content == b"", path
+        assert head.headers["content-type"] == got.headers["content-type"]
+        assert head.headers["content-length"] == got.headers["content-length"]
+    assert client.head("/nope").status_code == 404
+
+
+def test_api_docs_need_nothing_from_the_internet(ckpt):
+    client = TestClient(create_app(ckpt))
+    assert client.get("/docs").status_code == 404 and client.get("/redoc").status_code == 404
+    schema = client.get("/openapi.json").json()
+    assert "/predict" in schema["paths"] and "/gradcam" in schema["paths"]
+    assert "cdn" not in client.get("/").text.lower()
