@@ -44,7 +44,8 @@ MAX_IMAGE_UPLOAD = 10 * 1024 * 1024
 MAX_ZIP_UPLOAD = 512 * 1024 * 1024
 MULTIPART_SLACK = 64 * 1024
 STATIC = ("index.html", "studio.js", "studio.css")
-SSE_WAIT_S = 10.0  # longest wait for a new event before a keep-alive comment
+SSE_WAIT_S = 10.0
+SHUTDOWN_WAIT_S = 30.0  # longest wait for a new event before a keep-alive comment
 
 
 def _finite(obj: Any) -> Any:
@@ -252,7 +253,10 @@ def create_studio_app(root: str | Path, runs_dir: str | Path | None = None, cach
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI):
         yield
+        # a running job stops at its next step (its run keeps the last whole epoch, resumable);
+        # letting the process exit under a training thread would abort inside torch
         studio.jobs.close()
+        await run_in_threadpool(studio.jobs.join, SHUTDOWN_WAIT_S)
 
     # no /docs or /redoc: they load Swagger from a CDN, and the studio works offline
     app = FastAPI(title="cnnkit studio", docs_url=None, redoc_url=None, openapi_url=None,

@@ -187,6 +187,13 @@ class JobQueue:
                     job.stop_requested = True
             self._cond.notify_all()
 
+    def join(self, timeout: float) -> bool:
+        """Wait for the worker to end after :meth:`close`; False if it is still running."""
+        worker = self._worker
+        if worker is not None:
+            worker.join(timeout)
+        return worker is None or not worker.is_alive()
+
     # ------------------------------------------------------------------ worker side
     def _position(self, job: Job) -> int:
         """0 = running; n = n-th in the queue; -1 = ended."""

@@ -194,14 +194,30 @@ function attach(job) {
   state.history = [];
   state.live = null;
   $("job-run").textContent = job.run;
-  const shown = job.settings || {};
-  if (shown.data && !state.source) $("train-source").textContent = `${shown.data} (run ${job.run})`;
+  const shown = job.settings || {};  // after a reload the form shows the job's own settings
+  if (shown.data && !state.source) $("train-source").textContent = shown.data;
+  if (shown.model) $("model").value = shown.model;
+  if (shown.epochs) $("epochs").value = shown.epochs;
+  if (shown.augment) $("augment").value = shown.augment;
+  $("budget").value = shown.time_budget || "";
   setJobState(job.state, job.message || "");
   drawCurves();
   const stream = new EventSource(`/api/jobs/${job.id}/events`);
   state.stream = stream;
   stream.onmessage = (m) => onEvent(JSON.parse(m.data));
   stream.addEventListener("end", () => { stream.close(); refreshQueue(); });
+  if (job.kind === "resume") seedHistory(job);
+}
+
+async function seedHistory(job) {
+  // a resumed run's earlier epochs are in its history file, not in this job's events
+  try {
+    const run = await api(`/api/runs/${encodeURIComponent(job.run)}`);
+    if (state.job !== job) return;
+    const have = new Set(state.history.map((h) => h.epoch));
+    state.history = state.history.concat((run.history || []).filter((h) => !have.has(h.epoch))).sort((a, b) => a.epoch - b.epoch);
+    drawCurves();
+  } catch (err) { /* the run folder appears with the first epoch */ }
 }
 
 function setJobState(s, message) {
@@ -290,11 +306,12 @@ function refreshQueue() {
 // ------------------------------------------------------------------ curves (canvas)
 function drawCurves() {
   const rows = state.history.slice();
-  drawChart($("curve-acc"), rows, [["acc", "train", "#2f6fdf"], ["val_acc", "validation", "#e0742b"]], state.live, "acc", [0, 1]);
-  drawChart($("curve-loss"), rows, [["loss", "train", "#2f6fdf"], ["val_loss", "validation", "#e0742b"]], state.live, "loss");
+  const total = state.job && state.job.epochs;  // the x axis spans the whole run while it grows
+  drawChart($("curve-acc"), rows, [["acc", "train", "#2f6fdf"], ["val_acc", "validation", "#e0742b"]], state.live, "acc", [0, 1], total);
+  drawChart($("curve-loss"), rows, [["loss", "train", "#2f6fdf"], ["val_loss", "validation", "#e0742b"]], state.live, "loss", null, total);
 }
 
-function drawChart(canvas, rows, series, live, liveKey, fixed) {
+function drawChart(canvas, rows, series, live, liveKey, fixed, epochs) {
   const ctx = canvas.getContext("2d");
   const W = canvas.width, H = canvas.height, L = 44, R = 10, T = 12, B = 28;
   ctx.clearRect(0, 0, W, H);
@@ -304,7 +321,7 @@ function drawChart(canvas, rows, series, live, liveKey, fixed) {
   if (live && typeof live[liveKey] === "number") values.push(live[liveKey]);
   let [lo, hi] = fixed || [Math.min(0, ...values), Math.max(...values, 1e-6)];
   if (!fixed) hi *= 1.08;
-  const maxEpoch = Math.max(1, rows.length ? rows[rows.length - 1].epoch : 1, live ? live.epoch : 1);
+  const maxEpoch = Math.max(1, rows.length ? rows[rows.length - 1].epoch : 1, live ? live.epoch : 1, epochs || 1);
   const x = (ep) => L + ((W - L - R) * (ep - (maxEpoch > 1 ? 1 : 0))) / Math.max(1, maxEpoch - (maxEpoch > 1 ? 1 : 0));
   const y = (v) => T + (H - T - B) * (1 - (v - lo) / (hi - lo || 1));
   ctx.strokeStyle = "#d5dbe1"; ctx.fillStyle = "#5b6672"; ctx.lineWidth = 1;
