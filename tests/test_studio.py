@@ -324,3 +324,12 @@ def test_cli_names_a_missing_root(tmp_path, capsys):
 
     assert main(["studio", "--root", str(tmp_path / "missing")]) == 2
     assert "no such folder" in capsys.readouterr().err
+
+
+def test_a_time_budget_ends_training_at_the_first_epoch_end_past_it(client, root):
+    job = client.post("/api/jobs", json={"source": FOLDER, "model": "mlp", "epochs": 50, "time_budget": 0.001}).json()
+    assert job["settings"]["time_budget"] == 0.001
+    assert wait_state(client, job["id"], ("done", "error", "stopped"))["state"] == "done"
+    history = json.loads((root / "runs" / job["run"] / "history.json").read_text())
+    assert len(history) == 1  # the library's stop Signal at the first epoch end; the run is then finished
+    assert (root / "runs" / job["run"] / "metrics.json").is_file()
