@@ -282,7 +282,7 @@ def test_confusion_cells_open_their_images_and_grad_cam(trained):
 
 def test_predict_matches_the_library_and_downloads_are_the_run_files(trained, tmp_path):
     from cnnkit.serve.export import read_export_metadata
-    from cnnkit.serve.predict import Predictor
+    from cnnkit.inference import Predictor
 
     client, root, run, _ = trained
     image = next((root / "shapes" / "dark").iterdir())

@@ -167,9 +167,8 @@ class Studio:
             raise PathError(f"run {name!r} has no saved training state to resume (it stopped before its first "
                             "epoch ended)", 409)
         epochs = _positive(body.get("epochs"), "epochs", integer=True)
-        cfg = engine.resume_config(run_dir, epochs)
-        shown = {"epochs": cfg.train.epochs, "resume": True}
-        job = self.jobs.submit("resume", run_dir, name, shown, lambda cbs: engine.train(cfg, cbs, resume=run_dir))
+        shown = {"epochs": epochs or engine.saved_epochs(run_dir), "resume": True}
+        job = self.jobs.submit("resume", run_dir, name, shown, lambda cbs: engine.resume(run_dir, cbs, epochs))
         return {**job.public(), "position": self._position(job.id)}
 
     def _position(self, job_id: int) -> int:
@@ -313,7 +312,7 @@ def _add_data_routes(app: FastAPI, studio: Studio) -> None:
     def info() -> dict:
         return {"root": studio.root.name, "runs": studio.bases[studio.runs_dir], "models": engine.model_names(),
                 "default_model": engine.default_model(), "default_epochs": engine.default_epochs(),
-                "augment": list(engine.AUGMENT_PRESETS), "datasets": engine.dataset_names(),
+                "augment": engine.augment_presets(), "datasets": engine.dataset_names(),
                 "offline_datasets": list(engine.OFFLINE_DATASETS), "max_upload_bytes": studio.max_upload_bytes}
 
     @app.get("/api/browse")

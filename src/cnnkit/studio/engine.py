@@ -1,8 +1,10 @@
 """The studio's one door into the library: every cnnkit call the studio makes is here.
 
 The rest of the studio (jobs, runs, the web app) calls these functions only, so a rename in
-the library is a change of a few lines in this module.  Training goes through the same
-``cnnkit.train_model`` as ``cnnkit train``; evaluation, prediction, Grad-CAM, most-wrong and
+the library is a change of a few lines in this module.  It imports the modules behind the
+public names (``cnnkit.train_model`` is ``cnnkit.runs.train``...), not the package root, which
+sits above the studio in the layer order.  Training goes through the same ``cnnkit.train_model``
+as ``cnnkit train``; evaluation, prediction, Grad-CAM, most-wrong and
 export are the library's own functions.
 """
 
@@ -14,20 +16,24 @@ from typing import Any, Sequence
 
 import numpy as np
 
-import cnnkit
-from cnnkit.config import RunConfig
+from cnnkit.config import RunConfig, make_config
 from cnnkit.errors import CheckpointError, CnnkitError, ConfigError, DataError
 from cnnkit.train.callbacks import Callback, Signal
 
 __all__ = ["Callback", "Signal", "CnnkitError", "ConfigError", "DataError", "CheckpointError",
-           "AUGMENT_PRESETS", "OFFLINE_DATASETS", "dataset_names", "default_model", "default_epochs", "model_names", "build_config",
-           "resume_config", "check_config", "train", "saved_epochs", "inspect", "sample_grid_png", "evaluate",
+           "OFFLINE_DATASETS", "augment_presets", "dataset_names", "default_model", "default_epochs", "model_names", "build_config",
+           "check_config", "train", "resume", "saved_epochs", "inspect", "sample_grid_png", "evaluate",
            "model_service", "most_wrong", "export_onnx", "checkpoint_file", "png_bytes", "CHECKPOINT", "LAST"]
 
-AUGMENT_PRESETS = ("none", "light", "standard", "strong")
 OFFLINE_DATASETS = ("mnist-mini", "digits")  # ship inside installed packages: no download
 CHECKPOINT = "best.safetensors"
 LAST = "last.safetensors"
+
+
+def augment_presets() -> list[str]:
+    from cnnkit.augment.presets import PRESETS
+
+    return list(PRESETS)
 
 
 def dataset_names() -> list[str]:
@@ -56,34 +62,36 @@ def build_config(source: str, *, out: Path, cache_dir: str | None = None, data_d
 
     ``make_config`` names an unknown setting; :func:`check_config` the values that cannot work.
     """
-    cfg = cnnkit.make_config(data=source, out=str(out), cache_dir=cache_dir, data_dir=data_dir,
+    cfg = make_config(data=source, out=str(out), cache_dir=cache_dir, data_dir=data_dir,
                              progress=False, **{k: v for k, v in settings.items() if v is not None})
     check_config(cfg)
     return cfg
 
 
 def check_config(cfg: RunConfig) -> None:
-    """ConfigError for what ``cnnkit train`` would refuse, before the job is queued."""
-    from cnnkit.augment.presets import resolve, validate
-    from cnnkit.train.run import check_settings, monitor_key
+    """ConfigError for what ``cnnkit train`` would refuse, before the job is queued
+    (``make_config`` has checked every value already)."""
+    from cnnkit.train.checks import check_settings, monitor_key
 
     if cfg.model.name not in model_names():  # no 'module:function' from a web form: that imports server code
         raise ConfigError(f"model {cfg.model.name!r} is unknown; choose one of {', '.join(model_names())}")
     check_settings(cfg)
     monitor_key(cfg.train.monitor, True)
-    validate(resolve(cfg.augment))
 
 
-def resume_config(run_dir: Path, epochs: int | None = None) -> RunConfig:
-    """What ``train(..., resume=RUN)`` reads from the config it is given: the epoch count (default:
-    the run's own, as ``cnnkit train --resume RUN``) and quiet progress."""
-    epochs = epochs if epochs is not None else saved_epochs(run_dir)
-    return cnnkit.make_config(progress=False, **({"epochs": epochs} if epochs is not None else {}))
+def train(cfg: RunConfig, callbacks: Sequence[Callback]) -> Any:
+    """The library's training run (the one ``cnnkit train`` makes) into a new run folder; its RunResult."""
+    from cnnkit.runs import train as train_model  # cnnkit.train_model
+
+    return train_model(cfg, callbacks=list(callbacks), explicit_out=True)
 
 
-def train(cfg: RunConfig, callbacks: Sequence[Callback], resume: Path | None = None) -> Any:
-    """The library's training run (the one ``cnnkit train`` makes); returns its RunResult."""
-    return cnnkit.train_model(cfg, resume=resume, callbacks=list(callbacks), explicit_out=resume is None)
+def resume(run_dir: Path, callbacks: Sequence[Callback], epochs: int | None = None) -> Any:
+    """``cnnkit train --resume RUN [--epochs N]``: the run's own settings, to its own epoch count unless given."""
+    from cnnkit.runs import train as train_model
+    from cnnkit.train.resume import Resume
+
+    return train_model(None, resume=Resume(run_dir, epochs, progress=False), callbacks=list(callbacks))
 
 
 def saved_epochs(run_dir: Path) -> int | None:
@@ -109,7 +117,9 @@ def sample_grid_png(source: str, n: int = 16, cache_dir: str | None = None, data
     from cnnkit.visualize.samples import plot_samples
 
     cfg = DataConfig(source=source, cache_dir=cache_dir, data_dir=data_dir, val_split=0.0, test_split=0.0)
-    train_set = cnnkit.load_data(cfg).train
+    from cnnkit.data import load_data
+
+    train_set = load_data(cfg).train
     fig = plot_samples(train_set, n, title=f"{len(train_set)} training images, {len(train_set.classes)} classes")
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90)
@@ -119,16 +129,18 @@ def sample_grid_png(source: str, n: int = 16, cache_dir: str | None = None, data
 def evaluate(run_dir: Path) -> tuple[dict, np.ndarray, Any]:
     """(metrics, probs (N,K), evaluated ImageSet) of the run's best checkpoint on its own held-out split."""
     from cnnkit.config import load_run_config
+    from cnnkit.evaluate.evaluate import evaluate as evaluate_model  # cnnkit.evaluate_model
 
     source = load_run_config(run_dir / "config.json").data.source
-    return cnnkit.evaluate_model(run_dir, source, device="cpu")
+    return evaluate_model(run_dir, source, device="cpu")
 
 
 def model_service(run_dir: Path, max_upload_bytes: int) -> Any:
     """The serve app's model service (decode, predict top-k, Grad-CAM PNG) for the run's best checkpoint."""
+    from cnnkit.inference import Predictor
     from cnnkit.serve.app import ModelService
 
-    return ModelService(cnnkit.Predictor(run_dir, "cpu"), max_upload_bytes)
+    return ModelService(Predictor(run_dir, "cpu"), max_upload_bytes)
 
 
 def most_wrong(probs: np.ndarray, labels: np.ndarray, n: int) -> dict[str, np.ndarray]:
