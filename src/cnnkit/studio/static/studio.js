@@ -117,19 +117,17 @@ function renderReport(r) {
 }
 
 function renderNearDuplicates(near) {
-  // shown when the report has it: a list of groups, or an object with counts and groups
-  $("near-box").hidden = near === undefined || near === null;
+  // inspect's pHash pairs across splits: [{a, a_split, b, b_split, similarity}]; shown when the report has them
+  $("near-box").hidden = !Array.isArray(near);
   if ($("near-box").hidden) return;
-  const groups = Array.isArray(near) ? near : (near.groups || near.pairs || []);
+  $("near-summary").textContent = near.length ? `${near.length} pair(s) of near-identical pictures in different splits ` +
+    "(resized or re-encoded copies: evaluation scores will be optimistic)" : "";
   const list = $("near-dups");
-  const summary = Array.isArray(near) ? `${near.length} group(s)` :
-    Object.entries(near).filter(([, v]) => typeof v !== "object").map(([k, v]) => `${k}: ${v}`).join(", ");
-  $("near-summary").textContent = summary || `${groups.length} group(s)`;
-  for (const g of groups.slice(0, 20)) {
-    const items = Array.isArray(g) ? g : (g.files || g.paths || [JSON.stringify(g)]);
-    list.append(el("li", {}, items.map((x) => (typeof x === "object" ? JSON.stringify(x) : x)).join("  ≈  ")));
+  for (const p of near.slice(0, 20)) {
+    list.append(el("li", {}, el("code", {}, p.a), ` (${p.a_split}) ≈ `, el("code", {}, p.b),
+      ` (${p.b_split}), similarity ${Number(p.similarity).toFixed(3)}`));
   }
-  if (!groups.length) list.append(el("li", { class: "ok" }, "none found"));
+  if (!near.length) list.append(el("li", { class: "ok" }, "none found"));
 }
 
 $("use-folder").addEventListener("click", () => chooseFolder($("folder-path").value.trim()));
