@@ -252,6 +252,13 @@ def cmd_serve(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_studio(a: argparse.Namespace) -> int:
+    from cnnkit.studio.app import serve_studio
+
+    serve_studio(a.root, host=a.host, port=a.port, runs_dir=a.runs, cache_dir=a.cache_dir, data_dir=a.data_dir)
+    return 0
+
+
 def _save_picture(fig, out: str) -> int:
     from cnnkit.visualize.figures import save_figure
 
@@ -387,6 +394,15 @@ def build_parser(config: type = C.RunConfig) -> argparse.ArgumentParser:
                    help="uvicorn log level; 'warning' drops the per-request access log (default info)")
     _add_trust_flag(p)
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("studio", help="the whole workflow in a local browser page: data, training, review, try, export")
+    p.add_argument("--root", default=".", help="folder whose data the page may open, upload into and train on (default: here)")
+    p.add_argument("--runs", help="run folder to list and write (default ROOT/runs)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8765)
+    p.add_argument("--data-dir", help="folder holding (or receiving) named datasets")
+    p.add_argument("--cache-dir", help="decode-once image cache (default ~/.cache/cnnkit)")
+    p.set_defaults(func=cmd_studio)
 
     p = sub.add_parser("explain", help="pictures that explain images and models (sobel, filters, features, gradcam, most-wrong)")
     ex = p.add_subparsers(dest="what", required=True)

@@ -1,0 +1,1 @@
+"""``cnnkit studio``: the whole workflow (data, training, review, trying, shipping) in one local page."""

@@ -1,0 +1,184 @@
+"""Run folders under the studio's runs folder: the list, one run's numbers, and its evaluation.
+
+A run's evaluation (the best checkpoint on the run's own held-out split, as ``cnnkit
+evaluate RUN`` makes it) is computed once and kept in memory with its images, so confusion
+cells, most-wrong images, thumbnails and Grad-CAM all refer to the same numbered images.
+It is recomputed when the checkpoint file changes (a resumed run).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cnnkit.studio import engine
+from cnnkit.studio.paths import PathError, relative_to, resolve_under
+
+MAX_CELL_IMAGES = 200
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def open_run(runs_dir: Path, name: str) -> Path:
+    """The run folder ``name`` (one level under ``runs_dir``); PathError if it is not a run."""
+    if not name or "/" in name.replace("\\", "/"):
+        raise PathError(f"{name!r}: not a run name")
+    run_dir = resolve_under(runs_dir, name)
+    if not (run_dir / "config.json").is_file():
+        raise PathError(f"{name!r}: not a run folder (no config.json)", 404)
+    return run_dir
+
+
+def _data_label(source: str, root: Path) -> str:
+    """A dataset name as is; a folder as its path under the root (else only its name)."""
+    path = Path(source)
+    if not path.is_absolute():
+        return source
+    try:
+        return relative_to(root, path) or "."
+    except ValueError:
+        return path.name
+
+
+def summary(run_dir: Path, root: Path, active: dict[Path, str]) -> dict[str, Any]:
+    """Key numbers of one run: model, data, accuracy, epochs, date, state."""
+    cfg = _read_json(run_dir / "config.json") or {}
+    history = _read_json(run_dir / "history.json") or []
+    metrics = _read_json(run_dir / "metrics.json") or {}
+    planned = (cfg.get("train") or {}).get("epochs")
+    done = len(history)
+    stamp = max((p.stat().st_mtime for p in (run_dir / "history.json", run_dir / "config.json") if p.exists()),
+                default=0.0)
+    last = history[-1] if history else {}
+    state = active.get(run_dir.resolve()) or active.get(run_dir)
+    if state is None:
+        if metrics:
+            state = "done"
+        elif (run_dir / "train_state.pt").is_file() and planned is not None and done < planned:
+            state = "stopped"
+        else:
+            state = "incomplete" if not (run_dir / engine.CHECKPOINT).is_file() else "done"
+    return {
+        "name": run_dir.name,
+        "model": (cfg.get("model") or {}).get("name", ""),
+        "data": _data_label(str((cfg.get("data") or {}).get("source", "")), root),
+        "accuracy": metrics.get("accuracy"),
+        "split": metrics.get("split"),
+        "val_acc": last.get("val_acc"),
+        "epochs": done,
+        "epochs_planned": planned,
+        "date": datetime.fromtimestamp(stamp, timezone.utc).strftime("%Y-%m-%d %H:%M") if stamp else "",
+        "timestamp": stamp,
+        "state": state,
+        "resumable": state == "stopped",
+        "has_checkpoint": (run_dir / engine.CHECKPOINT).is_file(),
+    }
+
+
+def list_runs(runs_dir: Path, root: Path, active: dict[Path, str]) -> list[dict[str, Any]]:
+    """Every run folder under ``runs_dir``, newest first."""
+    if not runs_dir.is_dir():
+        return []
+    runs = [summary(p, root, active) for p in runs_dir.iterdir()
+            if p.is_dir() and not p.name.startswith(".") and (p / "config.json").is_file()]
+    return sorted(runs, key=lambda r: -r["timestamp"])
+
+
+def details(run_dir: Path, root: Path, active: dict[Path, str]) -> dict[str, Any]:
+    """The summary plus history, saved metrics and the settings that matter to a reader."""
+    cfg = _read_json(run_dir / "config.json") or {}
+    train, optim, aug = cfg.get("train") or {}, cfg.get("optim") or {}, cfg.get("augment") or {}
+    return {
+        **summary(run_dir, root, active),
+        "history": _read_json(run_dir / "history.json") or [],
+        "metrics": _read_json(run_dir / "metrics.json"),
+        "settings": {"batch_size": train.get("batch_size"), "optimizer": optim.get("name"), "lr": optim.get("lr"),
+                     "schedule": optim.get("schedule"), "augment": aug.get("preset"), "seed": train.get("seed")},
+        "files": sorted(p.name for p in run_dir.iterdir() if p.is_file() and not p.name.startswith(".")),
+    }
+
+
+@dataclass
+class Evaluation:
+    metrics: dict[str, Any]
+    probs: np.ndarray  # (N, K)
+    labels: np.ndarray  # (N,)
+    preds: np.ndarray  # (N,)
+    images: Any  # the evaluated ImageSet: images uint8 (N, H, W, C)
+    stamp: int  # mtime_ns of the checkpoint it was made from
+
+    def image(self, index: int) -> np.ndarray:
+        if not 0 <= index < len(self.labels):
+            raise PathError(f"image {index}: the evaluation has images 0-{len(self.labels) - 1}", 404)
+        return np.asarray(self.images.images[index])
+
+    def item(self, i: int) -> dict[str, Any]:
+        classes = self.metrics["classes"]
+        t, p = int(self.labels[i]), int(self.preds[i])
+        return {"index": int(i), "true": classes[t], "pred": classes[p], "prob": float(self.probs[i, p]),
+                "prob_true": float(self.probs[i, t])}
+
+    def cell(self, true: int, pred: int) -> dict[str, Any]:
+        k = len(self.metrics["classes"])
+        if not (0 <= true < k and 0 <= pred < k):
+            raise PathError(f"no confusion cell ({true}, {pred}) for {k} classes", 404)
+        idx = np.flatnonzero((self.labels == true) & (self.preds == pred))
+        # the most confident mistakes (or least confident right answers) first
+        order = idx[np.argsort(self.probs[idx, pred] * (1 if true != pred else -1))[::-1]] if len(idx) else idx
+        return {"true": self.metrics["classes"][true], "pred": self.metrics["classes"][pred], "count": int(len(idx)),
+                "images": [self.item(int(i)) for i in order[:MAX_CELL_IMAGES]]}
+
+    def most_wrong(self, n: int) -> list[dict[str, Any]]:
+        result = engine.most_wrong(self.probs, self.labels, n)
+        return [{**self.item(int(i)), "loss": float(loss)} for i, loss in zip(result["index"], result["loss"])]
+
+
+class RunCache:
+    """Evaluations and loaded models per run, rebuilt when the run's checkpoint changes."""
+
+    def __init__(self, max_upload_bytes: int):
+        self.max_upload_bytes = max_upload_bytes
+        self._lock = threading.Lock()
+        self._locks: dict[Path, threading.Lock] = {}
+        self._evals: dict[Path, Evaluation] = {}
+        self._services: dict[Path, tuple[int, Any]] = {}
+
+    def _run_lock(self, run_dir: Path) -> threading.Lock:
+        with self._lock:
+            return self._locks.setdefault(run_dir, threading.Lock())
+
+    @staticmethod
+    def _stamp(run_dir: Path) -> int:
+        return engine.checkpoint_file(run_dir).stat().st_mtime_ns
+
+    def evaluation(self, run_dir: Path) -> Evaluation:
+        stamp = self._stamp(run_dir)
+        with self._run_lock(run_dir):
+            cached = self._evals.get(run_dir)
+            if cached is not None and cached.stamp == stamp:
+                return cached
+            metrics, probs, data = engine.evaluate(run_dir)
+            ev = Evaluation(metrics, probs, np.asarray(data.labels), probs.argmax(axis=1), data, stamp)
+            self._evals[run_dir] = ev
+            return ev
+
+    def service(self, run_dir: Path) -> Any:
+        stamp = self._stamp(run_dir)
+        with self._run_lock(run_dir):
+            cached = self._services.get(run_dir)
+            if cached is not None and cached[0] == stamp:
+                return cached[1]
+            service = engine.model_service(run_dir, self.max_upload_bytes)
+            self._services[run_dir] = (stamp, service)
+            return service

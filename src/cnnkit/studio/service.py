@@ -1,0 +1,125 @@
+"""What the studio's endpoints share: its folders, the job queue, cached evaluations and models.
+
+Turning a client's request into library calls happens here (through ``engine``); the web
+plumbing (routes, errors, uploads, streams) is in ``app``.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from cnnkit.studio import engine
+from cnnkit.studio.jobs import JobQueue
+from cnnkit.studio.paths import PathError, relative_to, resolve_under, scrub
+from cnnkit.studio.runs import RunCache, open_run
+from cnnkit.studio.uploads import ZipLimits
+
+
+class Studio:
+    """What the endpoints share: folders, the job queue, cached evaluations and models."""
+
+    def __init__(self, root: Path, runs_dir: Path, cache_dir: str | None, data_dir: str | None,
+                 max_upload_bytes: int, zip_limits: ZipLimits):
+        self.root, self.runs_dir = root.resolve(), runs_dir.resolve()
+        self.cache_dir, self.data_dir = cache_dir, data_dir
+        self.max_upload_bytes, self.zip_limits = max_upload_bytes, zip_limits
+        self.bases = {self.root: "", self.runs_dir: self._runs_label()}
+        self.jobs = JobQueue(scrub=self.scrub)
+        self.cache = RunCache(max_upload_bytes)
+        self._names_lock = threading.Lock()
+
+    def _runs_label(self) -> str:
+        try:
+            return relative_to(self.root, self.runs_dir) or "."
+        except ValueError:
+            return "runs"
+
+    def scrub(self, text: str) -> str:
+        return scrub(text, self.bases)
+
+    # ------------------------------------------------------------------ data sources
+    def source(self, spec: dict[str, Any]) -> tuple[str, str]:
+        """A client's ``{"kind": "folder", "path": ...}`` or ``{"kind": "named", "name": ...}``
+        -> (library source string, label shown and used in run names)."""
+        kind = spec.get("kind")
+        if kind == "named":
+            name = str(spec.get("name") or "")
+            if name not in engine.dataset_names():
+                raise PathError(f"dataset {name!r} is unknown; choose one of {', '.join(engine.dataset_names())}", 422)
+            return name, name
+        if kind == "folder":
+            folder = resolve_under(self.root, str(spec.get("path") or ""))
+            if not folder.is_dir():
+                raise PathError(f"{spec.get('path')!r}: not a folder", 422)
+            return str(folder), relative_to(self.root, folder) or self.root.name
+        raise PathError("source: give {'kind': 'folder', 'path': ...} or {'kind': 'named', 'name': ...}", 422)
+
+    def new_run_dir(self, label: str, model: str) -> Path:
+        stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(label).name or "data").strip("-.") or "data"
+        base = f"{stem}-{re.sub(r'[^A-Za-z0-9_.-]+', '-', model).strip('-')}-{time.strftime('%Y%m%d-%H%M%S')}"
+        with self._names_lock:
+            taken = {j["run"] for j in self.jobs.jobs()}
+            name, n = base, 2
+            while (self.runs_dir / name).exists() or name in taken:
+                name, n = f"{base}-{n}", n + 1
+            return self.runs_dir / name
+
+    # ------------------------------------------------------------------ jobs
+    def start_training(self, body: dict[str, Any]) -> dict[str, Any]:
+        source, label = self.source(body.get("source") or {})
+        settings = self._settings(body)
+        budget = _positive(body.get("time_budget"), "time_budget")
+        run_dir = self.new_run_dir(label, settings.get("model") or engine.default_model())
+        cfg = engine.build_config(source, out=run_dir, cache_dir=self.cache_dir, data_dir=self.data_dir, **settings)
+        shown = {"data": label, "model": cfg.model.name, "epochs": cfg.train.epochs, "augment": cfg.augment.preset,
+                 "time_budget": budget}
+        job = self.jobs.submit("train", run_dir, run_dir.name, shown, lambda cbs: engine.train(cfg, cbs))
+        return {**job.public(), "position": self._position(job.id)}
+
+    def resume(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        run_dir = open_run(self.runs_dir, name)
+        if not (run_dir / "train_state.pt").is_file():
+            raise PathError(f"run {name!r} has no saved training state to resume (it stopped before its first "
+                            "epoch ended)", 409)
+        epochs = _positive(body.get("epochs"), "epochs", integer=True)
+        shown = {"epochs": epochs or engine.saved_epochs(run_dir), "resume": True}
+        job = self.jobs.submit("resume", run_dir, name, shown, lambda cbs: engine.resume(run_dir, cbs, epochs))
+        return {**job.public(), "position": self._position(job.id)}
+
+    def _position(self, job_id: int) -> int:
+        return next((j["position"] for j in self.jobs.jobs() if j["id"] == job_id), -1)
+
+    @staticmethod
+    def _settings(body: dict[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if body.get("model"):
+            out["model"] = str(body["model"])
+        if body.get("epochs") not in (None, ""):
+            out["epochs"] = _positive(body["epochs"], "epochs", integer=True, allow_zero=True)
+        if body.get("augment"):
+            out["augment"] = str(body["augment"])
+        if body.get("batch_size") not in (None, ""):
+            out["batch_size"] = _positive(body["batch_size"], "batch_size", integer=True, allow_zero=True)
+        return out
+
+
+def _positive(value: Any, name: str, integer: bool = False, allow_zero: bool = False) -> Any:
+    """A number from the form, or None when empty; ConfigError naming the field otherwise.
+
+    (Zero and negatives pass with ``allow_zero`` so that the library's own check names them.)
+    """
+    if value in (None, ""):
+        return None
+    try:
+        number = float(value)
+        if integer and number != int(number):
+            raise ValueError
+    except (TypeError, ValueError):
+        raise engine.ConfigError(f"{name}={value!r}: must be a {'whole ' if integer else ''}number") from None
+    if not allow_zero and number <= 0:
+        raise engine.ConfigError(f"{name}={value!r}: must be more than 0")
+    return int(number) if integer else number
