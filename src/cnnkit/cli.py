@@ -44,7 +44,7 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", metavar="RUN", help="continue the run in this folder from its last epoch, with its own settings "
                                                  "(--epochs N trains to N instead of the run's own count)")
     m = p.add_argument_group("model")
-    m.add_argument("--model", help="model name (see `cnnkit models`)")
+    m.add_argument("--model", help="model name (see `cnnkit models`; default auto: chosen from the data and --time)")
     m.add_argument("--dropout", type=float, help="override the model's dropout rate")
     _add_transfer_flags(m)
     o = p.add_argument_group("optimisation")
@@ -61,11 +61,14 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
     o.add_argument("--label-smoothing", type=float)
     t = p.add_argument_group("training")
     t.add_argument("--epochs", type=int)
+    t.add_argument("--time", type=float, metavar="SECONDS", help="wall-clock budget of the whole run: stops at an "
+                   "epoch's end when the next would not fit, keeping the best checkpoint (default: none; 300 with auto)")
     t.add_argument("--batch-size", type=int)
     t.add_argument("--seed", type=int)
     t.add_argument("--out", help="run folder (default runs/<data>-<model>, numbered if taken)")
     t.add_argument("--patience", type=int, help="early stopping patience in epochs (default: off)")
-    t.add_argument("--monitor", help="metric for early stopping and the best checkpoint (default val_loss)")
+    t.add_argument("--monitor", help="metric for early stopping and the best checkpoint; a,b breaks ties of a with b "
+                   "(default val_acc,val_loss)")
     t.add_argument("--min-delta", type=float)
     t.add_argument("--device", help="auto | cpu | cuda | cuda:N | mps")
     t.add_argument("--amp", choices=("auto", "off", "bf16", "fp16"), help="mixed precision (default auto)")
@@ -117,7 +120,7 @@ def run_config_from_args(a: argparse.Namespace) -> C.RunConfig:
                       label_smoothing=a.label_smoothing)
     train = C.replace(cfg.train, epochs=a.epochs, batch_size=a.batch_size, seed=a.seed, out=a.out, patience=a.patience,
                       monitor=a.monitor, min_delta=a.min_delta, device=a.device, amp=a.amp, compile=a.compile, fast=a.fast,
-                      progress=False if a.quiet else None, report=a.report)
+                      progress=False if a.quiet else None, report=a.report, time=a.time)
     augment = augment_config_from_args(a, cfg.augment)
     return C.RunConfig(data=data, model=model, optim=optim, train=train, augment=augment)
 

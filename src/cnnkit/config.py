@@ -58,7 +58,7 @@ class AugmentConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    name: str = "simple-cnn"
+    name: str = "auto"  # "auto": cnnkit.auto chooses model and settings from the data and the time budget
     num_classes: int = 10
     in_channels: int = 3
     image_size: tuple[int, int] = (32, 32)
@@ -96,7 +96,8 @@ class TrainConfig:
     fast: bool = True  # channels_last, bf16 autocast where safe, malloc tuning
     amp: str = "auto"  # auto | off | bf16 | fp16
     compile: str = "auto"  # torch.compile: auto (on CUDA with the fast path) | on | off
-    monitor: str = "val_loss"  # metric for best checkpoint / early stopping
+    monitor: str = "val_acc,val_loss"  # best checkpoint / early stopping: val accuracy, ties to lower val loss
+    time: float | None = None  # wall-clock budget of the whole run in seconds; None = none (auto plans within 300)
     patience: int | None = None  # early stopping; None = off
     min_delta: float = 0.0
     eval_batch_size: int = 256
