@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,7 @@ from cnnkit.io import atomic_write_text
 from cnnkit.models import build_model
 from cnnkit.models.transfer import prepare_run_config
 from cnnkit.train import checkpoint as ckpt
-from cnnkit.train.callbacks import BestCheckpoint, Callback, EarlyStopping, History, Progress
+from cnnkit.train.callbacks import BestCheckpoint, Callback, EarlyStopping, History, Progress, TimeBudget
 from cnnkit.train.loop import FitState, ImageInputs, fit
 from cnnkit.train.optim import build_optimizer, build_scheduler
 
@@ -134,11 +135,18 @@ MONITORS = {"val_loss": "val_loss", "val_acc": "val_acc", "val_accuracy": "val_a
 
 
 def monitor_key(name: str, has_val: bool) -> str:
-    """The history key that ``--monitor name`` watches; without validation data, its training twin."""
-    key = MONITORS.get(name)
-    if key is None:
-        raise ConfigError(f"--monitor {name!r}: not a logged metric; choose one of {', '.join(MONITORS)}")
-    return key if has_val else key.replace("val_", "")
+    """The history key(s) that ``--monitor name`` watches; without validation data, their training twins.
+
+    ``a,b`` watches ``a`` and breaks its ties with ``b`` (the default: ``val_acc,val_loss``).
+    """
+    keys = []
+    for part in name.split(","):
+        key = MONITORS.get(part.strip())
+        if key is None:
+            raise ConfigError(f"--monitor {name!r}: not a logged metric; choose one of {', '.join(MONITORS)}, "
+                              f"or two separated by a comma (the second breaks ties)")
+        keys.append(key if has_val else key.replace("val_", ""))
+    return ",".join(keys)
 
 
 def portable_paths(cfg: RunConfig) -> RunConfig:
@@ -166,7 +174,13 @@ def train(cfg: RunConfig, splits: DataSplits | None = None, resume: str | Path |
 
     ``splits`` may be passed directly (Python API); otherwise ``cfg.data`` is loaded.
     ``resume`` continues the run in that folder from its last completed epoch.
+    ``cfg.model.name == "auto"`` lets :mod:`cnnkit.auto` choose the model and settings first.
     """
+    started = time.perf_counter()  # --time counts from here: loading and feature extraction included
+    if cfg.model.name == "auto" and resume is None:
+        from cnnkit.auto import train_auto
+
+        return train_auto(cfg, splits=splits, callbacks=callbacks, explicit_out=explicit_out)
     rank, world = _dist_info()
     if resume is not None:
         cfg = resumed_config(resume, cfg.train.epochs, cfg.train.progress)
@@ -216,11 +230,12 @@ def train(cfg: RunConfig, splits: DataSplits | None = None, resume: str | Path |
     optimizer = build_optimizer(params, cfg.optim)
     scheduler = build_scheduler(optimizer, cfg.optim, len(train_loader), cfg.train.epochs)
     augment = _build_augment(cfg, len(preprocess.classes))
-    fit_model, fit_inputs, features_info = model, inputs, None
+    fit_model, fit_inputs, features_info, features_cache = model, inputs, None, None
     if model_cfg.transfer == "features":  # frozen backbone: train the head on features computed once
         from cnnkit.train.features import feature_training, features_cache_dir
 
-        setup = feature_training(model, splits, inputs, device, amp, features_cache_dir(cfg.data.cache_dir),
+        features_cache = features_cache_dir(cfg.data.cache_dir)  # also read by the final evaluation
+        setup = feature_training(model, splits, inputs, device, amp, features_cache,
                                  cfg.train.batch_size, cfg.train.eval_batch_size, cfg.train.seed, augment, world)
         fit_model, fit_inputs, train_loader, val_loader, augment = setup.head, setup.inputs, setup.train, setup.val, None
         features_info = setup.info
@@ -231,7 +246,10 @@ def train(cfg: RunConfig, splits: DataSplits | None = None, resume: str | Path |
     cbs: list[Callback] = [BestCheckpoint(monitor), history]
     if cfg.train.patience is not None:
         cbs.append(EarlyStopping(monitor, cfg.train.patience, cfg.train.min_delta))
-    cbs.append(Progress(cfg.train.epochs, enabled=cfg.train.progress and writer))
+    budget = TimeBudget(cfg.train.time, started) if cfg.train.time is not None else None
+    cbs.append(Progress(cfg.train.epochs, enabled=cfg.train.progress and writer,
+                        deadline=budget.deadline if budget is not None else None))
+    cbs += [budget] if budget is not None else []
     cbs += callbacks or []
 
     state = FitState()
@@ -267,7 +285,7 @@ def train(cfg: RunConfig, splits: DataSplits | None = None, resume: str | Path |
     model = getattr(model, "module", model)
     if run_dir is not None and (run_dir / ckpt.BEST).exists():
         ckpt.load_weights_into(model, run_dir / ckpt.BEST, model_cfg.name)
-    metrics = final_evaluation(model, splits, inputs, device, amp, cfg, run_dir) if writer else {}
+    metrics = final_evaluation(model, splits, inputs, device, amp, cfg, run_dir, features_cache) if writer else {}
     return RunResult(run_dir, history.rows, metrics, model, preprocess)
 
 
@@ -320,14 +338,22 @@ def _restore(run_dir: Path, model, optimizer, scheduler, cbs: list[Callback], ti
     return FitState(epoch=state["epoch"], step=state["step"], stop_reason=state["stop_reason"], logs=list(state["logs"]))
 
 
-def final_evaluation(model, splits: DataSplits, inputs, device, amp, cfg: RunConfig, run_dir: Path | None) -> dict:
-    """Evaluate the best weights on the test split (else validation); write metrics and pictures."""
+def final_evaluation(model, splits: DataSplits, inputs, device, amp, cfg: RunConfig, run_dir: Path | None,
+                     features_cache: Path | None = None) -> dict:
+    """Evaluate the best weights on the test split (else validation); write metrics and pictures.
+
+    ``features_cache`` (features mode): the head runs on the cached features, not the backbone again.
+    """
     name, data = ("test", splits.test) if splits.test is not None and len(splits.test) else ("val", splits.val)
     if data is None or not len(data):
         return {}
-    loader = BatchLoader(data, cfg.train.eval_batch_size, device)
     tta = None if cfg.augment.tta in (None, "none") else cfg.augment.tta
-    probs = predict_probs(model, loader, inputs, amp, tta=tta)
+    if features_cache is not None and tta is None:
+        from cnnkit.train.features import probs_from_features
+
+        probs = probs_from_features(model, data, inputs, device, amp, features_cache)
+    else:
+        probs = predict_probs(model, BatchLoader(data, cfg.train.eval_batch_size, device), inputs, amp, tta=tta)
     metrics = {"split": name, **classification_metrics(probs, data.labels, data.classes), **({"tta": tta} if tta else {})}
     if run_dir is not None:
         write_evaluation(run_dir, metrics)
