@@ -21,6 +21,9 @@ included: every run gets a fresh, empty ``--cache-dir``).  The data:
 * ``mnist-5k`` / ``fashion-5k``: the same counts written as PNG class folders from the IDX files in
   ``mnist/`` and ``fashion-mnist/``.
 
+First it times one feature pass of each EfficientNet-Lite at its own input size (64 random images,
+PyTorch and ONNX Runtime): the per-image costs behind ``cnnkit.auto``'s choice of backbone.
+
 ``--per-class N`` shrinks every training subset to N images per class (validation to N/5) for a
 quick check of the script itself; its numbers mean nothing.
 """
@@ -47,8 +50,8 @@ SETTINGS = {
     "cats-dogs": [
         ("best explicit", ["--model", "efficientnet_lite0", "--transfer", "features", "--head-dropout", "0.2",
                            "--epochs", "10"]),
-        ("tutorial net (simple-cnn, 150 px, 10 epochs)", ["--model", "simple-cnn", "--image-size", "150",
-                                                          "--epochs", "10", "--augment", "standard"]),
+        ("tutorial net (simple-cnn, 150 px, 5 epochs)", ["--model", "simple-cnn", "--image-size", "150",
+                                                          "--epochs", "5", "--augment", "standard"]),
     ],
     "cifar10-5k": [
         ("best explicit", ["--model", "fast-cnn", "--epochs", "50", "--batch-size", "128", "--optimizer", "adamw",
@@ -185,6 +188,38 @@ def run_one(folder: Path, flags: list[str], work: Path, tag: str) -> dict:
     return row
 
 
+def backbone_costs(n: int = 64) -> list[dict]:
+    """Seconds per image of one feature pass, per Lite variant and engine (after one warm-up batch)."""
+    import numpy as np
+    import torch
+
+    from cnnkit.config import ModelConfig
+    from cnnkit.data import ImageSet
+    from cnnkit.models import build_model
+    from cnnkit.models.efficientnet_lite import LITE_VARIANTS
+    from cnnkit.train.features import compute_features
+    from cnnkit.train.loop import ImageInputs
+
+    rows = []
+    cpu = torch.device("cpu")
+    for name, (_, side, _) in LITE_VARIANTS.items():
+        model = build_model(ModelConfig(name=name, num_classes=2, image_size=(side, side), transfer="features"))
+        model.to(memory_format=torch.channels_last)
+        images = ImageSet(np.random.default_rng(0).integers(0, 255, (n, side, side, 3), dtype=np.uint8),
+                          np.zeros(n, np.int64), ("a", "b"))
+        inputs = ImageInputs(*model.input_norm, cpu, channels_last=True)
+        row = {"backbone": name, "side": side}
+        for engine in ("torch", "auto"):
+            compute_features(model, ImageSet(images.images[:8], images.labels[:8], images.classes), inputs, cpu,
+                             engine=engine)  # warm-up (and, for ONNX Runtime, its export)
+            start = time.perf_counter()
+            compute_features(model, images, inputs, cpu, engine=engine)
+            row["onnxruntime" if engine == "auto" else "torch"] = round((time.perf_counter() - start) / n * 1000, 1)
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    return rows
+
+
 def machine() -> str:
     import torch
 
@@ -210,10 +245,12 @@ def main() -> int:
     ap.add_argument("--only", default=",".join(SETTINGS), help="comma-separated datasets")
     ap.add_argument("--per-class", type=int, help="training images per class (a quick check of the script)")
     ap.add_argument("--json", help="also write the rows here")
+    ap.add_argument("--no-costs", action="store_true", help="skip timing the backbones' feature passes")
     args = ap.parse_args()
     work, data_dir = Path(args.work), Path(args.data_dir)
     work.mkdir(parents=True, exist_ok=True)
     print(machine(), flush=True)
+    costs = [] if args.no_costs else backbone_costs()
     results = []
     for name in args.only.split(","):
         folder = prepare(name, data_dir, work, args.per_class)
@@ -223,9 +260,13 @@ def main() -> int:
             results.append(row)
             print(json.dumps(row), flush=True)
     print(f"load average at the end {os.getloadavg()[0]:.2f}")
+    if costs:
+        print("| backbone | input | PyTorch ms/image | ONNX Runtime ms/image |\n|---|---|---|---|")
+        for c in costs:
+            print(f"| {c['backbone']} | {c['side']} px | {c['torch']} | {c['onnxruntime']} |")
     print(table(results))
     if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=1) + "\n")
+        Path(args.json).write_text(json.dumps({"costs": costs, "runs": results}, indent=1) + "\n")
     return 0
 
 

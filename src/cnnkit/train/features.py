@@ -43,6 +43,7 @@ log = logging.getLogger("cnnkit")
 
 FEATURES_VERSION = 1
 EXTRACT_BATCH = 64  # images per backbone pass: bounds activation memory at 224-299 px
+ONNX_MIN_IMAGES = 256  # fewer images than this: the ONNX export (seconds) costs more than it saves
 
 
 class IdentityInputs:
@@ -91,8 +92,9 @@ def compute_features(model: nn.Module, images: ImageSet, inputs: Any, device: to
                      engine: str = "auto") -> np.ndarray:
     """``model.features`` of every image, in order: (N, D) float32 (eval mode: BatchNorm running stats).
 
-    ``engine`` "auto" runs them in ONNX Runtime on a CPU without autocast (when installed), else
-    PyTorch; "torch" always PyTorch.
+    ``engine`` "auto" runs them in ONNX Runtime on a CPU without autocast (when installed and there
+    are at least :data:`ONNX_MIN_IMAGES` images), else PyTorch; "onnxruntime" whenever it can;
+    "torch" always PyTorch.
     """
     return _compute(model, images, inputs, device, amp, batch_size, engine)[0]
 
@@ -102,12 +104,12 @@ def _compute(model: nn.Module, images: ImageSet, inputs: Any, device: torch.devi
     """(features, engine); ``runners`` keeps ONNX sessions by input shape across calls (train, then val)."""
     model.eval()
     run = None
-    if engine == "auto" and device.type == "cpu" and amp is None and len(images):
+    if engine != "torch" and device.type == "cpu" and amp is None and len(images):
         shape = (images.channels, *images.image_size)
         runners = {} if runners is None else runners
-        if shape not in runners:
+        if shape not in runners and (engine == "onnxruntime" or len(images) >= ONNX_MIN_IMAGES):
             runners[shape] = onnx_runner(model.features, shape)
-        run = runners[shape]
+        run = runners.get(shape)
     out = []
     for xb, _ in BatchLoader(images, batch_size, device).batches(0):
         x = inputs.normalize(inputs.scale(xb))  # (B, C, H, W) float32
@@ -167,9 +169,10 @@ def cached_features(model: nn.Module, images: ImageSet, inputs: Any, device: tor
     reused = feats is not None
     engine, pass_seconds = "cache", 0.0
     if feats is None:
-        if runners is not None and device.type == "cpu" and amp is None:  # export before the clock starts
-            shape = (images.channels, *images.image_size)
-            runners.setdefault(shape, onnx_runner(model.features, shape) if len(images) else None)
+        shape = (images.channels, *images.image_size)
+        if (runners is not None and device.type == "cpu" and amp is None and shape not in runners
+                and len(images) >= ONNX_MIN_IMAGES):
+            runners[shape] = onnx_runner(model.features, shape)  # the export, before the clock starts
         t1 = time.perf_counter()
         feats, engine = _compute(model, images, inputs, device, amp, EXTRACT_BATCH, "auto", runners)
         pass_seconds = time.perf_counter() - t1
