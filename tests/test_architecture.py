@@ -39,7 +39,7 @@ LAYERS = [
     {"config"},
     {"data", "models"},
     {"inference"},
-    {"train", "evaluate", "visualize"},
+    {"train", "evaluate", "visualize", "auto"},  # auto plans a run and trains it with cnnkit.train
     {"runs", "recipes", "serve", "explain", "inspect_command", "studio"},
     {"cli", "__main__", ""},  # "" = the package root, cnnkit/__init__.py
 ]

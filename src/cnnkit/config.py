@@ -81,7 +81,8 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    name: str = setting("simple-cnn", "model name (see `cnnkit models`)", flag="--model")
+    name: str = setting("auto", "model name (see `cnnkit models`; default auto: chosen from the data and "
+                        "the time budget)", flag="--model")
     num_classes: int = setting(10, "outputs (set from the data)", cli=False, range="[1, inf)")
     in_channels: int = setting(3, "input channels (set from the data)", cli=False, range="[1, inf)")
     image_size: tuple[int, int] = setting((32, 32), "input size (set from the data)", cli=False, range="[1, inf)",
@@ -133,7 +134,11 @@ class TrainConfig:
     fast: bool = setting(True, "turn off channels_last, autocast and allocator tuning")  # --no-fast
     amp: str = setting("auto", "mixed precision (default auto)", choices=AMP_MODES)
     compile: str = setting("auto", "torch.compile (default: on CUDA only)", choices=COMPILE_MODES)
-    monitor: str = setting("val_loss", "metric for early stopping and the best checkpoint (default val_loss)")
+    monitor: str = setting("val_acc,val_loss", "metric for early stopping and the best checkpoint; a,b = by a, "
+                           "ties broken by b (default val_acc,val_loss: accuracy, ties to the lower loss)")
+    time: float | None = setting(None, "wall-clock budget of the whole run in seconds: stops at an epoch's end "
+                                 "when the next would not fit (auto plans within it)", range="(0, inf)",
+                                 metavar="SECONDS")
     patience: int | None = setting(None, "early stopping patience in epochs (default: off)", range="[0, inf)")
     min_delta: float = setting(0.0, "smallest change of the monitored metric that counts as better",
                                range="[0, inf)")

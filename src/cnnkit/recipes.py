@@ -68,8 +68,9 @@ def _modern(lr: float = 3e-3, label_smoothing: float = 0.0) -> OptimConfig:
 def _run(name: str, data: DataConfig, model: ModelConfig, optim: OptimConfig, epochs: int, batch: int,
          augment: AugmentConfig | None = None, fast: bool = False, **train: Any) -> RunConfig:
     out = f"{RUNS_ROOT}/{name}{'-fast' if fast else ''}"
+    # the recipes were measured with the best checkpoint by validation loss: they keep that rule
     return RunConfig(data=data, model=model, optim=optim, augment=augment or AugmentConfig(),
-                     train=TrainConfig(epochs=epochs, batch_size=batch, out=out, **train))
+                     train=TrainConfig(epochs=epochs, batch_size=batch, out=out, **{"monitor": "val_loss", **train}))
 
 
 SHIFT_FLIP = AugmentConfig(width_shift_range=0.1, height_shift_range=0.1, horizontal_flip=True)

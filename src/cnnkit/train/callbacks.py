@@ -46,6 +46,46 @@ def monitor_mode(monitor: str) -> str:
     return mode
 
 
+class Monitor:
+    """One metric, or several separated by commas: the first decides, the next break its ties.
+
+    ``"val_acc,val_loss"`` (the default) ranks epochs by validation accuracy and, among epochs of
+    equal accuracy, by the lower validation loss.  ``min_delta`` applies to the first metric only.
+    """
+
+    def __init__(self, monitor: str, min_delta: float = 0.0):
+        self.keys = [k.strip() for k in monitor.split(",") if k.strip()]
+        self.modes = [monitor_mode(k) for k in self.keys]
+        self.min_delta = abs(min_delta)
+
+    def worst(self) -> tuple[float, ...]:
+        return tuple(math.inf if m == "min" else -math.inf for m in self.modes)
+
+    def read(self, logs: Mapping[str, float]) -> tuple[float, ...] | None:
+        """The monitored values of an epoch; None when the first is not logged."""
+        if self.keys[0] not in logs:
+            return None
+        return tuple(float(logs.get(k, math.nan)) for k in self.keys)
+
+    def better(self, value: tuple[float, ...], best: tuple[float, ...]) -> bool:
+        for i, (v, b, mode) in enumerate(zip(value, best, self.modes)):
+            delta = self.min_delta if i == 0 else 0.0
+            if _better(mode, v, b, delta):
+                return True
+            if not (v == b or (i == 0 and abs(v - b) <= delta)):  # worse (or NaN): later keys cannot help
+                return False
+        return False
+
+
+def _as_tuple(value: Any) -> tuple[float, ...]:
+    """Saved bests: a tuple, or the single float an older run (one metric) saved."""
+    return tuple(value) if isinstance(value, (tuple, list)) else (float(value),)
+
+
+def _saved(value: tuple[float, ...]) -> Any:
+    return value[0] if len(value) == 1 else value
+
+
 class Callback:
     def on_train_begin(self, info: dict[str, Any]) -> None: ...
     def on_epoch_begin(self, epoch: int, steps: int) -> None: ...
@@ -59,41 +99,41 @@ class Callback:
 
 
 class BestCheckpoint(Callback):
-    """Asks for a save whenever ``monitor`` improves."""
+    """Asks for a save whenever ``monitor`` improves (see :class:`Monitor` for ``"a,b"``)."""
 
-    def __init__(self, monitor: str = "val_loss"):
-        self.monitor, self.mode = monitor, monitor_mode(monitor)
-        self.best = math.inf if self.mode == "min" else -math.inf
+    def __init__(self, monitor: str = "val_acc,val_loss"):
+        self.monitor, self._rule = monitor, Monitor(monitor)
+        self.best = self._rule.worst()
         self.best_epoch = -1
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> Signal | None:
-        value = logs.get(self.monitor)
-        if value is not None and _better(self.mode, value, self.best, 0.0):
+        value = self._rule.read(logs)
+        if value is not None and self._rule.better(value, self.best):
             self.best, self.best_epoch = value, epoch
             return Signal(save_best=True)
         return None
 
     def state_dict(self) -> dict[str, Any]:
-        return {"best": self.best, "best_epoch": self.best_epoch}
+        return {"best": _saved(self.best), "best_epoch": self.best_epoch}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.best, self.best_epoch = state["best"], state["best_epoch"]
+        self.best, self.best_epoch = _as_tuple(state["best"]), state["best_epoch"]
 
 
 class EarlyStopping(Callback):
     """Keras semantics: stop after ``patience`` epochs without an improvement larger than ``min_delta``."""
 
-    def __init__(self, monitor: str = "val_loss", patience: int = 3, min_delta: float = 0.0):
-        self.monitor, self.mode = monitor, monitor_mode(monitor)
+    def __init__(self, monitor: str = "val_acc,val_loss", patience: int = 3, min_delta: float = 0.0):
+        self.monitor, self._rule = monitor, Monitor(monitor, min_delta)
         self.patience, self.min_delta = patience, abs(min_delta)
-        self.best = math.inf if self.mode == "min" else -math.inf
+        self.best = self._rule.worst()
         self.wait = 0
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> Signal | None:
-        value = logs.get(self.monitor)
+        value = self._rule.read(logs)
         if value is None:
             return None
-        if _better(self.mode, value, self.best, self.min_delta):
+        if self._rule.better(value, self.best):
             self.best, self.wait = value, 0
             return None
         self.wait += 1
@@ -102,10 +142,57 @@ class EarlyStopping(Callback):
         return None
 
     def state_dict(self) -> dict[str, Any]:
-        return {"best": self.best, "wait": self.wait}
+        return {"best": _saved(self.best), "wait": self.wait}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.best, self.wait = state["best"], state["wait"]
+        self.best, self.wait = _as_tuple(state["best"]), state["wait"]
+
+
+class TimeBudget(Callback):
+    """Stops at an epoch's end when the next epoch would not finish within the run's wall-clock budget.
+
+    ``seconds`` counts from ``start`` (a ``time.perf_counter()`` reading taken when the run began,
+    so data loading and feature extraction count too).  The next epoch is estimated from the
+    measured ones - the slower of the last epoch and their mean, so one fast epoch does not
+    promise too much - plus the validation pass again, which the final evaluation costs.
+    At least one epoch always runs; the best checkpoint so far is what the run keeps.
+    """
+
+    def __init__(self, seconds: float, start: float | None = None, clock=time.perf_counter):
+        self.seconds, self.clock = float(seconds), clock
+        self.start = clock() if start is None else start
+        self.durations: list[float] = []  # wall seconds of each epoch, validation included
+        self.val_seconds = 0.0
+        self._t0 = 0.0
+
+    @property
+    def deadline(self) -> float:
+        return self.start + self.seconds
+
+    def next_epoch_estimate(self) -> float:
+        if not self.durations:
+            return 0.0
+        return max(self.durations[-1], sum(self.durations) / len(self.durations)) + self.val_seconds
+
+    def on_epoch_begin(self, epoch: int, steps: int) -> None:
+        self._t0 = self.clock()
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> Signal | None:
+        now = self.clock()
+        self.durations.append(now - self._t0)
+        self.val_seconds = max(0.0, self.durations[-1] - logs.get("time", self.durations[-1]))
+        left = self.deadline - now
+        need = self.next_epoch_estimate()
+        if need > left:
+            return Signal(stop=True, reason=f"time budget: {self.seconds:.0f} s; stopped after epoch {epoch + 1} "
+                                            f"with {max(left, 0):.0f} s left (the next epoch needs about {need:.0f} s)")
+        return None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"durations": list(self.durations)}  # a resumed run gets the budget afresh
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.durations = list(state.get("durations", []))
 
 
 class History(Callback):
@@ -144,8 +231,9 @@ class Progress(Callback):
 
     REDRAW_S = 0.5  # seconds between reads of the running loss/accuracy
 
-    def __init__(self, epochs: int, enabled: bool = True, stream=None):
+    def __init__(self, epochs: int, enabled: bool = True, stream=None, deadline: float | None = None):
         self.epochs, self.enabled = epochs, enabled
+        self.deadline = deadline  # time.perf_counter() value the run's --time budget ends at; None = no budget
         self._drawn = 0.0
         self.stream = stream or sys.stderr
         self.live = enabled and self.stream.isatty()
@@ -158,7 +246,7 @@ class Progress(Callback):
         if self.live:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress as Bar, TextColumn, TimeRemainingColumn
 
-            self._bar = Bar(TextColumn(f"epoch {epoch + 1}/{self.epochs}"), BarColumn(), MofNCompleteColumn(),
+            self._bar = Bar(TextColumn(f"epoch {epoch + 1}/{self.epochs}{self._left()}"), BarColumn(), MofNCompleteColumn(),
                             TimeRemainingColumn(), TextColumn("{task.fields[stats]}"), transient=True)
             self._bar.start()
             self._task = self._bar.add_task("train", total=steps, stats="")
@@ -181,9 +269,14 @@ class Progress(Callback):
         if self.enabled:
             parts = [f"epoch {epoch + 1}/{self.epochs}"]
             parts += [f"{k} {v:.4f}" for k, v in logs.items() if k not in ("lr", "time")]
-            parts.append(f"lr {logs.get('lr', 0):.2e}  {time.perf_counter() - self._t0:.1f}s")
+            parts.append(f"lr {logs.get('lr', 0):.2e}  {time.perf_counter() - self._t0:.1f}s{self._left()}")
             print("  ".join(parts), file=self.stream, flush=True)
         return None
+
+    def _left(self) -> str:
+        if self.deadline is None:
+            return ""
+        return f"  ({max(0.0, self.deadline - time.perf_counter()):.0f} s of the time budget left)"
 
     def on_train_end(self, logs: dict[str, Any]) -> None:
         if self._bar is not None:

@@ -37,11 +37,18 @@ MONITORS = {"val_loss": "val_loss", "val_acc": "val_acc", "val_accuracy": "val_a
 
 
 def monitor_key(name: str, has_val: bool) -> str:
-    """The history key that ``--monitor name`` watches; without validation data, its training twin."""
-    key = MONITORS.get(name)
-    if key is None:
-        raise ConfigError(f"--monitor {name!r}: not a logged metric; choose one of {', '.join(MONITORS)}")
-    return key if has_val else key.replace("val_", "")
+    """The history key(s) that ``--monitor name`` watches; without validation data, their training twins.
+
+    ``a,b`` watches ``a`` and breaks its ties with ``b`` (the default: ``val_acc,val_loss``).
+    """
+    keys = []
+    for part in name.split(","):
+        key = MONITORS.get(part.strip())
+        if key is None:
+            raise ConfigError(f"--monitor {name!r}: not a logged metric; choose one of {', '.join(MONITORS)}, "
+                              f"or two separated by a comma (the second breaks ties)")
+        keys.append(key if has_val else key.replace("val_", ""))
+    return ",".join(keys)
 
 
 def portable_paths(cfg: RunConfig) -> RunConfig:

@@ -17,6 +17,7 @@ Files this module writes in the run folder::
 from __future__ import annotations
 
 import dataclasses
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,7 @@ from cnnkit.evaluate.predict import predict_probs
 from cnnkit.inference import checkpoint as ckpt
 from cnnkit.inference.preprocess import ImageInputs
 from cnnkit.models import ModelDefaults, build_model, default_config
-from cnnkit.train.callbacks import BestCheckpoint, Callback, EarlyStopping, History, Progress
+from cnnkit.train.callbacks import BestCheckpoint, Callback, EarlyStopping, History, Progress, TimeBudget
 from cnnkit.train.checks import check_settings, check_splits, monitor_key, portable_paths
 from cnnkit.train.folder import default_run_dir, fresh_dir, write_run_start
 from cnnkit.train.loop import FitState, fit
@@ -97,6 +98,7 @@ class Parts:
     scheduler: Any
     augment: BatchAugment | None
     features_info: dict | None = None
+    features_cache: Path | None = None  # features mode: also read by the final evaluation
 
 
 def train(cfg: RunConfig | None, splits: DataSplits | None = None, resume: str | Path | Resume | None = None,
@@ -107,7 +109,13 @@ def train(cfg: RunConfig | None, splits: DataSplits | None = None, resume: str |
     ``resume`` continues the run in that folder from its last completed epoch, with the run's own
     config: a folder takes ``cfg``'s epochs and progress setting, a :class:`Resume` says them itself
     (``cfg`` may then be None).
+    ``cfg.model.name == "auto"`` lets :mod:`cnnkit.auto` choose the model and settings first.
     """
+    started = time.perf_counter()  # --time counts from here: loading and feature extraction included
+    if cfg is not None and cfg.model.name == "auto" and resume is None:
+        from cnnkit.auto import train_auto
+
+        return train_auto(cfg, splits=splits, callbacks=callbacks, explicit_out=explicit_out)
     rank, world = _dist_info()
     resume = as_resume(resume, cfg)
     cfg = _resolve_config(cfg, resume, announce=rank == 0)  # the run's own when resuming; checked
@@ -120,7 +128,7 @@ def train(cfg: RunConfig | None, splits: DataSplits | None = None, resume: str |
     parts = _training_parts(cfg, splits, built, env, train_loader, val_loader)  # optimizer, schedule, augment
     run_dir = _run_folder(cfg, resume, explicit_out, env)
     history = History(run_dir)
-    cbs = _callbacks(cfg, val_loader is not None, history, env, callbacks)
+    cbs = _callbacks(cfg, val_loader is not None, history, env, callbacks, started)
     state = FitState()
     if resume is not None:  # every rank restores the same state; only rank 0 tidies the folder
         state = restore(Path(resume.run_dir), parts.model, parts.optimizer, parts.scheduler, cbs, tidy=env.writer)
@@ -225,11 +233,12 @@ def _training_parts(cfg: RunConfig, splits: DataSplits, built: Built, env: Env, 
     if cfg.model.transfer == "features":  # frozen backbone: train the head on features computed once
         from cnnkit.train.features import feature_training, features_cache_dir
 
-        setup = feature_training(model, splits, built.inputs, env.device, env.amp,
-                                 features_cache_dir(cfg.data.cache_dir), cfg.train.batch_size,
+        cache = features_cache_dir(cfg.data.cache_dir)
+        setup = feature_training(model, splits, built.inputs, env.device, env.amp, cache, cfg.train.batch_size,
                                  cfg.train.eval_batch_size, cfg.train.seed, augment, env.world)
         parts = dataclasses.replace(parts, fit_model=setup.head, fit_inputs=setup.inputs, train=setup.train,
-                                    val=setup.val, augment=None, features_info=setup.info)
+                                    val=setup.val, augment=None, features_info=setup.info,
+                                    features_cache=cache)
     return parts
 
 
@@ -242,13 +251,17 @@ def _run_folder(cfg: RunConfig, resume: Resume | None, explicit_out: bool, env: 
 
 
 def _callbacks(cfg: RunConfig, has_val: bool, history: History, env: Env,
-               extra: list[Callback] | None) -> list[Callback]:
+               extra: list[Callback] | None, started: float | None = None) -> list[Callback]:
+    """Best checkpoint, history, early stopping, progress and the --time budget (counted from ``started``)."""
     monitor = monitor_key(cfg.train.monitor, has_val)
     # the order is saved with train_state.pt: --resume restores each callback's state by position
     cbs: list[Callback] = [BestCheckpoint(monitor), history]
     if cfg.train.patience is not None:
         cbs.append(EarlyStopping(monitor, cfg.train.patience, cfg.train.min_delta))
-    cbs.append(Progress(cfg.train.epochs, enabled=cfg.train.progress and env.writer))
+    budget = TimeBudget(cfg.train.time, started) if cfg.train.time is not None else None
+    cbs.append(Progress(cfg.train.epochs, enabled=cfg.train.progress and env.writer,
+                        deadline=budget.deadline if budget is not None else None))
+    cbs += [budget] if budget is not None else []
     return cbs + list(extra or [])
 
 
@@ -279,7 +292,8 @@ def _finish(cfg: RunConfig, splits: DataSplits, built: Built, parts: Parts, env:
     model = getattr(parts.model, "module", parts.model)
     if run_dir is not None and (run_dir / ckpt.BEST).exists():
         ckpt.load_weights_into(model, run_dir / ckpt.BEST, cfg.model.name)
-    evaluation = final_evaluation(model, splits, built.inputs, env.device, env.amp, cfg) if env.writer else None
+    evaluation = (final_evaluation(model, splits, built.inputs, env.device, env.amp, cfg, parts.features_cache)
+                  if env.writer else None)
     metrics = evaluation[0] if evaluation is not None else {}
     return RunResult(run_dir, history.rows, metrics, model, built.preprocess, cfg, evaluation)
 
@@ -324,13 +338,20 @@ def _build_augment(cfg: RunConfig, num_classes: int) -> BatchAugment | None:
 
 
 def final_evaluation(model: torch.nn.Module, splits: DataSplits, inputs: ImageInputs, device: torch.device,
-                     amp: torch.dtype | None, cfg: RunConfig) -> Evaluation | None:
-    """The best weights on the test split (else validation): (metrics, probs (N,K), images), or None."""
+                     amp: torch.dtype | None, cfg: RunConfig, features_cache: Path | None = None) -> Evaluation | None:
+    """The best weights on the test split (else validation): (metrics, probs (N,K), images), or None.
+
+    ``features_cache`` (features mode): the head runs on the cached features, not the backbone again.
+    """
     name, data = ("test", splits.test) if splits.test is not None and len(splits.test) else ("val", splits.val)
     if data is None or not len(data):
         return None
-    loader = BatchLoader(data, cfg.train.eval_batch_size, device)
     tta = None if cfg.augment.tta in (None, "none") else cfg.augment.tta
-    probs = predict_probs(model, loader, inputs, amp, tta=tta)
+    if features_cache is not None and tta is None:
+        from cnnkit.train.features import probs_from_features
+
+        probs = probs_from_features(model, data, inputs, device, amp, features_cache)
+    else:
+        probs = predict_probs(model, BatchLoader(data, cfg.train.eval_batch_size, device), inputs, amp, tta=tta)
     metrics = {"split": name, **classification_metrics(probs, data.labels, data.classes), **({"tta": tta} if tta else {})}
     return metrics, probs, data

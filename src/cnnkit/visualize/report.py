@@ -228,6 +228,11 @@ def render_report(run_dir: str | Path, data_source: str | None = None, evaluatio
     if note:
         parts.append(f"<p class=note>{html.escape(note)}</p>")
     parts += ["<h2>Run</h2>", _table(_run_rows(run_dir, cfg, history))]
+    from cnnkit.auto import read_choice  # a run planned by the automatic default says what it chose and why
+
+    choice = read_choice(run_dir)
+    if choice:
+        parts += ["<h2>Automatic choice</h2>", f"<p>{html.escape(choice['line'].removeprefix('cnnkit: auto: '))}</p>"]
 
     curves = _curves_uri(run_dir, history, title)
     if curves:
