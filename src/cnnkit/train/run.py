@@ -113,9 +113,10 @@ def train(cfg: RunConfig | None, splits: DataSplits | None = None, resume: str |
     """
     started = time.perf_counter()  # --time counts from here: loading and feature extraction included
     if cfg is not None and cfg.model.name == "auto" and resume is None:
-        from cnnkit.auto import train_auto
+        from cnnkit.train.auto import train_auto
 
-        return train_auto(cfg, splits=splits, callbacks=callbacks, explicit_out=explicit_out)
+        return train_auto(cfg, train, model_input_config, splits=splits, callbacks=callbacks,
+                          explicit_out=explicit_out)
     rank, world = _dist_info()
     resume = as_resume(resume, cfg)
     cfg = _resolve_config(cfg, resume, announce=rank == 0)  # the run's own when resuming; checked

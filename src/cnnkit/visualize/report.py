@@ -228,9 +228,7 @@ def render_report(run_dir: str | Path, data_source: str | None = None, evaluatio
     if note:
         parts.append(f"<p class=note>{html.escape(note)}</p>")
     parts += ["<h2>Run</h2>", _table(_run_rows(run_dir, cfg, history))]
-    from cnnkit.auto import read_choice  # a run planned by the automatic default says what it chose and why
-
-    choice = read_choice(run_dir)
+    choice = _auto_choice(run_dir)  # a run planned by the automatic default says what it chose and why
     if choice:
         parts += ["<h2>Automatic choice</h2>", f"<p>{html.escape(choice['line'].removeprefix('cnnkit: auto: '))}</p>"]
 
@@ -273,3 +271,11 @@ def write_report(run_dir: str | Path, data_source: str | None = None, *, evaluat
     path = run_dir / REPORT
     atomic_write_text(path, page)
     return path
+
+
+def _auto_choice(run_dir: Path) -> dict | None:
+    """The auto.json of a run the automatic default planned (as :func:`cnnkit.auto.read_choice`), or None."""
+    try:
+        return json.loads((Path(run_dir) / "auto.json").read_text())
+    except (OSError, ValueError):
+        return None
