@@ -198,7 +198,7 @@ def backbone_costs(n: int = 64) -> list[dict]:
     from cnnkit.models import build_model
     from cnnkit.models.efficientnet_lite import LITE_VARIANTS
     from cnnkit.train.features import compute_features
-    from cnnkit.train.loop import ImageInputs
+    from cnnkit.inference.preprocess import ImageInputs
 
     rows = []
     cpu = torch.device("cpu")
