@@ -147,6 +147,9 @@ def test_int_range_is_whole_pixels_list_range_is_choices():
     px, frac = draws(AugmentConfig(width_shift_range=2.5, height_shift_range=0.2), size=(40, 21))
     assert float(px.abs().max()) <= 2.5 and float(px.abs().max()) > 2.3 and len(set(px.tolist())) > 100
     assert float(frac.abs().max()) <= 0.2 * 40 and float(frac.abs().max()) > 7.5
+    # an int 0 is off, as 0.0 is
+    dx0, dy0 = draws(AugmentConfig(width_shift_range=0, height_shift_range=2))
+    assert float(dx0.abs().max()) == 0.0 and set(dy0.round().tolist()) == {-1.0, 0.0, 1.0}
     # a list of fractions (every entry < 1) is fractions of the size
     _, f = draws(AugmentConfig(height_shift_range=(0.25,)), size=(40, 21))
     assert set(f.round().tolist()) == {-10.0, 10.0}

@@ -179,6 +179,8 @@ def _shift(u: Any, r: Any, pixels: int) -> Any:
     """
     import numpy as np
 
+    if not isinstance(r, (tuple, list)) and r == 0:
+        return np.zeros_like(u)  # off (0 or 0.0): no shift on this axis
     if isinstance(r, (tuple, list)) or (isinstance(r, int) and not isinstance(r, bool)):
         choices = np.asarray(r if isinstance(r, (tuple, list)) else range(int(r)), dtype=np.float64)
         sign = np.where(u < 0.5, -1.0, 1.0)
