@@ -157,14 +157,16 @@ def _valid_stack(name: str, in_channels: int, image_size: tuple[int, int], width
                  minimum: int) -> tuple[nn.Sequential, int]:
     """Keras ``Conv2D(w, 3)`` (valid) + ReLU + ``MaxPooling2D(2)`` per width, then Flatten: (features, length).
 
-    A side under ``minimum`` pixels gets 'same' convolutions so tiny images still fit.
+    A side under ``minimum`` pixels gets 'same' convolutions, and then the poolings round up (as
+    Keras' 'same' pooling), so tiny images still fit (28 -> 14 -> 7 -> 4 -> 2 -> 1 through five blocks).
     """
     _check_size(name, image_size, 8)
     pad = _valid_padding(image_size, minimum)
+    small = any(pad)  # the tutorial's sizes: exactly Keras' valid convolutions and floor pooling
     layers: list[nn.Module] = []
     cin = in_channels
     for cout in widths:
-        layers += [nn.Conv2d(cin, cout, 3, padding=pad), nn.ReLU(inplace=True), nn.MaxPool2d(2)]
+        layers += [nn.Conv2d(cin, cout, 3, padding=pad), nn.ReLU(inplace=True), nn.MaxPool2d(2, ceil_mode=small)]
         cin = cout
     layers.append(nn.Flatten())
     features = nn.Sequential(*layers)
