@@ -136,7 +136,7 @@ def _run_source(checkpoint: str) -> str:
 def cmd_predict(a: argparse.Namespace) -> int:
     from cnnkit.serve.predict import format_predictions, predict
 
-    preds = predict(a.checkpoint, a.inputs, top_k=a.top_k, device=a.device or "cpu")
+    preds = predict(a.checkpoint, a.inputs, top_k=a.top_k, device=a.device or "cpu", min_confidence=a.min_confidence)
     text = format_predictions(preds, a.format)
     if a.output:
         from cnnkit.io import atomic_write_text
@@ -307,6 +307,8 @@ def build_parser(config: type = C.RunConfig) -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+", help="image files and/or folders")
     p.add_argument("--top-k", type=int, default=3)
     p.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    p.add_argument("--min-confidence", metavar="P", help="answer 'unknown' for images whose top (calibrated) "
+                   "probability is below P (0-1); auto = the threshold stored with the run, if any")
     p.add_argument("--output", "-o", help="write to this file instead of the terminal")
     p.add_argument("--device")
     p.set_defaults(func=cmd_predict)

@@ -10,6 +10,7 @@ import numpy as np
 
 from cnnkit.config import Preprocess
 from cnnkit.errors import ConfigError, DataError
+from cnnkit.inference.calibrated import resolve_min_confidence
 from cnnkit.inference.files import read_image
 
 
@@ -24,10 +25,30 @@ class Prediction:
     file: str
     top: list[tuple[str, float]]  # (class, probability), best first
     error: str = ""
+    answer: str | None = None  # with a confidence threshold: the top class, or UNKNOWN below it
 
     def as_dict(self) -> dict:
-        return {"file": self.file, "top": [{"class": c, "prob": p} for c, p in self.top],
+        return {"file": self.file, **({"class": self.answer} if self.answer is not None else {}),
+                "top": [{"class": c, "prob": p} for c, p in self.top],
                 **({"error": self.error} if self.error else {})}
+
+
+UNKNOWN = "unknown"
+
+
+def answer(top: list[tuple[str, float]], min_confidence: float | None) -> str | None:
+    """The class to answer: the top one, or ``unknown`` when its probability is below the threshold
+    (None without a threshold, or without a prediction)."""
+    if min_confidence is None or not top:
+        return None
+    return top[0][0] if top[0][1] >= min_confidence else UNKNOWN
+
+
+def with_answers(preds: list[Prediction], min_confidence: float | None) -> list[Prediction]:
+    """Each prediction with its :func:`answer` filled in."""
+    for p in preds:
+        p.answer = answer(p.top, min_confidence)
+    return preds
 
 
 class BasePredictor:
@@ -37,6 +58,8 @@ class BasePredictor:
     preprocess: Preprocess
     classes: list[str]
     backend: str = ""
+    temperature: float = 1.0  # the calibration that ``probs`` applies (see cnnkit.inference.calibrated)
+    suggested_min_confidence: float | None = None  # the model's own threshold for ``min_confidence="auto"``
 
     def probs(self, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
         raise NotImplementedError
@@ -49,9 +72,15 @@ class BasePredictor:
         order = np.argsort(-probs, axis=1)[:, :k]
         return [[(self.classes[j], float(p[j])) for j in row] for p, row in zip(probs, order)]
 
-    def predict_files(self, files: Sequence[str | Path], top_k: int = 3, batch_size: int = 64) -> list[Prediction]:
-        """Predict every file; unreadable files get an ``error`` instead of stopping the batch."""
+    def predict_files(self, files: Sequence[str | Path], top_k: int = 3, batch_size: int = 64,
+                      min_confidence: str | float | None = None) -> list[Prediction]:
+        """Predict every file; unreadable files get an ``error`` instead of stopping the batch.
+
+        ``min_confidence`` (a probability, or ``auto`` for the model's suggested one) fills each
+        prediction's ``answer``: its top class, or ``unknown`` when the top probability is lower.
+        """
         check_top_k(top_k)
+        threshold = resolve_min_confidence(min_confidence, self.suggested_min_confidence)
         results: list[Prediction | None] = [None] * len(files)
         good: list[int] = []
         arrays = []
@@ -67,4 +96,4 @@ class BasePredictor:
             tops = self.top_k(self.probs(np.stack(arrays), batch_size), top_k)
             for i, top in zip(good, tops):
                 results[i] = Prediction(str(files[i]), top)
-        return [r for r in results if r is not None]
+        return with_answers([r for r in results if r is not None], threshold)

@@ -8,7 +8,9 @@ Endpoints::
     GET  /          the HTML page (no external resources: works offline)
     GET  /health    {"status": "ok"}
     GET  /info      model name, backend, classes, input size, channels, mean/std, upload limit
-    POST /predict   multipart field ``file`` (+ ``?top_k=``) -> {"top": [{"class", "probability"}], ...}
+    POST /predict   multipart field ``file`` (+ ``?top_k=``, + ``?min_confidence=`` P or ``auto``, also a
+                    form field) -> {"top": [{"class", "probability"}], ...}; with a threshold also
+                    ``"class"``: the top class, or ``"unknown"`` when its probability is below P
     POST /gradcam   multipart field ``file`` (+ ``?class=``, default the predicted one) -> PNG overlay of
                     the Grad-CAM map (gradient saliency for dense models) on the image; PyTorch
                     checkpoints only (an ONNX export has no gradients: 501)
@@ -32,7 +34,7 @@ from typing import Any
 from urllib.parse import quote
 
 import numpy as np
-from fastapi import FastAPI, File, Query, Request, UploadFile
+from fastapi import FastAPI, File, Form, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
@@ -40,6 +42,8 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cnnkit.errors import CnnkitError
+from cnnkit.inference.calibrated import resolve_min_confidence
+from cnnkit.inference.predictor import answer
 
 FIELD = "file"  # the multipart field that carries the image
 DEFAULT_MAX_UPLOAD = 10 * 1024 * 1024
@@ -49,6 +53,7 @@ GRADCAM_SIDE = 384  # longest side of the Grad-CAM overlay picture (the upload, 
 # Pixels one upload may decode to.  A few MB of PNG can inflate to gigabytes, and every request
 # in the thread pool holds its own; 50 MP still takes any camera's full-size photo.
 DEFAULT_MAX_PIXELS = 50_000_000
+MIN_CONFIDENCE_DOC = "answer 'unknown' below this top probability (0-1, or auto: the model's suggested one)"
 
 
 def _mib(n: int) -> str:
@@ -94,6 +99,13 @@ class BodyLimit:
         await self.app(scope, counted, send)
 
 
+def answer_fields(top: list[tuple[str, float]], min_confidence: float | None) -> dict:
+    """With a threshold: ``class`` (the top class or ``unknown``) and the ``min_confidence`` used."""
+    if min_confidence is None:
+        return {}
+    return {"class": answer(top, min_confidence), "min_confidence": min_confidence}
+
+
 class ModelService:
     """The loaded model plus what the endpoints need: decode, predict, explain, describe."""
 
@@ -125,6 +137,8 @@ class ModelService:
             "max_upload_bytes": self.max_upload_bytes,
             "upload_field": FIELD,
             "gradcam": self.gradcam,
+            "temperature": getattr(self.predictor, "temperature", 1.0),
+            "min_confidence": getattr(self.predictor, "suggested_min_confidence", None),
         }
 
     def decode(self, data: bytes, name: str) -> np.ndarray:
@@ -136,7 +150,14 @@ class ModelService:
         except BadImage as exc:
             raise HTTPException(400, f"{name}: {exc}") from None
 
-    def predict(self, data: bytes, name: str, top_k: int) -> dict:
+    def threshold(self, value: str | None) -> float | None:
+        """``min_confidence`` as a number (``auto``: the model's suggested one); 422 when unusable."""
+        try:
+            return resolve_min_confidence(value, getattr(self.predictor, "suggested_min_confidence", None))
+        except CnnkitError as exc:
+            raise HTTPException(422, str(exc).replace("--min-confidence", "min_confidence")) from None
+
+    def predict(self, data: bytes, name: str, top_k: int, min_confidence: float | None = None) -> dict:
         """Runs in a worker thread; Pillow, torch and ONNX Runtime release the GIL while they work."""
         start = time.perf_counter()
         batch = np.stack([self.decode(data, name)])  # (1, H, W, C); a writable copy (Pillow's array is read-only)
@@ -145,6 +166,7 @@ class ModelService:
         return {
             "filename": name,
             "model": self.predictor.preprocess.model,
+            **answer_fields(top, min_confidence),
             "top": [{"class": c, "probability": p} for c, p in top],
             "time_ms": round((time.perf_counter() - start) * 1000, 3),
         }
@@ -274,9 +296,13 @@ def create_app(model: Any, max_upload_bytes: int = DEFAULT_MAX_UPLOAD, device: s
 
     @app.post("/predict")
     async def predict(request: Request, file: UploadFile | None = File(None, description="the image"),
-                      top_k: int = Query(3, ge=1, le=MAX_TOP_K, description="how many classes to return")) -> dict:
+                      top_k: int = Query(3, ge=1, le=MAX_TOP_K, description="how many classes to return"),
+                      min_confidence: str | None = Query(None, description=MIN_CONFIDENCE_DOC),
+                      min_confidence_field: str | None = Form(None, alias="min_confidence",
+                                                              description=MIN_CONFIDENCE_DOC)) -> dict:
+        threshold = service.threshold(min_confidence if min_confidence is not None else min_confidence_field)
         data, filename = await _upload_bytes(request, file, service.max_upload_bytes)
-        return await run_in_threadpool(service.predict, data, filename, top_k)
+        return await run_in_threadpool(service.predict, data, filename, top_k, threshold)
 
     @app.post("/gradcam", response_class=Response,
               responses={200: {"content": {"image/png": {}}, "description": "the class map over the image"}})
