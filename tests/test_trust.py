@@ -242,19 +242,25 @@ def test_predict_cli_min_confidence_in_every_format(run, tmp_path, capsys):
         files.append(tmp_path / f"{i}.png")
         Image.fromarray(img).save(files[-1])
     args = ["predict", str(result.run_dir), *map(str, files)]
-    assert main(args + ["--format", "json", "--min-confidence", "1"]) == 0
-    answers = json.loads(capsys.readouterr().out)
-    assert [a["class"] for a in answers] == ["unknown"] * 3  # no probability reaches 1 after calibration
+    assert main(args + ["--format", "json"]) == 0  # without a threshold: no answer column
+    plain = json.loads(capsys.readouterr().out)
+    assert "class" not in plain[0]
+    tops = sorted(a["top"][0]["prob"] for a in plain)
+    threshold = (tops[0] + tops[1]) / 2 if tops[0] < tops[1] else tops[0] + (1 - tops[0]) / 2
+    expected = ["unknown" if a["top"][0]["prob"] < threshold else a["top"][0]["class"] for a in plain]
+    assert "unknown" in expected or tops[0] == 1.0
+    flag = ["--min-confidence", repr(threshold)]
+    assert main(args + ["--format", "json", *flag]) == 0
+    assert [a["class"] for a in json.loads(capsys.readouterr().out)] == expected
     assert main(args + ["--format", "json", "--min-confidence", "0"]) == 0
     answers = json.loads(capsys.readouterr().out)
     assert [a["class"] for a in answers] == [a["top"][0]["class"] for a in answers]
-    assert main(args + ["--format", "csv", "--min-confidence", "1"]) == 0
-    lines = capsys.readouterr().out.splitlines()
-    assert lines[0].startswith("file,class,class1,prob1") and all(",unknown," in line for line in lines[1:])
-    assert main(args + ["--min-confidence", "1"]) == 0
-    assert all(": unknown  (" in line for line in capsys.readouterr().out.splitlines())
-    assert main(args + ["--format", "json"]) == 0  # without a threshold: no answer column
-    assert "class" not in json.loads(capsys.readouterr().out)[0]
+    assert main(args + ["--format", "csv", *flag]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line]
+    assert lines[0].startswith("file,class,class1,prob1")
+    assert [line.split(",")[1] for line in lines[1:]] == expected
+    assert main(args + flag) == 0
+    assert [line.split(": ", 1)[1].split("  (")[0] for line in capsys.readouterr().out.splitlines()] == expected
     suggested = Predictor(result.run_dir).suggested_min_confidence
     assert main(args + ["--format", "json", "--min-confidence", "auto"]) == 0
     auto = json.loads(capsys.readouterr().out)
@@ -272,10 +278,13 @@ def test_serve_min_confidence_query_and_form_field(run):
     result, _ = run
     client = TestClient(create_app(result.run_dir))
     buf = io.BytesIO()
-    Image.fromarray(make_shapes(1, seed=8).images[0]).save(buf, "PNG")
+    Image.fromarray(np.random.default_rng(8).integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(buf, "PNG")
     upload = {"file": ("x.png", buf.getvalue(), "image/png")}
-    body = client.post("/predict?min_confidence=1", files=upload).json()
-    assert body["class"] == "unknown" and body["min_confidence"] == 1.0
+    top = client.post("/predict", files=upload).json()["top"][0]
+    above = min(1.0, float(np.nextafter(top["probability"], 2.0)))  # just above the top probability
+    body = client.post(f"/predict?min_confidence={above!r}", files=upload).json()
+    assert body["class"] == ("unknown" if top["probability"] < 1.0 else top["class"])
+    assert body["min_confidence"] == above
     body = client.post("/predict", files=upload, data={"min_confidence": "0"}).json()
     assert body["class"] == body["top"][0]["class"]
     assert "class" not in client.post("/predict", files=upload).json()
