@@ -130,7 +130,7 @@ def main() -> int:
         print(f"mean macro-F1 {weight:>8}: {np.mean(f1):.3f} over {len(f1)} seed(s)")
     print(f"\npython {platform.python_version()}, torch {torch.__version__}, {torch.get_num_threads()} threads")
     try:
-        print(subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines()[:10], sep="\n")
+        print("\n".join(subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines()[:10]))
     except OSError:
         pass
     if a.json:
