@@ -157,7 +157,8 @@ def cmd_predict(a: argparse.Namespace) -> int:
 
     predictor = load_predictor(a.checkpoint, a.device or "cpu")
     files = expand_inputs(a.inputs)
-    preds = predictor.iter_predictions(files, top_k=a.top_k, batch_size=a.batch_size)
+    preds = predictor.iter_predictions(files, top_k=a.top_k, batch_size=a.batch_size,
+                                       min_confidence=a.min_confidence)
     k = min(a.top_k, len(predictor.classes))
     with contextlib.ExitStack() as stack:
         preds = _with_progress(stack, preds, len(files))
@@ -168,7 +169,7 @@ def cmd_predict(a: argparse.Namespace) -> int:
             out = stack.enter_context(open(stack.enter_context(atomic_path(a.output)), "w", newline="", encoding="utf-8"))
         else:
             out = sys.stdout  # after _with_progress: its bar keeps printed lines above itself
-        tally = write_predictions(preds, out, a.format, top_k=k)
+        tally = write_predictions(preds, out, a.format, top_k=k, answered=a.min_confidence is not None)
     if a.output:
         print(f"wrote {tally.written} predictions to {a.output}")
     return 1 if tally.errors and tally.errors == tally.written else 0
@@ -353,6 +354,8 @@ def build_parser(config: type = C.RunConfig) -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=3)
     p.add_argument("--format", choices=("table", "csv", "json", "jsonl"), default="table",
                    help="table | csv | json (one array) | jsonl (one object per line); rows are written as they come")
+    p.add_argument("--min-confidence", metavar="P", help="answer 'unknown' for images whose top (calibrated) "
+                   "probability is below P (0-1); auto = the threshold stored with the run, if any")
     p.add_argument("--output", "-o", help="write to this file instead of the terminal")
     p.add_argument("--batch-size", type=int, default=64, help="images per model call (default 64)")
     p.add_argument("--device")

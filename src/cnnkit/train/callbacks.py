@@ -33,8 +33,41 @@ def _better(mode: str, value: float, best: float, min_delta: float) -> bool:
     return value < best - min_delta if mode == "min" else value > best + min_delta
 
 
-# which way each monitorable history key improves: loss-like metrics down, accuracy-like up
-MONITOR_MODES = {"loss": "min", "val_loss": "min", "acc": "max", "val_acc": "max"}
+@dataclass(frozen=True)
+class Logged:
+    """A metric the loop logs each epoch that ``--monitor`` may watch."""
+
+    key: str  # its history key (history.csv column)
+    mode: str  # "min" (loss-like) or "max" (accuracy-like)
+    names: tuple[str, ...]  # its --monitor spellings (Keras 2 spells accuracy out)
+    train_twin: str | None = None  # the key watched instead when a run has no validation data
+
+
+# the one declaration of every monitorable metric: adding one is one line here plus its computation
+LOGGED = (
+    Logged("val_loss", "min", ("val_loss",), "loss"),
+    Logged("val_acc", "max", ("val_acc", "val_accuracy"), "acc"),
+    Logged("loss", "min", ("loss",), "loss"),
+    Logged("acc", "max", ("acc", "accuracy"), "acc"),
+    # on the validation predictions at epoch end (cnnkit.train.loop.evaluate_loss); no training twin
+    Logged("val_balanced_accuracy", "max", ("val_balanced_accuracy",)),
+    Logged("val_macro_f1", "max", ("val_macro_f1",)),
+)
+MONITORS = {name: m for m in LOGGED for name in m.names}  # --monitor name -> Logged
+MONITOR_MODES = {m.key: m.mode for m in LOGGED}  # history key -> direction
+
+
+def monitor_key(name: str, has_val: bool) -> str:
+    """The history key that ``--monitor name`` watches; without validation data, its training twin."""
+    metric = MONITORS.get(name)
+    if metric is None:
+        raise ConfigError(f"--monitor {name!r}: not a logged metric; choose one of {', '.join(MONITORS)}")
+    if has_val:
+        return metric.key
+    if metric.train_twin is None:
+        raise ConfigError(f"--monitor {name}: computed on validation data, and this run has none "
+                          f"(set --val-split or give a validation folder)")
+    return metric.train_twin
 
 
 def monitor_mode(monitor: str) -> str:

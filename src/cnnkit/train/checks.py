@@ -10,7 +10,10 @@ import numpy as np
 
 from cnnkit.config import RunConfig, validate
 from cnnkit.data import DataSplits
-from cnnkit.errors import ConfigError, DataError
+from cnnkit.errors import DataError
+from cnnkit.train.callbacks import monitor_key
+
+__all__ = ["check_settings", "check_splits", "monitor_key", "portable_paths"]
 
 
 def check_settings(cfg: RunConfig) -> None:
@@ -29,19 +32,6 @@ def check_splits(splits: DataSplits) -> None:
     if untrained:  # e.g. validation/cats beside train/cat: an output the model could never learn
         raise DataError(f"class(es) {', '.join(map(repr, untrained))} have no training images, only validation "
                         f"or test ones; give every class training images (check the class folder names)")
-
-
-# --monitor names -> history keys; Keras 2 spells accuracy out
-MONITORS = {"val_loss": "val_loss", "val_acc": "val_acc", "val_accuracy": "val_acc",
-            "loss": "loss", "acc": "acc", "accuracy": "acc"}
-
-
-def monitor_key(name: str, has_val: bool) -> str:
-    """The history key that ``--monitor name`` watches; without validation data, its training twin."""
-    key = MONITORS.get(name)
-    if key is None:
-        raise ConfigError(f"--monitor {name!r}: not a logged metric; choose one of {', '.join(MONITORS)}")
-    return key if has_val else key.replace("val_", "")
 
 
 def portable_paths(cfg: RunConfig) -> RunConfig:

@@ -17,6 +17,7 @@ import torch
 import torch.distributed as dist
 
 from cnnkit.data.loader import BatchLoader, epoch_generator
+from cnnkit.evaluate.metrics import balanced_accuracy, macro_f1
 from cnnkit.runtime import autocast
 from cnnkit.train.callbacks import Callback
 from cnnkit.train.losses import cross_entropy, hard_labels, predicted_class
@@ -78,22 +79,49 @@ class RunningMeans(Mapping[str, float]):
 @torch.no_grad()
 def evaluate_loss(model: torch.nn.Module, loader: BatchLoader, inputs: Any, amp: torch.dtype | None,
                   label_smoothing: float = 0.0) -> dict[str, float]:
-    """Mean loss and accuracy over ``loader`` (all ranks together)."""
+    """Mean loss and accuracy, balanced accuracy and macro-F1 over ``loader`` (all ranks together).
+
+    The loss is the plain (unweighted) one: a class-weighted training loss is a training choice,
+    the validation loss stays comparable between runs.
+    """
     model.eval()
     means = RunningMeans(loader.device)
+    cm = None
     for xb, yb in loader.batches(0):
         with autocast(loader.device, amp):
             logits = model(inputs(xb))
-        means.add(cross_entropy(logits, yb, label_smoothing), predicted_class(logits), yb)
-    return means.reduce().as_dict()
+        predicted = predicted_class(logits)
+        means.add(cross_entropy(logits, yb, label_smoothing), predicted, yb)
+        cm = confusion_counts(predicted, yb, max(2, logits.shape[1]), cm)
+    return {**means.reduce().as_dict(), **class_balance(cm)}
+
+
+def confusion_counts(predicted: torch.Tensor, labels: torch.Tensor, k: int, cm: torch.Tensor | None) -> torch.Tensor:
+    """Add a batch to the (K,K) confusion counts kept on the device (rows = true class)."""
+    batch = torch.bincount(labels * k + predicted, minlength=k * k).view(k, k)
+    return batch if cm is None else cm + batch
+
+
+def class_balance(cm: torch.Tensor | None) -> dict[str, float]:
+    """balanced_accuracy and macro_f1 of the confusion counts summed over DDP ranks."""
+    if cm is None:
+        return {"balanced_accuracy": math.nan, "macro_f1": math.nan}
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(cm, op=dist.ReduceOp.SUM)
+    counts = cm.cpu().numpy()
+    return {"balanced_accuracy": balanced_accuracy(counts), "macro_f1": macro_f1(counts)}
 
 
 def fit(model: torch.nn.Module, train: BatchLoader, val: BatchLoader | None, *, inputs: Any,
         augment: Callable | None, optimizer: torch.optim.Optimizer, scheduler: Any, epochs: int, seed: int,
-        rank: int = 0, amp: torch.dtype | None, label_smoothing: float = 0.0, callbacks: Sequence[Callback] = (),
+        rank: int = 0, amp: torch.dtype | None, label_smoothing: float = 0.0,
+        class_weights: torch.Tensor | None = None, callbacks: Sequence[Callback] = (),
         save: Callable[[str, FitState], None] = lambda kind, state: None,
         state: FitState | None = None) -> FitState:
-    """Train ``model`` for ``epochs`` epochs (from ``state.epoch`` when resuming)."""
+    """Train ``model`` for ``epochs`` epochs (from ``state.epoch`` when resuming).
+
+    ``class_weights`` (K,) weight each true class in the training loss (see ``losses.cross_entropy``).
+    """
     state = state or FitState()
     steps = len(train)
     # fp16 gradients underflow without loss scaling; bf16 and fp32 need none (the scaler is then a no-op).
@@ -119,7 +147,7 @@ def fit(model: torch.nn.Module, train: BatchLoader, val: BatchLoader | None, *, 
             x = inputs.normalize(x)
             with autocast(train.device, amp):
                 logits = model(x)
-            loss = cross_entropy(logits, target, label_smoothing)
+            loss = cross_entropy(logits, target, label_smoothing, class_weights)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)  # skips the step if fp16 gradients overflowed

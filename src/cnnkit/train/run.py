@@ -17,6 +17,7 @@ Files this module writes in the run folder::
 from __future__ import annotations
 
 import dataclasses
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,15 +31,18 @@ from cnnkit.config import ModelConfig, Preprocess, RunConfig
 from cnnkit.data import DataSplits, ImageSet, load_data
 from cnnkit.data.loader import BatchLoader
 from cnnkit.errors import ConfigError
+from cnnkit.evaluate.calibration import calibration_summary, expected_calibration_error, log_probs, scale_probs
 from cnnkit.evaluate.metrics import classification_metrics
-from cnnkit.evaluate.predict import predict_probs
+from cnnkit.evaluate.predict import predict_logits, predict_probs
 from cnnkit.inference import checkpoint as ckpt
+from cnnkit.inference.calibrated import store_calibration
 from cnnkit.inference.preprocess import ImageInputs
 from cnnkit.models import ModelDefaults, build_model, default_config
 from cnnkit.train.callbacks import BestCheckpoint, Callback, EarlyStopping, History, Progress
 from cnnkit.train.checks import check_settings, check_splits, monitor_key, portable_paths
 from cnnkit.train.folder import default_run_dir, fresh_dir, write_run_start
 from cnnkit.train.loop import FitState, fit
+from cnnkit.train.losses import class_weights, imbalance
 from cnnkit.train.optim import build_optimizer, build_scheduler
 from cnnkit.train.resume import Resume, as_resume, restore, train_state
 
@@ -97,6 +101,7 @@ class Parts:
     scheduler: Any
     augment: BatchAugment | None
     features_info: dict | None = None
+    class_weights: torch.Tensor | None = None  # (K,) loss weights of the true classes, None = plain loss
 
 
 def train(cfg: RunConfig | None, splits: DataSplits | None = None, resume: str | Path | Resume | None = None,
@@ -221,7 +226,9 @@ def _training_parts(cfg: RunConfig, splits: DataSplits, built: Built, env: Env, 
     optimizer = build_optimizer(built.params, cfg.optim)
     scheduler = build_scheduler(optimizer, cfg.optim, len(train_loader), cfg.train.epochs)
     augment = _build_augment(cfg, len(built.preprocess.classes))
-    parts = Parts(model, model, built.inputs, train_loader, val_loader, optimizer, scheduler, augment)
+    weights = _class_weights(cfg, splits.train, announce=env.writer and cfg.train.progress)
+    parts = Parts(model, model, built.inputs, train_loader, val_loader, optimizer, scheduler, augment,
+                  class_weights=weights)
     if cfg.model.transfer == "features":  # frozen backbone: train the head on features computed once
         from cnnkit.train.features import feature_training, features_cache_dir
 
@@ -269,19 +276,49 @@ def _fit(cfg: RunConfig, built: Built, parts: Parts, env: Env, cbs: list[Callbac
         fit_model = torch.compile(fit_model)
     return fit(fit_model, parts.train, parts.val, inputs=parts.fit_inputs, augment=parts.augment,
                optimizer=parts.optimizer, scheduler=parts.scheduler, epochs=cfg.train.epochs, seed=cfg.train.seed,
-               rank=env.rank, amp=env.amp, label_smoothing=cfg.optim.label_smoothing, callbacks=cbs, save=save,
-               state=state)
+               rank=env.rank, amp=env.amp, label_smoothing=cfg.optim.label_smoothing,
+               class_weights=parts.class_weights, callbacks=cbs, save=save, state=state)
 
 
 def _finish(cfg: RunConfig, splits: DataSplits, built: Built, parts: Parts, env: Env, run_dir: Path | None,
             history: History) -> RunResult:
-    """The best weights back into the model, then the final evaluation (rank 0 only)."""
+    """The best weights back into the model, its calibration on the validation set (stored in the
+    best checkpoint), then the final evaluation with calibrated probabilities (rank 0 only)."""
     model = getattr(parts.model, "module", parts.model)
-    if run_dir is not None and (run_dir / ckpt.BEST).exists():
-        ckpt.load_weights_into(model, run_dir / ckpt.BEST, cfg.model.name)
-    evaluation = final_evaluation(model, splits, built.inputs, env.device, env.amp, cfg) if env.writer else None
+    best = run_dir / ckpt.BEST if run_dir is not None else None
+    if best is not None and best.exists():
+        ckpt.load_weights_into(model, best, cfg.model.name)
+    evaluation = None
+    if env.writer:
+        val_logits = _val_logits(model, splits, built.inputs, env, cfg)
+        calibration = calibration_summary(val_logits, splits.val.labels) if val_logits is not None else None
+        if calibration is not None and best is not None and best.exists():
+            store_calibration(best, calibration["temperature"], calibration["min_confidence"])
+        evaluation = final_evaluation(model, splits, built.inputs, env.device, env.amp, cfg, calibration, val_logits)
+        if evaluation is not None and parts.class_weights is not None:
+            evaluation[0]["class_weights"] = dict(zip(built.preprocess.classes, parts.class_weights.tolist()))
     metrics = evaluation[0] if evaluation is not None else {}
     return RunResult(run_dir, history.rows, metrics, model, built.preprocess, cfg, evaluation)
+
+
+def _val_logits(model: torch.nn.Module, splits: DataSplits, inputs: ImageInputs, env: Env,
+                cfg: RunConfig) -> np.ndarray | None:
+    """(N,1) or (N,K) logits of the validation images (what the temperature is fitted on), or None."""
+    if splits.val is None or not len(splits.val):
+        return None
+    return predict_logits(model, BatchLoader(splits.val, cfg.train.eval_batch_size, env.device), inputs, env.amp)
+
+
+def _class_weights(cfg: RunConfig, train: ImageSet, announce: bool) -> torch.Tensor | None:
+    """The loss weights ``--class-weight`` asks for on these training counts, said once when used."""
+    counts = np.bincount(train.labels, minlength=len(train.classes))
+    weights = class_weights(counts, cfg.optim.class_weight)
+    if weights is not None and announce:
+        shown = ", ".join(f"{c} {w:.2f}" for c, w in zip(train.classes, weights.tolist()))
+        why = (f"imbalanced training data, largest/smallest class {imbalance(counts):.1f}x"
+               if cfg.optim.class_weight == "auto" else "--class-weight balanced")
+        print(f"cnnkit: class-weighted loss ({why}): {shown}", file=sys.stderr, flush=True)
+    return weights
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -324,13 +361,28 @@ def _build_augment(cfg: RunConfig, num_classes: int) -> BatchAugment | None:
 
 
 def final_evaluation(model: torch.nn.Module, splits: DataSplits, inputs: ImageInputs, device: torch.device,
-                     amp: torch.dtype | None, cfg: RunConfig) -> Evaluation | None:
-    """The best weights on the test split (else validation): (metrics, probs (N,K), images), or None."""
+                     amp: torch.dtype | None, cfg: RunConfig, calibration: dict | None = None,
+                     val_logits: np.ndarray | None = None) -> Evaluation | None:
+    """The best weights on the test split (else validation): (metrics, probs (N,K), images), or None.
+
+    With a ``calibration`` the probabilities (and the metrics' loss) are the calibrated ones, and
+    the metrics hold ``temperature``, ``ece`` and ``ece_uncalibrated``.  ``val_logits`` spare a
+    second pass when the evaluated split is the validation one.
+    """
     name, data = ("test", splits.test) if splits.test is not None and len(splits.test) else ("val", splits.val)
     if data is None or not len(data):
         return None
-    loader = BatchLoader(data, cfg.train.eval_batch_size, device)
     tta = None if cfg.augment.tta in (None, "none") else cfg.augment.tta
-    probs = predict_probs(model, loader, inputs, amp, tta=tta)
-    metrics = {"split": name, **classification_metrics(probs, data.labels, data.classes), **({"tta": tta} if tta else {})}
+    if name == "val" and tta is None and val_logits is not None:
+        probs = np.exp(log_probs(val_logits)).astype(np.float32)
+    else:
+        probs = predict_probs(model, BatchLoader(data, cfg.train.eval_batch_size, device), inputs, amp, tta=tta)
+    extra = {}
+    if calibration is not None:
+        extra = {"temperature": calibration["temperature"], "min_confidence": calibration["min_confidence"],
+                 "ece_uncalibrated": expected_calibration_error(probs, data.labels)}
+        probs = scale_probs(probs, calibration["temperature"])
+        extra["ece"] = expected_calibration_error(probs, data.labels)
+    metrics = {"split": name, **classification_metrics(probs, data.labels, data.classes), **extra,
+               **({"tta": tta} if tta else {})}
     return metrics, probs, data
