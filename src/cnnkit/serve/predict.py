@@ -89,5 +89,4 @@ def format_predictions(preds: Sequence[Prediction], fmt: str = "table") -> str:
     buf = io.StringIO()
     write_predictions(preds, buf, fmt, top_k=max((len(p.top) for p in preds), default=0),
                       answered=any(p.answer is not None for p in preds))
-    return buf.getvalue().rstrip("
-") if fmt != "csv" else buf.getvalue()
+    return buf.getvalue().rstrip("\n") if fmt != "csv" else buf.getvalue()
