@@ -114,6 +114,10 @@ def cmd_train(a: argparse.Namespace) -> int:
             result = train(cfg, resume=resume, explicit_out="train.out" in given.values)
         except settings.SettingError as exc:
             raise exc.named(given.flags) from None
+    if result.diverged:  # every rank stopped; the run folder keeps the last finite epoch
+        if rank == 0:
+            print(f"cnnkit: error: {result.stop_reason}; run folder: {result.run_dir}", file=sys.stderr)
+        return 1
     if rank != 0:
         return 0
     if result.metrics:

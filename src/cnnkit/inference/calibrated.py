@@ -17,7 +17,6 @@ from typing import Any
 import torch
 
 from cnnkit.errors import ConfigError
-from cnnkit.io import atomic_path
 from cnnkit.models.base import logits_to_probs
 
 KEY = "calibration"
@@ -45,19 +44,25 @@ def calibrated_probs(logits: torch.Tensor, temperature: float = 1.0) -> torch.Te
     return logits_to_probs(logits / temperature if temperature != 1.0 else logits)
 
 
-def store_calibration(path: str | Path, temperature: float, min_confidence: float | None) -> None:
-    """Add the calibration to the ``info`` metadata of the checkpoint at ``path`` (rewritten atomically)."""
+def calibrated_bytes(path: str | Path, temperature: float, min_confidence: float | None) -> bytes:
+    """The checkpoint at ``path`` with the calibration added to its ``info`` metadata, as file bytes
+    (a run folder commits them with its other files, so its commit record stays true)."""
     from safetensors import safe_open
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load_file, save
 
     with safe_open(str(path), framework="pt") as fh:
         meta = dict(fh.metadata() or {})
     info = json.loads(meta.get("info") or "{}")
     info[KEY] = {"temperature": float(temperature), "min_confidence": min_confidence}
     meta["info"] = json.dumps(info)
-    tensors = load_file(str(path), device="cpu")
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=meta)
+    return save(load_file(str(path), device="cpu"), metadata=meta)
+
+
+def store_calibration(path: str | Path, temperature: float, min_confidence: float | None) -> None:
+    """Add the calibration to the ``info`` metadata of a lone checkpoint file (rewritten atomically)."""
+    from cnnkit.io import atomic_write_bytes
+
+    atomic_write_bytes(path, calibrated_bytes(path, temperature, min_confidence))
 
 
 def resolve_min_confidence(value: str | float | None, suggested: float | None) -> float | None:

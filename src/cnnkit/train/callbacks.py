@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from cnnkit.errors import ConfigError
-from cnnkit.io import atomic_write_text
+from cnnkit.io import atomic_write_bytes
 
 
 @dataclass
@@ -142,7 +142,11 @@ class EarlyStopping(Callback):
 
 
 class History(Callback):
-    """Per-epoch metrics, rewritten atomically as CSV and JSON after every epoch."""
+    """Per-epoch metrics as CSV and JSON: rewritten atomically after every epoch when given a folder.
+
+    A training run passes no folder: it commits :meth:`files` with each epoch's checkpoints, so
+    the history on disk always ends at the committed epoch.
+    """
 
     def __init__(self, folder: str | Path | None):
         self.folder = Path(folder) if folder is not None else None
@@ -154,7 +158,8 @@ class History(Callback):
             self.write()
         return None
 
-    def write(self) -> None:
+    def files(self) -> dict[str, bytes]:
+        """``history.csv`` and ``history.json`` of the rows so far, as bytes."""
         keys: list[str] = []
         for row in self.rows:
             keys += [k for k in row if k not in keys]
@@ -162,8 +167,11 @@ class History(Callback):
         writer = csv.DictWriter(buf, fieldnames=keys)
         writer.writeheader()
         writer.writerows(self.rows)
-        atomic_write_text(self.folder / "history.csv", buf.getvalue())
-        atomic_write_text(self.folder / "history.json", json.dumps(self.rows, indent=1) + "\n")
+        return {"history.csv": buf.getvalue().encode(), "history.json": (json.dumps(self.rows, indent=1) + "\n").encode()}
+
+    def write(self) -> None:
+        for name, data in self.files().items():
+            atomic_write_bytes(self.folder / name, data)
 
     def state_dict(self) -> dict[str, Any]:
         return {"rows": self.rows}
@@ -221,5 +229,6 @@ class Progress(Callback):
     def on_train_end(self, logs: dict[str, Any]) -> None:
         if self._bar is not None:
             self._bar.stop()
-        if self.enabled and logs.get("stop_reason"):
+        # a diverged run is reported by its caller (the CLI's error line, RunResult.stop_reason)
+        if self.enabled and logs.get("stop_reason") and not logs.get("diverged"):
             print(logs["stop_reason"], file=self.stream, flush=True)

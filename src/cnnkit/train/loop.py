@@ -31,6 +31,7 @@ class FitState:
     step: int = 0
     stop_reason: str = ""
     logs: list[dict[str, float]] = field(default_factory=list)
+    diverged: bool = False  # stopped on a non-finite loss or weights (not saved: never resumed from)
 
 
 class RunningMeans(Mapping[str, float]):
@@ -116,11 +117,14 @@ def fit(model: torch.nn.Module, train: BatchLoader, val: BatchLoader | None, *, 
         augment: Callable | None, optimizer: torch.optim.Optimizer, scheduler: Any, epochs: int, seed: int,
         rank: int = 0, amp: torch.dtype | None, label_smoothing: float = 0.0,
         class_weights: torch.Tensor | None = None, callbacks: Sequence[Callback] = (),
-        save: Callable[[str, FitState], None] = lambda kind, state: None,
+        save: Callable[[FitState, bool], None] = lambda state, best: None,
         state: FitState | None = None) -> FitState:
     """Train ``model`` for ``epochs`` epochs (from ``state.epoch`` when resuming).
 
     ``class_weights`` (K,) weight each true class in the training loss (see ``losses.cross_entropy``).
+    ``save(state, best)`` commits each finished epoch (``best``: the monitored metric improved).
+    An epoch whose training loss or weights are not finite is not saved: the run stops with
+    ``state.diverged`` and a ``stop_reason`` naming it.
     """
     state = state or FitState()
     steps = len(train)
@@ -158,19 +162,37 @@ def fit(model: torch.nn.Module, train: BatchLoader, val: BatchLoader | None, *, 
             for cb in callbacks:
                 cb.on_batch_end(i, means)  # lazy: read only by a callback that needs the numbers now
         logs = means.reduce().as_dict()
-        if val is not None:
+        if val is not None and math.isfinite(logs["loss"]):
             logs.update({f"val_{k}": v for k, v in evaluate_loss(model, val, inputs, amp, label_smoothing).items()})
+        broken = _not_finite(logs, model)  # one host sync per epoch, none per step
+        if broken:
+            state.stop_reason, state.diverged = _diverged_reason(broken, epoch), True
+            break
         logs["lr"] = optimizer.param_groups[0]["lr"]
         logs["time"] = time.perf_counter() - t0
         state.epoch += 1
         state.logs.append(logs)
         signals = [s for s in (cb.on_epoch_end(epoch, logs) for cb in callbacks) if s is not None]
-        if any(s.save_best for s in signals):
-            save("best", state)
         stops = [s.reason for s in signals if s.stop]
         if stops:
             state.stop_reason = stops[0]
-        save("last", state)
+        save(state, any(s.save_best for s in signals))  # one commit: last, best and training state together
     for cb in callbacks:
-        cb.on_train_end({"stop_reason": state.stop_reason, "epochs_run": state.epoch})
+        cb.on_train_end({"stop_reason": state.stop_reason, "epochs_run": state.epoch, "diverged": state.diverged})
     return state
+
+
+def _not_finite(logs: dict[str, float], model: torch.nn.Module) -> str:
+    """What is not finite after an epoch: its losses, else any floating weight or buffer ("" if none)."""
+    for key, what in (("loss", "training loss"), ("val_loss", "validation loss")):
+        if not math.isfinite(logs.get(key, 0.0)):
+            return f"the {what} is {logs[key]}"
+    tensors = [t.detach() for t in (*model.parameters(), *model.buffers()) if t.is_floating_point()]
+    if tensors and not bool(torch.stack([t.isfinite().all() for t in tensors]).all()):
+        return "the weights are not finite"
+    return ""
+
+
+def _diverged_reason(what: str, epoch: int) -> str:
+    kept = f"the checkpoints keep epoch {epoch}" if epoch else "no checkpoint was written"
+    return f"training diverged: {what} in epoch {epoch + 1}; {kept} (a lower --lr may help)"

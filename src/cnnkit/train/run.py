@@ -11,7 +11,11 @@ Files this module writes in the run folder::
     config.json        resolved RunConfig           preprocess.json  classes, size, channels, mean/std
     classes.txt        one class a line             history.csv/json per-epoch metrics
     best.safetensors   best weights (+ metadata)    last.safetensors latest weights (+ metadata)
-    train_state.pt     optimizer etc. for --resume
+    train_state.pt     optimizer etc. for --resume  commit.json      the committed epoch, each file's sha256
+    .lock              held while a run writes the folder (names its pid and host)
+
+Each epoch's checkpoints, training state and history are one commit (:mod:`cnnkit.train.commit`),
+so ``--resume`` always finds weights and state of the same epoch.
 """
 
 from __future__ import annotations
@@ -35,16 +39,18 @@ from cnnkit.evaluate.calibration import calibration_summary, expected_calibratio
 from cnnkit.evaluate.metrics import classification_metrics
 from cnnkit.evaluate.predict import predict_logits, predict_probs
 from cnnkit.inference import checkpoint as ckpt
-from cnnkit.inference.calibrated import store_calibration
+from cnnkit.inference.calibrated import calibrated_bytes
 from cnnkit.inference.preprocess import ImageInputs
 from cnnkit.models import ModelDefaults, build_model, default_config
 from cnnkit.train.callbacks import BestCheckpoint, Callback, EarlyStopping, History, Progress
 from cnnkit.train.checks import check_settings, check_splits, monitor_key, portable_paths
-from cnnkit.train.folder import default_run_dir, fresh_dir, write_run_start
+from cnnkit.train.commit import commit, read_commit
+from cnnkit.train.folder import claim_fresh_dir, default_run_dir, write_run_start
+from cnnkit.train.lock import RunLock, lock_run_folder
 from cnnkit.train.loop import FitState, fit
 from cnnkit.train.losses import class_weights, imbalance
 from cnnkit.train.optim import build_optimizer, build_scheduler
-from cnnkit.train.resume import Resume, as_resume, restore, train_state
+from cnnkit.train.resume import Resume, as_resume, check_commit, restore, resume_note, train_state
 
 __all__ = ["Resume", "RunResult", "channel_stats", "model_input_config", "train"]
 
@@ -60,6 +66,8 @@ class RunResult:
     preprocess: Preprocess
     config: RunConfig | None = None  # as resolved and saved in config.json
     evaluation: Evaluation | None = None  # the final evaluation, for the run folder's pictures
+    stop_reason: str = ""  # why training ended before its last epoch ("" when it ran them all)
+    diverged: bool = False  # it stopped on a non-finite loss; the run folder keeps the last finite epoch
 
 
 @dataclass
@@ -123,16 +131,19 @@ def train(cfg: RunConfig | None, splits: DataSplits | None = None, resume: str |
     cfg = built.cfg
     train_loader, val_loader = _loaders(cfg, splits, env)
     parts = _training_parts(cfg, splits, built, env, train_loader, val_loader)  # optimizer, schedule, augment
-    run_dir = _run_folder(cfg, resume, explicit_out, env)
-    history = History(run_dir)
-    cbs = _callbacks(cfg, val_loader is not None, history, env, callbacks)
-    state = FitState()
-    if resume is not None:  # every rank restores the same state; only rank 0 tidies the folder
-        state = restore(Path(resume.run_dir), parts.model, parts.optimizer, parts.scheduler, cbs, tidy=env.writer)
-    if run_dir is not None:
-        write_run_start(run_dir, cfg, built.preprocess, splits, parts.features_info)
-    _fit(cfg, built, parts, env, cbs, run_dir, state)
-    return _finish(cfg, splits, built, parts, env, run_dir, history)
+    lock = _run_folder(cfg, resume, explicit_out, env)  # locked until this run returns
+    try:
+        run_dir = lock.folder if lock is not None else None
+        history = History(None)  # its files are committed with each epoch's checkpoints
+        cbs = _callbacks(cfg, val_loader is not None, history, env, callbacks)
+        state = _restore(cfg, resume, parts, cbs, env)
+        if run_dir is not None:
+            write_run_start(run_dir, cfg, built.preprocess, splits, parts.features_info)
+        state = _fit(cfg, built, parts, env, cbs, history, run_dir, state)
+        return _finish(cfg, splits, built, parts, env, run_dir, history, state)
+    finally:
+        if lock is not None:
+            lock.release()
 
 
 # ----------------------------------------------------------------------------- phases
@@ -240,12 +251,30 @@ def _training_parts(cfg: RunConfig, splits: DataSplits, built: Built, env: Env, 
     return parts
 
 
-def _run_folder(cfg: RunConfig, resume: Resume | None, explicit_out: bool, env: Env) -> Path | None:
+def _run_folder(cfg: RunConfig, resume: Resume | None, explicit_out: bool, env: Env) -> RunLock | None:
+    """The run folder, locked for this run (rank 0 only: the other ranks write nothing)."""
     if not env.writer:
         return None
     if resume is not None:
-        return Path(resume.run_dir)
-    return fresh_dir(default_run_dir(cfg, explicit_out), explicit_out)
+        return lock_run_folder(Path(resume.run_dir))
+    return claim_fresh_dir(default_run_dir(cfg, explicit_out), explicit_out)
+
+
+def _restore(cfg: RunConfig, resume: Resume | None, parts: Parts, cbs: list[Callback], env: Env) -> FitState:
+    """A resumed run's state from its last commit, checked by rank 0 before any rank reads it."""
+    if resume is None:
+        return FitState()
+    run_dir = Path(resume.run_dir)
+    if env.writer:
+        check_commit(run_dir)
+    if env.world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+    state = restore(run_dir, parts.model, parts.optimizer, parts.scheduler, cbs, tidy=False)
+    if env.writer:
+        print(resume_note(run_dir, state, cfg.train.epochs), file=sys.stderr)
+    return state
 
 
 def _callbacks(cfg: RunConfig, has_val: bool, history: History, env: Env,
@@ -259,17 +288,20 @@ def _callbacks(cfg: RunConfig, has_val: bool, history: History, env: Env,
     return cbs + list(extra or [])
 
 
-def _fit(cfg: RunConfig, built: Built, parts: Parts, env: Env, cbs: list[Callback], run_dir: Path | None,
-         state: FitState) -> FitState:
-    """Run the loop, writing best/last checkpoints and the training state as it goes."""
-    def save(kind: str, st: FitState) -> None:
+def _fit(cfg: RunConfig, built: Built, parts: Parts, env: Env, cbs: list[Callback], history: History,
+         run_dir: Path | None, state: FitState) -> FitState:
+    """Run the loop, committing each epoch's checkpoints, training state and history together."""
+    def save(st: FitState, best: bool) -> None:
         if run_dir is None:
             return
         info = {"epoch": st.epoch, **(st.logs[-1] if st.logs else {})}
-        ckpt.save_checkpoint(run_dir / (ckpt.BEST if kind == "best" else ckpt.LAST), parts.model, built.preprocess,
-                             cfg.model, cfg, info)
-        if kind == "last":
-            ckpt.save_train_state(run_dir / ckpt.STATE, train_state(st, parts.optimizer, parts.scheduler, cbs))
+        weights = ckpt.checkpoint_bytes(parts.model, built.preprocess, cfg.model, cfg, info)
+        files = {ckpt.LAST: weights, ckpt.STATE: ckpt.train_state_bytes(train_state(st, parts.optimizer,
+                                                                                  parts.scheduler, cbs))}
+        files.update(history.files())
+        if best:
+            files[ckpt.BEST] = weights
+        commit(run_dir, st.epoch, files)
 
     fit_model = parts.fit_model
     if _use_compile(cfg, env.device):  # the compiled wrapper shares parameters with `model`, which is what gets saved
@@ -281,24 +313,32 @@ def _fit(cfg: RunConfig, built: Built, parts: Parts, env: Env, cbs: list[Callbac
 
 
 def _finish(cfg: RunConfig, splits: DataSplits, built: Built, parts: Parts, env: Env, run_dir: Path | None,
-            history: History) -> RunResult:
+            history: History, state: FitState) -> RunResult:
     """The best weights back into the model, its calibration on the validation set (stored in the
-    best checkpoint), then the final evaluation with calibrated probabilities (rank 0 only)."""
+    best checkpoint), then the final evaluation with calibrated probabilities (rank 0 only).
+
+    A diverged run is evaluated on its last committed weights, or not at all when none were.
+    """
     model = getattr(parts.model, "module", parts.model)
+    saved = [run_dir / name for name in (ckpt.BEST, ckpt.LAST) if run_dir is not None and (run_dir / name).exists()]
+    if saved and (state.diverged or saved[0].name == ckpt.BEST):
+        ckpt.load_weights_into(model, saved[0], cfg.model.name)
     best = run_dir / ckpt.BEST if run_dir is not None else None
-    if best is not None and best.exists():
-        ckpt.load_weights_into(model, best, cfg.model.name)
     evaluation = None
-    if env.writer:
+    if env.writer and (not state.diverged or bool(saved)):
         val_logits = _val_logits(model, splits, built.inputs, env, cfg)
         calibration = calibration_summary(val_logits, splits.val.labels) if val_logits is not None else None
         if calibration is not None and best is not None and best.exists():
-            store_calibration(best, calibration["temperature"], calibration["min_confidence"])
+            # the calibrated best checkpoint joins the last commit, so commit.json still vouches for it
+            record = read_commit(run_dir)
+            data = calibrated_bytes(best, calibration["temperature"], calibration["min_confidence"])
+            commit(run_dir, record.epoch if record else state.epoch, {ckpt.BEST: data})
         evaluation = final_evaluation(model, splits, built.inputs, env.device, env.amp, cfg, calibration, val_logits)
         if evaluation is not None and parts.class_weights is not None:
             evaluation[0]["class_weights"] = dict(zip(built.preprocess.classes, parts.class_weights.tolist()))
     metrics = evaluation[0] if evaluation is not None else {}
-    return RunResult(run_dir, history.rows, metrics, model, built.preprocess, cfg, evaluation)
+    return RunResult(run_dir, history.rows, metrics, model, built.preprocess, cfg, evaluation, state.stop_reason,
+                     state.diverged)
 
 
 def _val_logits(model: torch.nn.Module, splits: DataSplits, inputs: ImageInputs, env: Env,
