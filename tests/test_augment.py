@@ -120,22 +120,24 @@ def test_zoom_scales_about_the_centre_keras_semantics():
     assert int((wide[15] > 0.5).sum()) == 8 and int((wide[:, 15] > 0.5).sum()) == 4
 
 
-def test_shear_moves_rows_with_the_column_keras_semantics():
+def test_shear_is_horizontal_keras_semantics():
     x = torch.zeros(1, 1, 41, 41)
-    x[..., 20, :] = 1.0  # horizontal line through the centre
+    x[..., :, 20] = 1.0  # vertical line through the centre
     s = 20.0
     out = apply_params(x, params(shear=s), AugmentConfig(shear_range=45, fill_mode="constant"))[0, 0]
-    # Keras' shear maps output (row, col) to input (row - sin(s) col, cos(s) col): the line
-    # ends up at row offset sin(s) * col offset
-    for col in (5, 10, 30, 35):
-        expect = 20 + math.sin(math.radians(s)) * (col - 20)
-        r, _ = centroid(out[:, col : col + 1])
-        assert r == pytest.approx(expect, abs=0.05)
+    # Keras' shear maps output (x, y) to input (x - sin(s) y, cos(s) y): the line x_in = 0 ends up
+    # at column offset sin(s) * row offset - its top tilted to the left (counter-clockwise)
+    for row in (5, 10, 30, 35):
+        expect = 20 + math.sin(math.radians(s)) * (row - 20)
+        _, c = centroid(out[row : row + 1, :])
+        assert c == pytest.approx(expect, abs=0.05)
 
 
 def keras_reference(img: np.ndarray, theta=0.0, tx=0.0, ty=0.0, shear=0.0, zx=1.0, zy=1.0) -> np.ndarray:
-    """Keras' apply_affine_transform (rotation @ shift @ shear @ zoom on (row, col), scipy,
-    order 1, mode nearest), with the centre at the true pixel centre (size - 1) / 2."""
+    """Keras' apply_affine_transform (rotation @ shift @ shear @ zoom, scipy, order 1, mode nearest)
+    as Keras >= 2.4 runs it on a channels-last image: the matrices act on (x, y) = (col, row) - Keras
+    swaps rows and columns of its matrix before scipy resamples (row, col) - with the centre at the
+    true pixel centre (size - 1) / 2.  tx/ty here act on x/y (Keras 3 feeds its height shift into tx)."""
     t, s = math.radians(theta), math.radians(shear)
     rot = np.array([[math.cos(t), -math.sin(t), 0], [math.sin(t), math.cos(t), 0], [0, 0, 1]])
     shift = np.array([[1, 0, tx], [0, 1, ty], [0, 0, 1]])
@@ -143,9 +145,11 @@ def keras_reference(img: np.ndarray, theta=0.0, tx=0.0, ty=0.0, shear=0.0, zx=1.
     zoom = np.array([[zx, 0, 0], [0, zy, 0], [0, 0, 1]])
     m = rot @ shift @ shr @ zoom
     h, w = img.shape
-    o = np.array([[1, 0, (h - 1) / 2], [0, 1, (w - 1) / 2], [0, 0, 1]])
-    r = np.array([[1, 0, -(h - 1) / 2], [0, 1, -(w - 1) / 2], [0, 0, 1]])
+    o = np.array([[1, 0, (w - 1) / 2], [0, 1, (h - 1) / 2], [0, 0, 1]])
+    r = np.array([[1, 0, -(w - 1) / 2], [0, 1, -(h - 1) / 2], [0, 0, 1]])
     m = o @ m @ r
+    m[:, [0, 1]] = m[:, [1, 0]]  # Keras: the matrix onto (row, col) for scipy
+    m[[0, 1]] = m[[1, 0]]
     return ndimage.affine_transform(img, m[:2, :2], m[:2, 2], order=1, mode="nearest")
 
 
@@ -154,8 +158,8 @@ def test_composed_transform_matches_keras_reference():
     img = rng.random((24, 30)).astype(np.float64)
     kw = dict(angle=12.0, shift_x=0.1, shift_y=-0.05, shear=8.0, zoom_x=1.1, zoom_y=0.9)
     out = apply_params(torch.from_numpy(img).float()[None, None], params(**kw), GEOM)[0, 0].numpy()
-    # our shifts move content by +shift, Keras samples at +t: t = -shift * size (row = tx)
-    ref = keras_reference(img, theta=12.0, tx=0.05 * 24, ty=-0.1 * 30, shear=8.0, zx=0.9, zy=1.1)
+    # our shifts move content by +shift, Keras samples at +t: t = -shift * size (tx on x, ty on y)
+    ref = keras_reference(img, theta=12.0, tx=-0.1 * 30, ty=0.05 * 24, shear=8.0, zx=1.1, zy=0.9)
     np.testing.assert_allclose(out, ref, atol=2e-5)
 
 
@@ -378,8 +382,9 @@ def test_one_seed_gives_the_same_draws_as_before_transforms_were_objects():
         assert getattr(p, name).tolist() == pytest.approx(values, abs=1e-6), name
     x = torch.linspace(0, 1, 2 * 3 * 6 * 5).reshape(2, 3, 6, 5)
     out, _ = BatchAugment(cfg, 2)(x, torch.tensor([0, 1]), torch.Generator().manual_seed(3))
-    assert float(out.sum()) == pytest.approx(77.18381, abs=1e-4)
-    assert float(out[1, 2, 3, 4]) == pytest.approx(0.746454, abs=1e-6)
+    # (the images re-recorded when rotation and shear took Keras' (x, y) convention; the draws did not move)
+    assert float(out.sum()) == pytest.approx(77.184128, abs=1e-4)
+    assert float(out[1, 2, 3, 4]) == pytest.approx(0.741629, abs=1e-6)
 
 
 def test_augment_config_is_assembled_from_the_transform_list():

@@ -173,6 +173,8 @@ TUTORIAL_TOTALS = [
     ("cifar-cnn", 3, 32, 10, 276_138),  # Keras CIFAR-10 tutorial, createModel()
     ("simple-cnn", 3, 150, 2, 4_894_913),  # cats vs dogs: Conv32-64-128 valid, Dense 128-512-1
     ("catdog-cnn", 3, 150, 2, 1_355_938),  # KDnuggets: Conv32-32-64 same, Dense 64-2
+    ("chollet-cnn", 3, 150, 2, 1_212_513),  # Chollet, Keras blog 2016: Conv32-32-64 valid, Dense 64-1
+    ("horses-cnn", 3, 300, 2, 1_704_097),  # TF course horses-or-humans: Conv16-32-64-64-64 valid, Dense 512-1
     ("lenet5", 1, 32, 10, 61_706),
     ("lenet5", 1, 28, 10, 61_706),  # MNIST's 28x28 padded to LeNet's 32x32
     ("mlp", 1, 28, 10, 669_706),  # Keras mnist_mlp
@@ -207,6 +209,16 @@ KERAS_ROWS = {
         ("MaxPooling2D", (37, 37, 32), 0), ("Conv2D", (37, 37, 64), 18_496), ("MaxPooling2D", (18, 18, 64), 0),
         ("Dropout", (18, 18, 64), 0), ("Flatten", (20_736,), 0), ("Dense", (64,), 1_327_168), ("Dropout", (64,), 0),
         ("Dense", (2,), 130)],
+    ("chollet-cnn", 3, 150, 2): [
+        ("Conv2D", (148, 148, 32), 896), ("MaxPooling2D", (74, 74, 32), 0), ("Conv2D", (72, 72, 32), 9_248),
+        ("MaxPooling2D", (36, 36, 32), 0), ("Conv2D", (34, 34, 64), 18_496), ("MaxPooling2D", (17, 17, 64), 0),
+        ("Flatten", (18_496,), 0), ("Dense", (64,), 1_183_808), ("Dropout", (64,), 0), ("Dense", (1,), 65)],
+    ("horses-cnn", 3, 300, 2): [
+        ("Conv2D", (298, 298, 16), 448), ("MaxPooling2D", (149, 149, 16), 0), ("Conv2D", (147, 147, 32), 4_640),
+        ("MaxPooling2D", (73, 73, 32), 0), ("Conv2D", (71, 71, 64), 18_496), ("MaxPooling2D", (35, 35, 64), 0),
+        ("Conv2D", (33, 33, 64), 36_928), ("MaxPooling2D", (16, 16, 64), 0), ("Conv2D", (14, 14, 64), 36_928),
+        ("MaxPooling2D", (7, 7, 64), 0), ("Flatten", (3_136,), 0), ("Dense", (512,), 1_606_144),
+        ("Dense", (1,), 513)],
     ("lenet5", 1, 32, 10): [
         ("Conv2D", (28, 28, 6), 156), ("MaxPooling2D", (14, 14, 6), 0), ("Conv2D", (10, 10, 16), 2_416),
         ("MaxPooling2D", (5, 5, 16), 0), ("Flatten", (400,), 0), ("Dense", (120,), 48_120), ("Dense", (84,), 10_164),

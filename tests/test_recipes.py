@@ -210,6 +210,31 @@ def test_tutorial_settings():
             assert recipe.source.startswith("not published")
 
 
+# recipe -> the tutorial's own net (cnnkit model name)
+TUTORIAL_NETS = {"mnist-mlp": "mlp", "fashion-mnist-functional": "fashion-functional", "cifar10-cnn6": "cifar-cnn",
+                 "cifar10-cnn6-augment": "cifar-cnn", "cats-dogs-scratch": "catdog-cnn",
+                 "cats-dogs-augment": "chollet-cnn", "horses-humans-cnn": "horses-cnn", "lenet5-mnist": "lenet5"}
+
+
+def test_every_recipe_runs_its_tutorials_own_net_and_names_it():
+    for name, net in TUTORIAL_NETS.items():
+        recipe = get_recipe(name)
+        assert recipe.config.model.name == net, name
+        assert f"model {net}" in recipe.description, name
+    for recipe in RECIPES.values():
+        if recipe.kind != "train":
+            continue
+        names = {recipe.config.model.name, recipe.fast.model.name} | {m for m, _ in recipe.compare}
+        assert all(n in recipe.description for n in names), recipe.name
+        if recipe.fast != recipe.config and recipe.target is None:
+            assert "Fast:" in recipe.description, recipe.name  # where the fast variant differs, in words
+    # KDnuggets' training: SGD 0.01, momentum 0.9, time decay lr/epochs, two softmax outputs
+    cats = get_recipe("cats-dogs-scratch").config
+    assert cats.optim.decay == pytest.approx(cats.optim.lr / cats.train.epochs)
+    assert build_model(dataclasses.replace(cats.model, num_classes=2, in_channels=3, image_size=(150, 150))) \
+        .binary_output == "softmax"
+
+
 def test_fashion_functional_matches_keras_parameter_count():
     # the tutorial's model.summary(): Total params: 412,778 on 28x28x1
     model = build_model(ModelConfig(name="fashion-functional", num_classes=10, in_channels=1, image_size=(28, 28)))

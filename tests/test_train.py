@@ -383,8 +383,10 @@ def test_checkpoint_with_wrong_shapes_names_the_mismatch(tmp_path, shapes_splits
 def test_monitor_direction_comes_from_a_declared_table_not_the_name():
     from cnnkit.train.callbacks import MONITOR_MODES, BestCheckpoint, EarlyStopping, monitor_mode
 
-    assert {k: monitor_mode(k) for k in ("loss", "val_loss", "acc", "val_acc")} == {
-        "loss": "min", "val_loss": "min", "acc": "max", "val_acc": "max"} == MONITOR_MODES
+    keys = ("loss", "val_loss", "acc", "val_acc", "val_balanced_accuracy", "val_macro_f1")
+    assert {k: monitor_mode(k) for k in keys} == {
+        "loss": "min", "val_loss": "min", "acc": "max", "val_acc": "max",
+        "val_balanced_accuracy": "max", "val_macro_f1": "max"} == MONITOR_MODES
     # a name the table does not know has no direction: a guess from its spelling would be silent nonsense
     for name in ("val_top5", "lr", "lossy_acc"):
         with pytest.raises(ConfigError, match=name):

@@ -57,8 +57,8 @@ def test_training_writes_an_offline_report_with_the_accuracy(run):
     assert f"accuracy {metrics['accuracy']:.4f}" in page
     assert f"{metrics['split']} accuracy" in page
     pngs = embedded_pngs(page)
-    # curves, confusion matrix, samples, most-wrong, Grad-CAM, filters
-    assert len(pngs) == 6 and all(p.startswith(PNG) and len(p) > 1000 for p in pngs)
+    # curves, confusion matrix, reliability diagram, samples, most-wrong, Grad-CAM, filters
+    assert len(pngs) == 7 and all(p.startswith(PNG) and len(p) > 1000 for p in pngs)
     assert "Grad-CAM" in page and "Most-wrong" in page and "unavailable" not in page
     for external in ("<script", "<link", 'src="http', "url("):  # viewable offline, nothing fetched
         assert external not in page
@@ -80,7 +80,7 @@ def test_report_command_re_evaluates_the_run(run, capsys):
     metrics, _, _ = evaluate(run_dir, str(folder), device="cpu")
     page = (run_dir / "report.html").read_text()
     assert f"accuracy {metrics['accuracy']:.4f} on {metrics['n']} images" in page
-    assert len(embedded_pngs(page)) == 6
+    assert len(embedded_pngs(page)) == 7
 
 
 def test_report_without_data_falls_back_to_metrics_json(run, tmp_path, caplog):

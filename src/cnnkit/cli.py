@@ -114,6 +114,10 @@ def cmd_train(a: argparse.Namespace) -> int:
             result = train(cfg, resume=resume, explicit_out="train.out" in given.values)
         except settings.SettingError as exc:
             raise exc.named(given.flags) from None
+    if result.diverged:  # every rank stopped; the run folder keeps the last finite epoch
+        if rank == 0:
+            print(f"cnnkit: error: {result.stop_reason}; run folder: {result.run_dir}", file=sys.stderr)
+        return 1
     if rank != 0:
         return 0
     if result.metrics:
@@ -157,7 +161,8 @@ def cmd_predict(a: argparse.Namespace) -> int:
 
     predictor = load_predictor(a.checkpoint, a.device or "cpu")
     files = expand_inputs(a.inputs)
-    preds = predictor.iter_predictions(files, top_k=a.top_k, batch_size=a.batch_size)
+    preds = predictor.iter_predictions(files, top_k=a.top_k, batch_size=a.batch_size,
+                                       min_confidence=a.min_confidence)
     k = min(a.top_k, len(predictor.classes))
     with contextlib.ExitStack() as stack:
         preds = _with_progress(stack, preds, len(files))
@@ -168,7 +173,7 @@ def cmd_predict(a: argparse.Namespace) -> int:
             out = stack.enter_context(open(stack.enter_context(atomic_path(a.output)), "w", newline="", encoding="utf-8"))
         else:
             out = sys.stdout  # after _with_progress: its bar keeps printed lines above itself
-        tally = write_predictions(preds, out, a.format, top_k=k)
+        tally = write_predictions(preds, out, a.format, top_k=k, answered=a.min_confidence is not None)
     if a.output:
         print(f"wrote {tally.written} predictions to {a.output}")
     return 1 if tally.errors and tally.errors == tally.written else 0
@@ -353,6 +358,8 @@ def build_parser(config: type = C.RunConfig) -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=3)
     p.add_argument("--format", choices=("table", "csv", "json", "jsonl"), default="table",
                    help="table | csv | json (one array) | jsonl (one object per line); rows are written as they come")
+    p.add_argument("--min-confidence", metavar="P", help="answer 'unknown' for images whose top (calibrated) "
+                   "probability is below P (0-1); auto = the threshold stored with the run, if any")
     p.add_argument("--output", "-o", help="write to this file instead of the terminal")
     p.add_argument("--batch-size", type=int, default=64, help="images per model call (default 64)")
     p.add_argument("--device")

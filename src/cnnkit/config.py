@@ -29,6 +29,7 @@ SCHEDULES = ("none", "cosine", "onecycle", "step")
 TRANSFER_MODES = ("none", "features", "head", "finetune")
 AMP_MODES = ("auto", "off", "bf16", "fp16")
 COMPILE_MODES = ("auto", "on", "off")
+CLASS_WEIGHTS = ("auto", "none", "balanced")
 BINARY_OUTPUTS = ("sigmoid", "softmax")  # a two-class model: one sigmoid logit or two softmax logits
 
 SEED_RANGE = "[0, 4294967295]"  # numpy's legacy seeding takes 32 bits
@@ -123,6 +124,8 @@ class OptimConfig:
     step_size: int = setting(10, "--schedule step: epochs between rate cuts (default 10)", range="[1, inf)")
     gamma: float = setting(0.1, "--schedule step: factor of each cut (default 0.1)", range="[0, 1]")
     label_smoothing: float = setting(0.0, "label smoothing of the targets", range="[0, 1)")
+    class_weight: str = setting("auto", "weight the training loss by class: balanced = n / (K * n_k); auto = balanced "
+                                "when the largest class has over 1.5x the images of the smallest", choices=CLASS_WEIGHTS)
 
 
 @dataclass(frozen=True)

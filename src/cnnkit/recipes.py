@@ -107,8 +107,9 @@ def _recipes() -> dict[str, Recipe]:
 
     r.append(Recipe(
         name="mnist-mlp",
-        description="Keras' mnist_mlp example: a dense net (Dense 512 - Dropout .2 - Dense 512 - Dropout .2 - "
-                    "softmax) on MNIST, RMSprop (Keras default rate 1e-3), batch 128, 20 epochs.",
+        description="Keras' mnist_mlp example: its dense net (model mlp: Dense 512 - Dropout .2 - Dense 512 - "
+                    "Dropout .2 - softmax; 669,706 parameters) on MNIST, RMSprop (Keras default rate 1e-3), batch "
+                    "128, 20 epochs. Fast: the same net, Adam one-cycle, 6 epochs.",
         source="Keras examples, mnist_mlp.py (github.com/keras-team/keras, examples/): 'Gets to 98.40% test "
                "accuracy after 20 epochs'. (Atienza's Advanced Deep Learning with Keras reports 98.3% for a "
                "narrower 256-256 variant with dropout .45.)",
@@ -122,7 +123,8 @@ def _recipes() -> dict[str, Recipe]:
         description="TF blog 'Fashion-MNIST with tf.Keras': Conv2D(64,2)-MaxPool-Dropout .3-Conv2D(32,2)-MaxPool-"
                     "Dropout .3-Dense 256-Dropout .5-Dense 10 on 28x28x1 images (the grey channel added), "
                     "written in PyTorch with a functional forward (model fashion-functional); Adam 1e-3, "
-                    "batch 64, 10 epochs, 55,000/5,000 train/validation, best-validation weights tested.",
+                    "batch 64, 10 epochs, 55,000/5,000 train/validation, best-validation weights tested. Fast: "
+                    "cifar-cnn-bn with the light preset, Adam one-cycle, batch 128.",
         source="Margaret Maynard-Reid, 'Fashion-MNIST with tf.Keras' (TensorFlow blog, 2018); its notebook "
                "github.com/margaretmz/deep-learning fashion_mnist_keras.ipynb prints 'Test accuracy: 0.9093'.",
         data="fashion-mnist", reported=90.93,
@@ -133,14 +135,18 @@ def _recipes() -> dict[str, Recipe]:
                   augment=LIGHT, fast=True),
     ))
 
-    cnn6 = ("cnnkit's cifar-cnn (6 convolutions 32,32,64,64,64,64 with dropout, Dense 512) on CIFAR-10 with "
-            "the Keras example's RMSprop 1e-4, time decay 1e-6 and batch 32, 50 epochs")
+    cnn6 = ("The Keras CIFAR-10 tutorial's createModel() net (model cifar-cnn: three blocks of a 'same' and a "
+            "valid 3x3 convolution 32-64-64, each with MaxPool 2 and Dropout .25, Dense 512 - Dropout .5; 276,138 "
+            "parameters) on CIFAR-10 with the Keras example's RMSprop 1e-4, time decay 1e-6 and batch 32, 50 "
+            "epochs")
+    cnn6_fast = ("Fast: cifar-cnn-bn (every convolution 'same', batch norm), Adam one-cycle with label smoothing "
+                 "0.1, batch 256, 15 epochs")
     keras_cifar = ("Keras examples, cifar10_cnn.py (github.com/keras-team/keras, examples/): 'It gets to 75% "
                    "validation accuracy in 25 epochs, and 79% after 50 epochs' - with its default "
-                   "augmentation (shifts 0.1, horizontal flip), a 4-convolution net and batch 32")
+                   "augmentation (shifts 0.1, horizontal flip), its own 4-convolution net and batch 32")
     r.append(Recipe(
         name="cifar10-cnn6",
-        description=f"{cnn6}, no augmentation (compare cifar10-cnn6-augment).",
+        description=f"{cnn6}, no augmentation (compare cifar10-cnn6-augment). {cnn6_fast}.",
         source=f"not published: {keras_cifar}; it gives no figure without augmentation.",
         data="cifar10", reported=None, needs=CIFAR_NEEDS,
         config=_run("cifar10-cnn6", CIFAR10, ModelConfig(name="cifar-cnn"), _keras("rmsprop", 1e-4, decay=1e-6),
@@ -150,7 +156,8 @@ def _recipes() -> dict[str, Recipe]:
     ))
     r.append(Recipe(
         name="cifar10-cnn6-augment",
-        description=f"{cnn6}, with Keras' augmentation: width/height shifts 0.1 and horizontal flips.",
+        description=f"{cnn6}, with Keras' augmentation: width/height shifts 0.1 and horizontal flips. {cnn6_fast}, "
+                    "light preset.",
         source=f"{keras_cifar}.",
         data="cifar10", reported=79.0, needs=CIFAR_NEEDS,
         config=_run("cifar10-cnn6-augment", CIFAR10, ModelConfig(name="cifar-cnn"),
@@ -164,7 +171,7 @@ def _recipes() -> dict[str, Recipe]:
         description="The MLP-vs-CNN comparison on CIFAR-10 and its fix: trains mlp, cifar-cnn (no batch norm) and "
                     "cifar-cnn-bn (batch norm + dropout) with the same settings and prints all three. The original "
                     "comparison's settings are not known; cnnkit uses cifar10-cnn6's optimizer (RMSprop 1e-4, "
-                    "decay 1e-6) at batch 256 for 20 epochs.",
+                    "decay 1e-6) at batch 256 for 20 epochs. Fast: the same three nets, Adam one-cycle, 10 epochs.",
         source="MLP 49.6% vs CNN 39.8% as commonly quoted for this comparison (the original page was not located); "
                "no figure for the batch-norm fix.",
         data="cifar10", reported=None, needs=CIFAR_NEEDS,
@@ -174,31 +181,37 @@ def _recipes() -> dict[str, Recipe]:
         fast=_run("cifar10-mlp-vs-cnn", CIFAR10, ModelConfig(name="mlp"), _modern(), 10, 256, fast=True),
     ))
 
+    scratch_epochs = 50
     r.append(Recipe(
         name="cats-dogs-scratch",
-        description="A small convnet from scratch on cats vs dogs: 3 conv blocks (cnnkit's simple-cnn: 32-64-128, "
-                    "Dense 128, dropout .5) at 150x150, SGD 0.01 momentum 0.9 with Keras time decay (1e-6; the "
-                    "tutorial's value is not known), batch 32, early stopping on validation loss with patience 2 "
-                    "(at most 50 epochs).",
-        source="89.4% as commonly quoted, measured on the full 25,000-image Kaggle dogs-vs-cats set "
-               "(the original article was not located). cnnkit's cats-vs-dogs is the 3,000-image "
-               "cats_and_dogs_filtered subset (2,000 train / 1,000 validation), so expect less.",
+        description="The KDnuggets cats-vs-dogs convnet from scratch (model catdog-cnn: 'same' 3x3 convolutions "
+                    "32-32-64 each with MaxPool 2, Dropout .25, Dense 64 - Dropout .5 - Dense 2 softmax; 1,355,938 "
+                    "parameters) at 150x150, trained as the tutorial does: SGD 0.01, momentum 0.9, Keras time decay "
+                    f"lr/epochs ({0.01 / scratch_epochs:g} for its {scratch_epochs} epochs), binary cross-entropy over "
+                    "the two softmax outputs (for one-hot pairs the same number as cnnkit's cross-entropy), batch 32, "
+                    "early stopping on validation loss with patience 2. Fast: cifar-cnn-bn with the standard "
+                    "augmentation, Adam one-cycle, 25 epochs.",
+        source="KDnuggets' cats-vs-dogs convnet tutorial: 89.4% as commonly quoted, measured on the full 25,000-image "
+               "Kaggle dogs-vs-cats set (the original article was not located). cnnkit's cats-vs-dogs is the "
+               "3,000-image cats_and_dogs_filtered subset (2,000 train / 1,000 validation), so expect less.",
         data="cats-vs-dogs", reported=89.4, needs=CATS_NEEDS,
-        config=_run("cats-dogs-scratch", CATS_150, ModelConfig(name="simple-cnn"), _keras("sgd", 0.01, decay=1e-6),
-                    50, 32, patience=2),
+        config=_run("cats-dogs-scratch", CATS_150, ModelConfig(name="catdog-cnn"),
+                    _keras("sgd", 0.01, decay=0.01 / scratch_epochs), scratch_epochs, 32, patience=2),
         fast=_run("cats-dogs-scratch", CATS_150, ModelConfig(name="cifar-cnn-bn"), _modern(2e-3, 0.1), 25, 32,
                   augment=STANDARD, fast=True),
     ))
     r.append(Recipe(
         name="cats-dogs-augment",
-        description="Chollet's small convnet with augmentation (cnnkit's simple-cnn standing in for his 32-32-64 "
-                    "net): shear 11.5 deg (0.2 rad, as Keras 1 read shear_range), zoom 0.2, width/height shifts "
-                    "0.2, horizontal flips; 150x150, RMSprop 1e-3, batch 16, 50 epochs.",
+        description="Chollet's small convnet with augmentation (model chollet-cnn: valid 3x3 convolutions 32-32-64 "
+                    "each with MaxPool 2, Dense 64 - Dropout .5 - Dense 1 sigmoid; 1,212,513 parameters): shear "
+                    "11.5 deg (0.2 rad, as Keras 1 read shear_range), zoom 0.2, width/height shifts 0.2, horizontal "
+                    "flips; 150x150, RMSprop 1e-3, batch 16, 50 epochs. Fast: cifar-cnn-bn with the strong preset, "
+                    "Adam one-cycle, batch 32, 25 epochs.",
         source="F. Chollet, 'Building powerful image classification models using very little data' (Keras blog, "
-               "2016): 'a validation accuracy of 0.79-0.81 after 50 epochs' on 2,000 training images (midpoint "
-               "80%).",
+               "2016, with its script classifier_from_little_data_script_1.py): 'a validation accuracy of "
+               "0.79-0.81 after 50 epochs' on 2,000 training images (midpoint 80%).",
         data="cats-vs-dogs", reported=80.0, needs=CATS_NEEDS,
-        config=_run("cats-dogs-augment", CATS_150, ModelConfig(name="simple-cnn"), _keras("rmsprop", 1e-3), 50, 16,
+        config=_run("cats-dogs-augment", CATS_150, ModelConfig(name="chollet-cnn"), _keras("rmsprop", 1e-3), 50, 16,
                     augment=AugmentConfig(shear_range=math.degrees(0.2), zoom_range=0.2, width_shift_range=0.2,
                                           height_shift_range=0.2, horizontal_flip=True)),
         fast=_run("cats-dogs-augment", CATS_150, ModelConfig(name="cifar-cnn-bn"), _modern(2e-3, 0.1), 25, 32,
@@ -207,9 +220,10 @@ def _recipes() -> dict[str, Recipe]:
 
     r.append(Recipe(
         name="cats-dogs-vgg16-bottleneck",
-        description="Chollet's bottleneck features: VGG16's convolutional base (ImageNet weights, frozen) run once "
-                    "at 150x150, its flattened block5_pool output (4x4x512) fed to Dense 256 - Dropout .5 - sigmoid; "
-                    "RMSprop 1e-3, batch 16, 50 epochs. Fast: EfficientNet-Lite0 features at 224 px, linear head, "
+        description="Chollet's bottleneck features: VGG16's convolutional base (model vgg16; ImageNet weights, "
+                    "frozen) run once at 150x150, its flattened block5_pool output (4x4x512) fed to Dense 256 - Dropout .5 - sigmoid; "
+                    "RMSprop 1e-3, batch 16, 50 epochs. Fast: EfficientNet-Lite0 (model efficientnet_lite0) features "
+                    "at 224 px, linear head, "
                     "Adam one-cycle, 10 epochs.",
         source="F. Chollet, 'Building powerful image classification models using very little data' (Keras blog, "
                "2016): 'a validation accuracy of 0.90-0.91' (90.7% is the figure commonly quoted).",
@@ -221,10 +235,12 @@ def _recipes() -> dict[str, Recipe]:
     ))
     r.append(Recipe(
         name="cats-dogs-inception-mixed7",
-        description="The TF course's transfer lab: InceptionV3 (ImageNet weights, frozen) cut at Keras' mixed7 "
+        description="The TF course's transfer lab: InceptionV3 (model inception_v3; ImageNet weights, frozen) cut "
+                    "at Keras' mixed7 "
                     "(torchvision Mixed_6e), then Dense 1024 - Dropout .2 - sigmoid (cnnkit pools the 768-channel "
                     "map instead of flattening it); 150x150, augmentation (rotation 40, shifts 0.2, shear 0.2, zoom "
-                    "0.2, flips), RMSprop 1e-4, batch 20, 20 epochs. Fast: EfficientNet-Lite0 features at 224 px.",
+                    "0.2, flips), RMSprop 1e-4, batch 20, 20 epochs. Fast: EfficientNet-Lite0 (model "
+                    "efficientnet_lite0) features at 224 px, linear head, Adam one-cycle, 10 epochs.",
         source="not published: the course notebook (github.com/https-deeplearning-ai/tensorflow-1-public "
                "C2/W3/ungraded_lab/C2_W3_Lab_1_transfer_learning.ipynb) is stored without outputs.",
         data="cats-vs-dogs", reported=None, needs=_weights_needs("inception_v3", "inception_v3_google-0cc3c7bd.pth"),
@@ -239,25 +255,28 @@ def _recipes() -> dict[str, Recipe]:
 
     r.append(Recipe(
         name="horses-humans-cnn",
-        description="The TF course's horses-or-humans convnet at 300x300 (cnnkit's 3-block simple-cnn standing in "
-                    "for the course's 5 conv blocks 16-32-64-64-64 + Dense 512), RMSprop 1e-3, batch 128, 15 "
-                    "epochs, evaluated on the validation set.",
+        description="The TF course's horses-or-humans convnet at 300x300 (model horses-cnn: five valid 3x3 "
+                    "convolutions 16-32-64-64-64 each with MaxPool 2, Dense 512 - Dense 1 sigmoid; 1,704,097 "
+                    "parameters), RMSprop 1e-3, batch 128, 15 epochs, evaluated on the validation set. Fast: "
+                    "cifar-cnn-bn at 150x150 with the standard augmentation, Adam one-cycle, batch 32, 10 epochs.",
         source="not published: the course notebook (github.com/https-deeplearning-ai/tensorflow-1-public "
                "C1/W4/ungraded_labs/C1_W4_Lab_2_image_generator_with_validation.ipynb) is stored without outputs.",
         data="horses-vs-humans", reported=None,
         needs="horses-vs-humans (horse-or-human.zip and validation-horse-or-human.zip, or their folders, in "
               "--data-dir or the dataset cache)",
         config=_run("horses-humans-cnn", DataConfig(source="horses-vs-humans", image_size=(300, 300), channels=3),
-                    ModelConfig(name="simple-cnn"), _keras("rmsprop", 1e-3), 15, 128),
+                    ModelConfig(name="horses-cnn"), _keras("rmsprop", 1e-3), 15, 128),
         fast=_run("horses-humans-cnn", DataConfig(source="horses-vs-humans", image_size=(150, 150), channels=3),
                   ModelConfig(name="cifar-cnn-bn"), _modern(2e-3, 0.1), 10, 32, augment=STANDARD, fast=True),
     ))
 
     r.append(Recipe(
         name="lenet5-mnist",
-        description="LeNet-5 (6-16 convolutions 5x5, 120-84 dense; cnnkit's version uses ReLU and max pooling) on "
-                    "MNIST for the paper's 20 passes; SGD 0.01 momentum 0.9 with the rate cut 10x every 8 epochs "
-                    "stands in for the paper's stochastic diagonal Levenberg-Marquardt; batch 64.",
+        description="LeNet-5 (model lenet5: valid 5x5 convolutions 6-16 each with MaxPool 2, Dense 120-84; 61,706 "
+                    "parameters, MNIST's 28x28 padded to the paper's 32x32; ReLU and max pooling where the paper "
+                    "had scaled tanh and trainable subsampling) on MNIST for the paper's 20 passes; SGD 0.01 "
+                    "momentum 0.9 with the rate cut 10x every 8 epochs stands in for the paper's stochastic "
+                    "diagonal Levenberg-Marquardt; batch 64. Fast: the same net, Adam one-cycle, batch 128, 6 epochs.",
         source="LeCun, Bottou, Bengio, Haffner, 'Gradient-based learning applied to document recognition' "
                "(Proc. IEEE, 1998): LeNet-5 test error 0.95% without distortions (99.05% accuracy).",
         data="mnist", reported=99.05, needs=MNIST_NEEDS,

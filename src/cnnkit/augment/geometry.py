@@ -8,9 +8,14 @@ written by its transform in :mod:`cnnkit.augment.transforms`):
 
     input = Crop @ Rotation @ Shift @ Shear @ Zoom @ Flip @ output
 
-Keras works in (row, col) order; the matrices below are the same maps written in (x, y).
-Keras puts the centre at ``size/2 + 0.5``; here it is the true pixel centre ``(size-1)/2``,
-so a rotation keeps the middle pixel in place.
+One convention, Keras' own (Keras >= 2.4 swaps its matrices onto (col, row) before scipy
+resamples, so they act on (x, y) with y pointing down, as here): a positive rotation turns the
+content counter-clockwise on the displayed image (90 degrees is ``np.rot90``); shear is
+horizontal (rows slide sideways, rows above the centre go left for a positive angle); the width
+shift moves content horizontally and the height shift vertically (Keras 3 swaps these two, a bug
+not copied); a zoom factor z > 1 shows more of the image (content shrinks by 1/z).  Keras puts the
+centre at ``size/2 + 0.5``; here it is the true pixel centre ``(size-1)/2``, so a rotation keeps
+the middle pixel in place.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-PADDING = {"nearest": "border", "reflect": "reflection", "constant": "zeros"}
+PADDING = {"nearest": "border", "reflect": "reflection"}  # 'constant' is a mask over 'border' (warp)
 
 
 def to_theta(m: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -58,17 +63,22 @@ def warp(x: torch.Tensor, theta: torch.Tensor, fill_mode: str = "nearest", fill_
 
     align_corners=False samples pixel centres exactly, so an identity/flip/90-degree theta is
     an exact pixel permutation, and 'reflection' then mirrors about the image edge like
-    scipy's (and Keras') 'reflect'.  'constant' with a non-zero fill is done by shifting the
-    image so that grid_sample's zero padding lands on fill_value.
+    scipy's (and Keras') 'reflect'.  'constant' cuts hard, as scipy's 'constant' mode does: an
+    output pixel whose sampling point's nearest input pixel lies outside the image is exactly
+    ``fill_value``; every other one interpolates image pixels only (edge-clamped), so no ring
+    blends the fill into the image.
     """
     if x.dtype in (torch.float16, torch.bfloat16):
         # a half-precision grid is off by up to ~0.1 px on 150-px images: resample in float32
         return warp(x.float(), theta, fill_mode, fill_value).to(x.dtype)
     theta = theta.to(device=x.device, dtype=x.dtype)
-    grid = affine_grid(theta, (int(x.shape[-2]), int(x.shape[-1])))
-    if fill_mode == "constant" and fill_value != 0.0:
-        out = F.grid_sample(x - fill_value, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-        return out + fill_value
+    grid = affine_grid(theta, (int(x.shape[-2]), int(x.shape[-1])))  # (N, H, W, 2) in [-1, 1] = inside
+    if fill_mode == "constant":
+        out = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+        # normalised -1 and 1 are the outer edges of the first and last pixels: the nearest pixel of a
+        # point is inside exactly when the point is in [-1, 1) (pixel centres round half up)
+        inside = ((grid >= -1) & (grid < 1)).all(dim=-1).unsqueeze(1)  # (N, 1, H, W)
+        return torch.where(inside, out, torch.as_tensor(fill_value, dtype=x.dtype, device=x.device))
     return F.grid_sample(x, grid, mode="bilinear", padding_mode=PADDING[fill_mode], align_corners=False)
 
 

@@ -43,10 +43,10 @@ class _Params:
 _DOC = """Parameters of N images; every field is a float tensor of shape (N,) on the CPU.
 
 Geometry (all about the image centre, Keras ImageDataGenerator semantics):
-  angle     rotation, degrees (Keras ``theta``)
-  shift_x   content moves right by shift_x * W pixels (Keras ``ty``, sign flipped)
-  shift_y   content moves down by shift_y * H pixels (Keras ``tx``, sign flipped)
-  shear     degrees (Keras ``shear``)
+  angle     rotation, degrees, positive = counter-clockwise on screen (Keras ``theta``)
+  shift_x   content moves right by shift_x * W pixels (drawn from width_shift_range)
+  shift_y   content moves down by shift_y * H pixels (drawn from height_shift_range)
+  shear     horizontal shear, degrees: rows above the centre move left when > 0 (Keras ``shear``)
   zoom_x/y  sampling scale along columns/rows; > 1 zooms out, < 1 zooms in (Keras zy/zx)
   flip_h/v  1.0 = mirror left-right / top-bottom, 0.0 = keep
   crop_w/h  random-resized-crop window as a fraction of W/H (1 = whole image)

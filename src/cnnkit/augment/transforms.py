@@ -56,12 +56,15 @@ class Transform:
     shared_flags:  flags that set several of its settings at once (``--shift``)
     columns:       names of its columns in the batch's one uniform draw, in order
     params:        per-image parameter (an AugmentParams field) -> the value that changes nothing
+    kinds:         a setting's field type where it is not its default's (``object``: the setting's
+                   ``coerce`` alone checks it, e.g. a shift range that is a number or a list)
     """
 
     settings: ClassVar[dict[str, Any]] = {}
     shared_flags: ClassVar[tuple[SharedFlag, ...]] = ()
     columns: ClassVar[tuple[str, ...]] = ()
     params: ClassVar[dict[str, float]] = {}
+    kinds: ClassVar[dict[str, type]] = {}
 
     def on(self, cfg: Any) -> bool:
         """True when ``cfg`` (resolved) switches this transform on: any of its settings off its default."""
@@ -104,13 +107,18 @@ class Mixing(Transform):
 
 
 # ----------------------------------------------------------------------------- geometry (Keras semantics)
-# Keras works in (row, col) order; the matrices below are the same maps written in (x, y), see geometry.py.
+# Every matrix is written on (x, y) = (col, row) about the centre, y pointing down, exactly as Keras
+# writes it (Keras >= 2.4 swaps its matrices onto (col, row) before scipy resamples), see geometry.py.
 
 
 class Rotation(Geometric):
-    """Rotation by a uniform angle in [-r, r] degrees (Keras ``rotation_range``)."""
+    """Rotation by a uniform angle in [-r, r] degrees (Keras ``rotation_range``).
 
-    settings = {"rotation_range": setting(0.0, "rotation_range: degrees, uniform in [-DEG, DEG]", flag="--rotation",
+    A positive angle turns the content counter-clockwise on the displayed image (as Keras and
+    ``scipy.ndimage.rotate``): 90 degrees is ``np.rot90``, the top edge goes to the left.
+    """
+
+    settings = {"rotation_range": setting(0.0, "rotation_range: degrees, uniform in [-DEG, DEG]; positive turns counter-clockwise", flag="--rotation",
                                           metavar="DEG", range="[0, 180]")}
     columns = ("angle",)
     params = {"angle": 0.0}
@@ -124,28 +132,94 @@ class Rotation(Geometric):
 
         theta = np.deg2rad(q["angle"])
         cos, sin = np.cos(theta), np.sin(theta)
-        # Keras rotation [[cos, -sin], [sin, cos]] on (row, col) == [[cos, sin], [-sin, cos]] on (x, y)
-        return _mat(cos, sin, -sin, cos)
+        # Keras' rotation [[cos, -sin], [sin, cos]] on (x, y), y down: output->input, so the content
+        # turns counter-clockwise on the screen
+        return _mat(cos, -sin, sin, cos)
+
+
+def shift_range(value: Any) -> Any:
+    """A shift range as Keras accepts it -> its value; ValueError (the problem, in words) if unusable.
+
+    A number < 1 is a fraction of the size, a float >= 1 is pixels, an int is whole pixels, a list
+    or tuple is a set of choices.  Text (the command line) is read the same way: ``0.1``, ``3``,
+    ``4.5``, ``2,4``.  Lists come back as tuples.
+    """
+    import math
+
+    problem = ("must be a fraction of the size (< 1), pixels (a whole number, or a number >= 1) or a list of "
+               "choices (e.g. 2,4)")
+    if isinstance(value, str):
+        text = value.strip().strip("[]()")
+        parts = [p.strip() for p in text.split(",") if p.strip()]
+        try:
+            numbers = [int(p) if p.lstrip("+-").isdigit() else float(p) for p in parts]
+        except ValueError:
+            raise ValueError(problem) from None
+        if not numbers:
+            raise ValueError(problem)
+        value = numbers[0] if len(numbers) == 1 and "," not in text else tuple(numbers)
+    if isinstance(value, list):
+        value = tuple(value)
+    items = value if isinstance(value, tuple) else (value,)
+    if not items or any(isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) for v in items):
+        raise ValueError(problem)
+    if not isinstance(value, tuple) and value < 0:
+        raise ValueError("must be >= 0 (a range is symmetric: shifts are drawn in [-R, R])")
+    return value
+
+
+def _shift(u: Any, r: Any, pixels: int) -> Any:
+    """(n,) shifts as fractions of a side of ``pixels`` from uniform column u, Keras' reading of range r.
+
+    A float range: uniform in [-r, r), a fraction of the side when r < 1, else pixels.  An int
+    range n: a whole number of pixels, |shift| drawn from {0, ..., n-1} and a random sign (Keras:
+    ``choice(n) * choice([-1, 1])``).  A list: one of its entries with a random sign, fractions when
+    every |entry| < 1, else pixels.  The sign and the choice come from the same column (its first
+    half says minus, the rest of it picks the entry), so the batch's draw keeps one column per axis.
+    """
+    import numpy as np
+
+    if not isinstance(r, (tuple, list)) and r == 0:
+        return np.zeros_like(u)  # off (0 or 0.0): no shift on this axis
+    if isinstance(r, (tuple, list)) or (isinstance(r, int) and not isinstance(r, bool)):
+        choices = np.asarray(r if isinstance(r, (tuple, list)) else range(int(r)), dtype=np.float64)
+        sign = np.where(u < 0.5, -1.0, 1.0)
+        index = np.minimum(np.floor((2.0 * u % 1.0) * len(choices)).astype(int), len(choices) - 1)
+        value = sign * choices[index]
+        fraction = bool(np.max(np.abs(choices)) < 1) if isinstance(r, (tuple, list)) else False
+    else:
+        value = _sym(u, float(r))
+        fraction = float(r) < 1
+    return value if fraction else value / pixels
 
 
 class Shift(Geometric):
-    """Shifts by uniform fractions of the width and height (Keras ``width/height_shift_range``)."""
+    """Shifts the content right (``width_shift_range``) and down (``height_shift_range``), Keras' ranges.
 
+    Each range as Keras documents it: a float < 1 a fraction of the width/height, a float >= 1 or an
+    int pixels, a list a set of choices (see :func:`_shift`).  The width shift moves content
+    horizontally, the height shift vertically (Keras 3's own ImageDataGenerator swaps the two).
+    """
+
+    kinds = {"width_shift_range": object, "height_shift_range": object}
     settings = {
-        "width_shift_range": setting(0.0, "width_shift_range (fraction of the width)", flag="--width-shift",
-                                     metavar="F", range="[0, 1)"),
-        "height_shift_range": setting(0.0, "height_shift_range (fraction of the height)", flag="--height-shift",
-                                      metavar="F", range="[0, 1)"),
+        "width_shift_range": setting(0.0, "width_shift_range (content moves horizontally): a fraction of the "
+                                     "width (< 1), pixels (a whole number, or >= 1) or a list of choices (2,4)", flag="--width-shift",
+                                     metavar="R", coerce=shift_range),
+        "height_shift_range": setting(0.0, "height_shift_range (content moves vertically): as --width-shift, of the height",
+                                      flag="--height-shift", metavar="R", coerce=shift_range),
     }
     shared_flags = (SharedFlag("--shift", ("width_shift_range", "height_shift_range"),
-                               "width and height shift range (fraction of the size)", metavar="F"),)
+                               "width and height shift range (a fraction < 1, pixels, or a list of choices)",
+                               metavar="R"),)
     columns = ("shift_x", "shift_y")
     params = {"shift_x": 0.0, "shift_y": 0.0}
     order = 2
 
     def sample(self, cfg, u, n, size):
-        return {"shift_x": _sym(u["shift_x"], cfg.width_shift_range),
-                "shift_y": _sym(u["shift_y"], cfg.height_shift_range)}
+        h, w = size
+        return {"shift_x": _shift(u["shift_x"], cfg.width_shift_range, w),
+                "shift_y": _shift(u["shift_y"], cfg.height_shift_range, h)}
 
     def matrix(self, q, size):
         import numpy as np
@@ -157,9 +231,13 @@ class Shift(Geometric):
 
 
 class Shear(Geometric):
-    """Shear by a uniform angle in [-s, s] degrees (Keras ``shear_range``)."""
+    """Shear by a uniform angle in [-s, s] degrees (Keras ``shear_range``: counter-clockwise, degrees).
 
-    settings = {"shear_range": setting(0.0, "shear_range in degrees (Keras semantics)", flag="--shear",
+    Horizontal, as Keras' matrix: each row slides sideways in proportion to its distance from the
+    centre row (rows above the centre go left for a positive angle), and heights scale by cos(s).
+    """
+
+    settings = {"shear_range": setting(0.0, "shear_range: degrees, Keras' horizontal shear (counter-clockwise)", flag="--shear",
                                        metavar="DEG", range="[0, 90)")}
     columns = ("shear",)
     params = {"shear": 0.0}
@@ -173,8 +251,9 @@ class Shear(Geometric):
 
         shear = np.deg2rad(q["shear"])
         one, zero = np.ones_like(shear), np.zeros_like(shear)
-        # Keras shear [[1, -sin s], [0, cos s]] on (row, col) == [[cos s, 0], [-sin s, 1]] on (x, y)
-        return _mat(np.cos(shear), zero, -np.sin(shear), one)
+        # Keras' shear [[1, -sin s], [0, cos s]] on (x, y): a horizontal shear (x_in = x - sin(s) y,
+        # y_in = cos(s) y), so a vertical line tilts counter-clockwise by s: its top moves left
+        return _mat(one, -np.sin(shear), zero, np.cos(shear))
 
 
 class Zoom(Geometric):
@@ -351,7 +430,8 @@ def _fields(transforms: Sequence[Transform]) -> list[tuple[str, type, Any]]:
     for t in transforms:
         for name, f in t.settings.items():
             # a fresh Field per class: dataclasses writes the name and type into the one it is given
-            own.append((name, type(f.default), dataclasses.field(default=f.default, metadata=f.metadata)))
+            kind = t.kinds.get(name, type(f.default))
+            own.append((name, kind, dataclasses.field(default=f.default, metadata=f.metadata)))
     own += [("fill_mode", str, setting("nearest", "how pixels from outside the image are filled", choices=FILL_MODES)),
             ("fill_value", float, setting(0.0, "fill for --fill-mode constant, in [0, 1]", metavar="V",
                                           range="[0, 1]")),
@@ -372,7 +452,14 @@ def augment_config(transforms: Sequence[Transform], name: str = "AugmentConfig")
         for t in type(self).transforms:
             t.check(self, prefix)
 
+    def __post_init__(self) -> None:
+        # a JSON list (a config file, a checkpoint's metadata) is the tuple the field holds
+        for f in dataclasses.fields(self):
+            if isinstance(getattr(self, f.name), list):
+                object.__setattr__(self, f.name, tuple(getattr(self, f.name)))
+
     namespace = {
+        "__post_init__": __post_init__,
         "__doc__": "Batch augmentation, Keras ImageDataGenerator names plus modern ones (one field per setting "
                    "of each transform in ``transforms``; ``preset`` supplies values left at their default).",
         "__module__": __name__,
@@ -386,4 +473,4 @@ def augment_config(transforms: Sequence[Transform], name: str = "AugmentConfig")
 AugmentConfig = augment_config(TRANSFORMS)
 
 __all__ = ["TRANSFORMS", "AugmentConfig", "Brightness", "Contrast", "Cutout", "Flip", "Geometric", "Mix", "Mixing",
-           "RandomResizedCrop", "Rotation", "Shear", "Shift", "Transform", "Zoom", "augment_config"]
+           "RandomResizedCrop", "Rotation", "Shear", "Shift", "Transform", "Zoom", "augment_config", "shift_range"]

@@ -13,7 +13,9 @@ from cnnkit.config import DataConfig
 from cnnkit.data import DataSplits, ImageSet, load_data
 from cnnkit.data.loader import BatchLoader
 from cnnkit.errors import DataError
+from cnnkit.evaluate.calibration import expected_calibration_error, scale_probs
 from cnnkit.evaluate.metrics import classification_metrics
+from cnnkit.inference.calibrated import temperature_of
 from cnnkit.evaluate.predict import predict_probs
 from cnnkit.inference.checkpoint import Checkpoint, load_checkpoint
 from cnnkit.inference.preprocess import ImageInputs
@@ -65,7 +67,11 @@ def align_classes(data: ImageSet, classes: tuple[str, ...]) -> ImageSet:
 
 def evaluate(checkpoint: str | Path, source: str, split: str = "auto", tta: str | None = None,
              device: str = "auto", data_dir: str | None = None, batch_size: int = 256) -> tuple[dict, np.ndarray, ImageSet]:
-    """Metrics of ``checkpoint`` on ``source``; returns (metrics, probs (N,K), the evaluated ImageSet)."""
+    """Metrics of ``checkpoint`` on ``source``; returns (metrics, probs (N,K), the evaluated ImageSet).
+
+    The probabilities are calibrated with the checkpoint's temperature (1 when it has none), as
+    ``predict`` gives them; the metrics hold ``ece`` and ``ece_uncalibrated`` beside it.
+    """
     dev = runtime.select_device(device)
     runtime.prepare(dev, fast=True)
     ckpt = load_checkpoint(checkpoint, dev)
@@ -74,8 +80,12 @@ def evaluate(checkpoint: str | Path, source: str, split: str = "auto", tta: str 
     data = align_classes(data, ckpt.preprocess.classes)
     inputs = ImageInputs.from_preprocess(ckpt.preprocess, dev)
     probs = predict_probs(ckpt.model, BatchLoader(data, batch_size, dev), inputs, tta=tta)
+    temperature = temperature_of(ckpt.info)
+    uncalibrated = expected_calibration_error(probs, data.labels)
+    probs = scale_probs(probs, temperature)
     metrics = {"split": name, "checkpoint": str(ckpt.path), "data": source,
-               **classification_metrics(probs, data.labels, data.classes)}
+               **classification_metrics(probs, data.labels, data.classes), "temperature": temperature,
+               "ece": expected_calibration_error(probs, data.labels), "ece_uncalibrated": uncalibrated}
     if tta:
         metrics["tta"] = tta
     return metrics, probs, data

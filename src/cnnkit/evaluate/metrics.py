@@ -33,6 +33,20 @@ def per_class_report(cm: np.ndarray, classes: Sequence[str]) -> list[dict]:
             for c, p, r, f, s in zip(classes, precision, recall, f1, support)]
 
 
+def balanced_accuracy(cm: np.ndarray) -> float:
+    """Mean recall over the classes that have images: accuracy as if every class were equally common."""
+    support = cm.sum(axis=1)
+    present = support > 0
+    if not present.any():
+        return float("nan")
+    return float((np.diag(cm)[present] / support[present]).mean())
+
+
+def macro_f1(cm: np.ndarray) -> float:
+    """Unweighted mean F1 over all classes (0 for a class never predicted nor present)."""
+    return float(np.mean([r["f1"] for r in per_class_report(cm, [""] * len(cm))]))
+
+
 def classification_metrics(probs: np.ndarray, labels: np.ndarray, classes: Sequence[str], k: int = 5) -> dict:
     """Everything the evaluate command reports, as plain data (JSON-serialisable)."""
     preds = probs.argmax(axis=1)
@@ -45,6 +59,7 @@ def classification_metrics(probs: np.ndarray, labels: np.ndarray, classes: Seque
         "accuracy": float((preds == labels).mean()) if len(labels) else float("nan"),
         f"top{min(k, len(classes))}_accuracy": top_k_accuracy(probs, labels, k),
         "loss": nll,
+        "balanced_accuracy": balanced_accuracy(cm),
         "macro_f1": float(np.mean([r["f1"] for r in report])),
         "per_class": report,
         "confusion_matrix": cm.tolist(),
@@ -65,5 +80,9 @@ def format_report(metrics: dict) -> str:
     lines.append(f"{'accuracy':>{width}}  {metrics['accuracy']:.4f}   ({metrics['n']} images)")
     for key in topk:
         lines.append(f"{key:>{width}}  {metrics[key]:.4f}")
+    if "balanced_accuracy" in metrics:  # metrics files written before it have none
+        lines.append(f"{'balanced':>{width}}  {metrics['balanced_accuracy']:.4f}")
     lines.append(f"{'macro F1':>{width}}  {metrics['macro_f1']:.4f}")
+    if "ece" in metrics:
+        lines.append(f"{'ECE':>{width}}  {metrics['ece']:.4f}   (uncalibrated {metrics['ece_uncalibrated']:.4f})")
     return "\n".join(lines)

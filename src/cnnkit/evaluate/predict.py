@@ -36,3 +36,15 @@ def predict_probs(model: torch.nn.Module, loader: BatchLoader, inputs: Any, amp:
         out.append((probs / len(views)).cpu().numpy())
     k = out[0].shape[1] if out else 0
     return np.concatenate(out) if out else np.zeros((0, k), np.float32)
+
+
+@torch.no_grad()
+def predict_logits(model: torch.nn.Module, loader: BatchLoader, inputs: Any,
+                   amp: torch.dtype | None = None) -> np.ndarray:
+    """(N,1) or (N,K) raw float32 logits for every image of ``loader`` in order (for calibration)."""
+    model.eval()
+    out = []
+    for xb, _ in loader.batches(0):
+        with autocast(loader.device, amp):
+            out.append(model(inputs(xb)).float().cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, 1), np.float32)

@@ -10,6 +10,7 @@ with ``torch.load(weights_only=True)``, which accepts tensors and plain containe
 
 from __future__ import annotations
 
+import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,12 +18,12 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 from cnnkit.config import ModelConfig, Preprocess, RunConfig, to_dict
 from cnnkit.errors import CheckpointError, ConfigError
 from cnnkit.inference.metadata import check_format, check_model_fits, validate_metadata
-from cnnkit.io import atomic_path
+from cnnkit.io import atomic_write_bytes
 
 BEST, LAST, STATE = "best.safetensors", "last.safetensors", "train_state.pt"
 
@@ -40,6 +41,12 @@ class Checkpoint:
 def save_checkpoint(path: str | Path, model: torch.nn.Module, preprocess: Preprocess, model_cfg: ModelConfig,
                     run_cfg: RunConfig | None = None, info: dict[str, Any] | None = None) -> None:
     """Write weights + metadata atomically."""
+    atomic_write_bytes(path, checkpoint_bytes(model, preprocess, model_cfg, run_cfg, info))
+
+
+def checkpoint_bytes(model: torch.nn.Module, preprocess: Preprocess, model_cfg: ModelConfig,
+                     run_cfg: RunConfig | None = None, info: dict[str, Any] | None = None) -> bytes:
+    """The safetensors file :func:`save_checkpoint` writes, as bytes (a training run commits several at once)."""
     module = getattr(model, "module", model)  # unwrap DDP
     tensors = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
     meta = {
@@ -49,8 +56,7 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module, preprocess: Prepro
         "run": json.dumps(to_dict(run_cfg)) if run_cfg is not None else "",
         "info": json.dumps(info or {}),
     }
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=meta)
+    return save(tensors, metadata=meta)
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
@@ -119,8 +125,14 @@ def _offline(cfg: ModelConfig) -> ModelConfig:
 
 
 def save_train_state(path: str | Path, state: dict[str, Any]) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    atomic_write_bytes(path, train_state_bytes(state))
+
+
+def train_state_bytes(state: dict[str, Any]) -> bytes:
+    """``train_state.pt`` as bytes: tensors and plain containers, readable with ``weights_only=True``."""
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    return buf.getvalue()
 
 
 def load_train_state(path: str | Path) -> dict[str, Any]:

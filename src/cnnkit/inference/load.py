@@ -49,6 +49,9 @@ def require_gradients(predictor: BasePredictor, what: str) -> Predictor:
 
 
 def predict(checkpoint: str | Path, inputs: Sequence[str | Path], top_k: int = 3,
-            device: str = "cpu", trust_code: bool | None = None) -> list[Prediction]:
-    """Top-k classes for image files and folders of images (checkpoint, run folder or ``.onnx``)."""
-    return load_predictor(checkpoint, device, trust_code=trust_code).predict_files(expand_inputs(inputs), top_k)
+            device: str = "cpu", trust_code: bool | None = None,
+            min_confidence: str | float | None = None) -> list[Prediction]:
+    """Top-k classes for image files and folders of images (checkpoint, run folder or ``.onnx``);
+    with ``min_confidence`` (a probability or ``auto``) each answer is its top class or ``unknown``."""
+    return load_predictor(checkpoint, device, trust_code=trust_code).predict_files(
+        expand_inputs(inputs), top_k, min_confidence=min_confidence)

@@ -12,6 +12,7 @@ import numpy as np
 
 from cnnkit.config import Preprocess
 from cnnkit.errors import CheckpointError, CnnkitError
+from cnnkit.inference.calibrated import min_confidence_of, temperature_of
 from cnnkit.inference.exported import read_export_metadata
 from cnnkit.inference.metadata import check_preprocess
 from cnnkit.inference.predictor import BasePredictor
@@ -32,6 +33,9 @@ class OnnxPredictor(BasePredictor):
             raise CheckpointError(str(exc)) from None
         self.preprocess: Preprocess = check_preprocess(meta.get("preprocess"), self.path)
         self.classes = list(self.preprocess.classes)
+        # the temperature is inside the graph already: kept here only to describe the model
+        self.temperature = temperature_of(meta)
+        self.suggested_min_confidence = min_confidence_of(meta)
         opts = ort.SessionOptions()
         if threads:
             opts.intra_op_num_threads = threads

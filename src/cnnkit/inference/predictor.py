@@ -13,6 +13,7 @@ import numpy as np
 from cnnkit.config import Preprocess
 from cnnkit.data.decode import parallel_map
 from cnnkit.errors import ConfigError, DataError
+from cnnkit.inference.calibrated import resolve_min_confidence
 from cnnkit.inference.files import read_image
 
 T = TypeVar("T")
@@ -29,9 +30,11 @@ class Prediction:
     file: str
     top: list[tuple[str, float]]  # (class, probability), best first
     error: str = ""
+    answer: str | None = None  # with a confidence threshold: the top class, or UNKNOWN below it
 
     def as_dict(self) -> dict:
-        return {"file": self.file, "top": [{"class": c, "prob": p} for c, p in self.top],
+        return {"file": self.file, **({"class": self.answer} if self.answer is not None else {}),
+                "top": [{"class": c, "prob": p} for c, p in self.top],
                 **({"error": self.error} if self.error else {})}
 
 
@@ -80,6 +83,24 @@ def prefetch(items: Iterator[T], ahead: int) -> Iterator[T]:
         thread.join()
 
 
+UNKNOWN = "unknown"
+
+
+def answer(top: list[tuple[str, float]], min_confidence: float | None) -> str | None:
+    """The class to answer: the top one, or ``unknown`` when its probability is below the threshold
+    (None without a threshold, or without a prediction)."""
+    if min_confidence is None or not top:
+        return None
+    return top[0][0] if top[0][1] >= min_confidence else UNKNOWN
+
+
+def with_answers(preds: list[Prediction], min_confidence: float | None) -> list[Prediction]:
+    """Each prediction with its :func:`answer` filled in."""
+    for p in preds:
+        p.answer = answer(p.top, min_confidence)
+    return preds
+
+
 class BasePredictor:
     """A backend (PyTorch checkpoint, ONNX export) sets ``preprocess`` and ``classes`` and
     implements ``probs(uint8 (N,H,W,C)) -> (N,K)``; the rest is shared."""
@@ -87,6 +108,8 @@ class BasePredictor:
     preprocess: Preprocess
     classes: list[str]
     backend: str = ""
+    temperature: float = 1.0  # the calibration that ``probs`` applies (see cnnkit.inference.calibrated)
+    suggested_min_confidence: float | None = None  # the model's own threshold for ``min_confidence="auto"``
 
     def probs(self, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
         raise NotImplementedError
@@ -99,26 +122,31 @@ class BasePredictor:
         order = np.argsort(-probs, axis=1)[:, :k]
         return [[(self.classes[j], float(p[j])) for j in row] for p, row in zip(probs, order)]
 
-    def predict_files(self, files: Sequence[str | Path], top_k: int = 3, batch_size: int = 64) -> list[Prediction]:
+    def predict_files(self, files: Sequence[str | Path], top_k: int = 3, batch_size: int = 64,
+                      min_confidence: str | float | None = None) -> list[Prediction]:
         """Predict every file; unreadable files get an ``error`` instead of stopping the batch."""
-        return list(self.iter_predictions(files, top_k, batch_size))
+        return list(self.iter_predictions(files, top_k, batch_size, min_confidence=min_confidence))
 
     def iter_predictions(self, files: Iterable[str | Path], top_k: int = 3, batch_size: int = 64,
-                         workers: int | None = None) -> Iterator[Prediction]:
+                         workers: int | None = None,
+                         min_confidence: str | float | None = None) -> Iterator[Prediction]:
         """One :class:`Prediction` per file, in order, as soon as its batch is through the model.
 
         Files are decoded on a thread pool (``workers``, default every core) while earlier
         batches run, and at most one batch of ``batch_size`` decoded images (plus the pool's
         few in flight) is held at a time, so memory does not grow with the number of files.
-        Unreadable files get an ``error`` instead of stopping the rest.
+        Unreadable files get an ``error`` instead of stopping the rest.  ``min_confidence`` (a
+        probability, or ``auto`` for the model's suggested one) fills each prediction's
+        ``answer``: its top class, or ``unknown`` when the top probability is lower.
         """
         check_top_k(top_k)
         if batch_size < 1:
             raise ConfigError(f"batch size must be at least 1, got {batch_size}")
-        return self._stream(files, top_k, batch_size, workers)
+        threshold = resolve_min_confidence(min_confidence, self.suggested_min_confidence)
+        return self._stream(files, top_k, batch_size, workers, threshold)
 
     def _stream(self, files: Iterable[str | Path], top_k: int, batch_size: int,
-                workers: int | None) -> Iterator[Prediction]:
+                workers: int | None, threshold: float | None) -> Iterator[Prediction]:
         pending: list[tuple[str, np.ndarray | str]] = []  # (file, uint8 (H, W, C) or the error) in file order
         n_images = 0
         # decoding goes on in the background while a batch is in the model: one batch ahead
@@ -126,9 +154,9 @@ class BasePredictor:
             pending.append(item)
             n_images += not isinstance(item[1], str)
             if n_images >= batch_size:
-                yield from self._flush(pending, top_k, batch_size)
+                yield from self._flush(pending, top_k, batch_size, threshold)
                 pending, n_images = [], 0
-        yield from self._flush(pending, top_k, batch_size)
+        yield from self._flush(pending, top_k, batch_size, threshold)
 
     def _read_or_error(self, f: str | Path) -> tuple[str, np.ndarray | str]:
         try:
@@ -138,8 +166,10 @@ class BasePredictor:
             return str(f), str(exc).removeprefix(f"{f}: ")
 
     def _flush(self, pending: list[tuple[str, np.ndarray | str]], top_k: int,
-               batch_size: int) -> Iterator[Prediction]:
+               batch_size: int, threshold: float | None) -> Iterator[Prediction]:
         arrays = [a for _, a in pending if not isinstance(a, str)]
         tops = iter(self.top_k(self.probs(np.stack(arrays), batch_size), top_k) if arrays else ())
         for f, a in pending:
-            yield Prediction(f, [], error=a) if isinstance(a, str) else Prediction(f, next(tops))
+            pred = Prediction(f, [], error=a) if isinstance(a, str) else Prediction(f, next(tops))
+            pred.answer = answer(pred.top, threshold)
+            yield pred

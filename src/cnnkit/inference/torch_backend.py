@@ -11,10 +11,10 @@ import torch
 from cnnkit import runtime
 from cnnkit.config import Preprocess
 from cnnkit.errors import CheckpointError
+from cnnkit.inference.calibrated import calibrated_probs, min_confidence_of, temperature_of
 from cnnkit.inference.checkpoint import Checkpoint, load_checkpoint
 from cnnkit.inference.preprocess import ImageInputs
 from cnnkit.inference.predictor import BasePredictor
-from cnnkit.models.base import logits_to_probs
 
 
 def refuse_torchscript(path: Path) -> None:
@@ -41,6 +41,8 @@ class Predictor(BasePredictor):
         self.model = self.ckpt.model.to(self.device).eval()
         self.classes = list(self.ckpt.preprocess.classes)
         self.inputs = ImageInputs.from_preprocess(self.ckpt.preprocess, self.device)
+        self.temperature = temperature_of(self.ckpt.info)
+        self.suggested_min_confidence = min_confidence_of(self.ckpt.info)
 
     @property
     def preprocess(self) -> Preprocess:
@@ -48,9 +50,9 @@ class Predictor(BasePredictor):
 
     @torch.no_grad()
     def probs(self, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
-        """uint8 (N,H,W,C) -> (N,K) probabilities."""
+        """uint8 (N,H,W,C) -> (N,K) calibrated probabilities (logits / the checkpoint's temperature)."""
         out = []
         for i in range(0, len(images), batch_size):
             logits = self.model(self.inputs(images[i:i + batch_size], layout="NHWC"))
-            out.append(logits_to_probs(logits).cpu().numpy())
+            out.append(calibrated_probs(logits, self.temperature).cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, len(self.classes)), np.float32)

@@ -22,6 +22,8 @@ MODELS: dict[str, Callable[..., CNNKitModel]] = {
     "simple-cnn": zoo.simple_cnn,
     "simple-cnn-same": zoo.simple_cnn_same,
     "catdog-cnn": zoo.catdog_cnn,
+    "chollet-cnn": zoo.chollet_cnn,
+    "horses-cnn": zoo.horses_cnn,
     "cifar-cnn": zoo.cifar_cnn,
     "cifar-cnn-same": zoo.cifar_cnn_same,
     "cifar-cnn-bn": zoo.cifar_cnn_bn,

@@ -153,6 +153,53 @@ def catdog_cnn(in_channels: int, num_classes: int, image_size: tuple[int, int], 
     return CNNKitModel(features, head, gradcam_layer=features[7], binary_output="softmax")
 
 
+def _valid_stack(name: str, in_channels: int, image_size: tuple[int, int], widths: tuple[int, ...],
+                 minimum: int) -> tuple[nn.Sequential, int]:
+    """Keras ``Conv2D(w, 3)`` (valid) + ReLU + ``MaxPooling2D(2)`` per width, then Flatten: (features, length).
+
+    A side under ``minimum`` pixels gets 'same' convolutions, and then the poolings round up (as
+    Keras' 'same' pooling), so tiny images still fit (28 -> 14 -> 7 -> 4 -> 2 -> 1 through five blocks).
+    """
+    _check_size(name, image_size, 8)
+    pad = _valid_padding(image_size, minimum)
+    small = any(pad)  # the tutorial's sizes: exactly Keras' valid convolutions and floor pooling
+    layers: list[nn.Module] = []
+    cin = in_channels
+    for cout in widths:
+        layers += [nn.Conv2d(cin, cout, 3, padding=pad), nn.ReLU(inplace=True), nn.MaxPool2d(2, ceil_mode=small)]
+        cin = cout
+    layers.append(nn.Flatten())
+    features = nn.Sequential(*layers)
+    return features, _flat_size(features, in_channels, image_size)
+
+
+def chollet_cnn(in_channels: int, num_classes: int, image_size: tuple[int, int], dropout: float | None = None) -> CNNKitModel:
+    """Chollet's small cats-vs-dogs convnet (Keras blog, 2016): 1,212,513 parameters at 150x150x3.
+
+    Conv32 - Conv32 - Conv64, each 3x3 valid + ReLU + MaxPool 2 (150 -> 148 -> 74 -> 72 -> 36 ->
+    34 -> 17), Flatten (18,496) - Dense 64 - Dropout .5 - Dense 1 sigmoid.  A side under 22 pixels
+    is padded ('same') so tiny images still fit.
+    """
+    p = 0.5 if dropout is None else dropout
+    features, n = _valid_stack("chollet-cnn", in_channels, image_size, (32, 32, 64), 22)
+    head = nn.Sequential(nn.Linear(n, 64), nn.ReLU(inplace=True), nn.Dropout(p), nn.Linear(64, num_outputs(num_classes)))
+    return CNNKitModel(features, head, gradcam_layer=features[7])  # the last ReLU before pooling
+
+
+def horses_cnn(in_channels: int, num_classes: int, image_size: tuple[int, int], dropout: float | None = None) -> CNNKitModel:
+    """The TF course's horses-or-humans convnet: 1,704,097 parameters at 300x300x3.
+
+    Five blocks Conv 16 - 32 - 64 - 64 - 64, each 3x3 valid + ReLU + MaxPool 2 (300 -> 298 -> 149 ->
+    147 -> 73 -> 71 -> 35 -> 33 -> 16 -> 14 -> 7), Flatten (3,136) - Dense 512 - Dense 1 sigmoid.
+    The course has no dropout; ``--dropout P`` adds one before Dense 512.  A side under 94 pixels is
+    padded ('same') so smaller images still fit.
+    """
+    features, n = _valid_stack("horses-cnn", in_channels, image_size, (16, 32, 64, 64, 64), 94)
+    drop = [nn.Dropout(dropout)] if dropout else []
+    head = nn.Sequential(*drop, nn.Linear(n, 512), nn.ReLU(inplace=True), nn.Linear(512, num_outputs(num_classes)))
+    return CNNKitModel(features, head, gradcam_layer=features[13])  # the last ReLU before pooling
+
+
 def _cifar_cnn(name: str, in_channels: int, num_classes: int, image_size: tuple[int, int], dropout: float | None,
                bn: bool, second: str | tuple[int, int]) -> CNNKitModel:
     """Three blocks of two 3x3 convs (32,32 / 64,64 / 64,64), each block + MaxPool + Dropout, then Dense 512.

@@ -8,7 +8,9 @@ Endpoints::
     GET  /          the HTML page (no external resources: works offline)
     GET  /health    {"status": "ok"}
     GET  /info      model name, backend, classes, input size, channels, mean/std, upload limit
-    POST /predict   multipart field ``file`` (+ ``?top_k=``) -> {"top": [{"class", "probability"}], ...}
+    POST /predict   multipart field ``file`` (+ ``?top_k=``, + ``?min_confidence=`` P or ``auto``, also a
+                    form field) -> {"top": [{"class", "probability"}], ...}; with a threshold also
+                    ``"class"``: the top class, or ``"unknown"`` when its probability is below P
     POST /gradcam   multipart field ``file`` (+ ``?class=``, default the predicted one) -> PNG overlay of
                     the Grad-CAM map (gradient saliency for dense models) on the image; PyTorch
                     checkpoints only (an ONNX export has no gradients: 501)
@@ -36,13 +38,15 @@ from typing import Any, Iterator
 from urllib.parse import quote
 
 import numpy as np
-from fastapi import FastAPI, File, Query, Request, UploadFile
+from fastapi import FastAPI, File, Form, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from cnnkit.errors import CnnkitError
+from cnnkit.inference.calibrated import resolve_min_confidence
+from cnnkit.inference.predictor import answer
 from cnnkit.serve.limits import (BODY_IDLE_TIMEOUT, BODY_TOTAL_TIMEOUT, QUEUE, Admission, BodyLimit, HeadAsGet,
                                  TooLarge, WorkGate, release_memory)
 
@@ -57,6 +61,15 @@ GRADCAM_SIDE = 384  # longest side of the Grad-CAM overlay picture (the upload, 
 DEFAULT_MAX_PIXELS = 50_000_000
 # After a request whose picture had this many pixels, freed heap pages go back to the system.
 TRIM_PIXELS = 1_000_000
+
+MIN_CONFIDENCE_DOC = "answer 'unknown' below this top probability (0-1, or auto: the model's suggested one)"
+
+
+def answer_fields(top: list[tuple[str, float]], min_confidence: float | None) -> dict:
+    """With a threshold: ``class`` (the top class or ``unknown``) and the ``min_confidence`` used."""
+    if min_confidence is None:
+        return {}
+    return {"class": answer(top, min_confidence), "min_confidence": min_confidence}
 
 
 class ModelService:
@@ -94,6 +107,8 @@ class ModelService:
             "max_upload_bytes": self.max_upload_bytes,
             "upload_field": FIELD,
             "gradcam": self.gradcam,
+            "temperature": getattr(self.predictor, "temperature", 1.0),
+            "min_confidence": getattr(self.predictor, "suggested_min_confidence", None),
         }
 
     def decode(self, data: bytes, name: str) -> np.ndarray:
@@ -115,12 +130,19 @@ class ModelService:
                 if _header_pixels(data) >= TRIM_PIXELS:
                     release_memory()
 
-    def predict(self, data: bytes, name: str, top_k: int) -> dict:
+    def threshold(self, value: str | None) -> float | None:
+        """``min_confidence`` as a number (``auto``: the model's suggested one); 422 when unusable."""
+        try:
+            return resolve_min_confidence(value, getattr(self.predictor, "suggested_min_confidence", None))
+        except CnnkitError as exc:
+            raise HTTPException(422, str(exc).replace("--min-confidence", "min_confidence")) from None
+
+    def predict(self, data: bytes, name: str, top_k: int, min_confidence: float | None = None) -> dict:
         """Runs in a worker thread; Pillow, torch and ONNX Runtime release the GIL while they work."""
         with self.bounded(data):
-            return self._predict(data, name, top_k)
+            return self._predict(data, name, top_k, min_confidence)
 
-    def _predict(self, data: bytes, name: str, top_k: int) -> dict:
+    def _predict(self, data: bytes, name: str, top_k: int, min_confidence: float | None) -> dict:
         start = time.perf_counter()
         batch = np.stack([self.decode(data, name)])  # (1, H, W, C); a writable copy (Pillow's array is read-only)
         probs = self.predictor.probs(batch)
@@ -128,6 +150,7 @@ class ModelService:
         return {
             "filename": name,
             "model": self.predictor.preprocess.model,
+            **answer_fields(top, min_confidence),
             "top": [{"class": c, "probability": p} for c, p in top],
             "time_ms": round((time.perf_counter() - start) * 1000, 3),
         }
@@ -289,9 +312,13 @@ def create_app(model: Any, max_upload_bytes: int = DEFAULT_MAX_UPLOAD, device: s
 
     @app.post("/predict")
     async def predict(request: Request, file: UploadFile | None = File(None, description="the image"),
-                      top_k: int = Query(3, ge=1, le=MAX_TOP_K, description="how many classes to return")) -> dict:
+                      top_k: int = Query(3, ge=1, le=MAX_TOP_K, description="how many classes to return"),
+                      min_confidence: str | None = Query(None, description=MIN_CONFIDENCE_DOC),
+                      min_confidence_field: str | None = Form(None, alias="min_confidence",
+                                                              description=MIN_CONFIDENCE_DOC)) -> dict:
+        threshold = service.threshold(min_confidence if min_confidence is not None else min_confidence_field)
         data, filename = await _upload_bytes(request, file, service.max_upload_bytes)
-        return await run_in_threadpool(service.predict, data, filename, top_k)
+        return await run_in_threadpool(service.predict, data, filename, top_k, threshold)
 
     @app.post("/gradcam", response_class=Response,
               responses={200: {"content": {"image/png": {}}, "description": "the class map over the image"}})

@@ -5,11 +5,12 @@ to decode and resize an image:
 
 * input ``image``: float32 (N, C, H, W), pixel values / 255 (i.e. in [0, 1]), RGB or grey as
   ``channels`` says, at ``image_size`` (H, W); the batch axis is dynamic.
-* outputs ``logits``: float32 (N, 1) for two classes (one sigmoid logit), else (N, K);
-  ``probs``: float32 (N, K) class probabilities (K = len(classes), also 2 for binary).
+* outputs ``logits``: float32 (N, 1) for two classes (one sigmoid logit), else (N, K), already
+  divided by the checkpoint's calibration temperature; ``probs``: float32 (N, K) calibrated
+  class probabilities (K = len(classes), also 2 for binary), the same that ``cnnkit predict`` gives.
 
 The file carries everything needed to use it (classes, image size, channels, mean/std, model
-name and the full ModelConfig) as JSON: in ONNX ``metadata_props`` under the key ``cnnkit``,
+name, the full ModelConfig and the calibration: temperature and suggested threshold) as JSON: in ONNX ``metadata_props`` under the key ``cnnkit``,
 in TorchScript as the extra file ``cnnkit.json``.  See :func:`export_metadata`.
 """
 
@@ -24,6 +25,8 @@ import torch
 from torch import nn
 
 from cnnkit.config import ModelConfig, Preprocess, to_dict
+from cnnkit.inference.calibrated import KEY as CALIBRATION
+from cnnkit.inference.calibrated import min_confidence_of, temperature_of
 from cnnkit.inference.checkpoint import Checkpoint, load_checkpoint
 from cnnkit.inference.exported import INPUT_DOC, META_FORMAT, META_KEY, ExportError, read_export_metadata
 from cnnkit.inference.exported import quiet_deprecations as _quiet_deprecations
@@ -48,27 +51,32 @@ class ExportResult:
 
 
 class ExportWrapper(nn.Module):
-    """[0, 1] float (N, C, H, W) -> (logits, probs): the checkpoint's model plus its preprocessing."""
+    """[0, 1] float (N, C, H, W) -> (logits / T, probs): the checkpoint's model plus its preprocessing
+    and calibration."""
 
-    def __init__(self, model: nn.Module, mean: tuple[float, ...], std: tuple[float, ...]):
+    def __init__(self, model: nn.Module, mean: tuple[float, ...], std: tuple[float, ...], temperature: float = 1.0):
         super().__init__()
         self.model = model
+        self.temperature = float(temperature)  # a constant of the graph
         # buffers, so they are saved as constants of the graph
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logits = self.model((image - self.mean) / self.std).float()
+        if self.temperature != 1.0:
+            logits = logits / self.temperature
         return logits, logits_to_probs(logits)
 
 
-def export_metadata(pre: Preprocess, model_cfg: ModelConfig) -> dict:
+def export_metadata(pre: Preprocess, model_cfg: ModelConfig, info: dict | None = None) -> dict:
     """What an exported file carries so that serving it needs nothing else."""
     return {
         "format": META_FORMAT,
         "input": INPUT_DOC,
         "preprocess": to_dict(pre),
         "model": to_dict(model_cfg),
+        CALIBRATION: {"temperature": temperature_of(info), "min_confidence": min_confidence_of(info)},
     }
 
 
@@ -147,8 +155,9 @@ def export_model(checkpoint: str | Path | Checkpoint, fmt: str = "onnx", out: st
     if (out.suffix.lower() == ".onnx") != (fmt == "onnx"):
         need = "end in .onnx" if fmt == "onnx" else "not end in .onnx (e.g. .pt)"
         raise ExportError(f"{out}: the file name of a {fmt} export must {need}")
-    wrapper = ExportWrapper(ckpt.model.cpu().float().eval(), tuple(pre.mean), tuple(pre.std)).eval()
-    meta = export_metadata(pre, ckpt.model_config)
+    wrapper = ExportWrapper(ckpt.model.cpu().float().eval(), tuple(pre.mean), tuple(pre.std),
+                            temperature_of(ckpt.info)).eval()
+    meta = export_metadata(pre, ckpt.model_config, ckpt.info)
     trace_x, check_x = sample_inputs(pre, 2, seed=1), sample_inputs(pre, 5, seed=2)
     with torch.no_grad():
         ref = wrapper(check_x)

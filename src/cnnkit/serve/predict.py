@@ -29,12 +29,13 @@ class Tally:
     errors: int
 
 
-def _csv_header(k: int) -> list[str]:
-    return ["file"] + [f"{name}{i + 1}" for i in range(k) for name in ("class", "prob")] + ["error"]
+def _csv_header(k: int, answered: bool) -> list[str]:
+    return (["file"] + ["class"] * answered + [f"{name}{i + 1}" for i in range(k) for name in ("class", "prob")]
+            + ["error"])
 
 
-def _csv_row(p: Prediction, k: int) -> list[str]:
-    row = [p.file]
+def _csv_row(p: Prediction, k: int, answered: bool) -> list[str]:
+    row = [p.file] + [p.answer or ""] * answered
     for c, prob in p.top:
         row += [c, f"{prob:.6f}"]
     return row + [""] * (2 * k - 2 * len(p.top)) + [p.error]
@@ -42,21 +43,26 @@ def _csv_row(p: Prediction, k: int) -> list[str]:
 
 def _table_line(p: Prediction) -> str:
     shown = p.error or "  ".join(f"{c} {prob:.3f}" for c, prob in p.top)
+    if p.answer is not None and not p.error:
+        shown = f"{p.answer}  ({shown})"
     return f"{p.file}: {shown}"
 
 
-def write_predictions(preds: Iterable[Prediction], out: TextIO, fmt: str = "table", top_k: int = 3) -> Tally:
+def write_predictions(preds: Iterable[Prediction], out: TextIO, fmt: str = "table", top_k: int = 3,
+                      answered: bool = False) -> Tally:
     """Write each prediction to ``out`` as it arrives (flushed), in ``fmt`` (one of FORMATS).
 
     ``top_k`` is the number of (class, prob) column pairs in CSV: the most classes any row has
     (the run's top-k, capped at the model's class count).  JSON is one array, opened before the
-    first prediction and closed after the last; JSON lines is one object per line.
+    first prediction and closed after the last; JSON lines is one object per line.  ``answered``
+    (a confidence threshold was given) adds the answer column to CSV; JSON and the table show a
+    prediction's answer whenever it has one.
     """
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}, not {fmt!r}")
     writer = csv.writer(out) if fmt == "csv" else None
     if writer is not None:
-        writer.writerow(_csv_header(top_k))
+        writer.writerow(_csv_header(top_k, answered))
     n = errors = 0
     for p in preds:
         if fmt == "json":
@@ -64,7 +70,7 @@ def write_predictions(preds: Iterable[Prediction], out: TextIO, fmt: str = "tabl
         elif fmt == "jsonl":
             out.write(json.dumps(p.as_dict()) + "\n")
         elif writer is not None:
-            writer.writerow(_csv_row(p, top_k))
+            writer.writerow(_csv_row(p, top_k, answered))
         else:
             out.write(_table_line(p) + "\n")
         out.flush()
@@ -76,7 +82,11 @@ def write_predictions(preds: Iterable[Prediction], out: TextIO, fmt: str = "tabl
 
 
 def format_predictions(preds: Sequence[Prediction], fmt: str = "table") -> str:
-    """The whole text :func:`write_predictions` writes for ``preds`` (without a final newline)."""
+    """The whole text :func:`write_predictions` writes for ``preds`` (without a final newline).
+
+    With a confidence threshold (``Prediction.answer`` set) every format also gives the answer:
+    a ``class`` key (JSON), a ``class`` column after ``file`` (CSV), a first word (table)."""
     buf = io.StringIO()
-    write_predictions(preds, buf, fmt, top_k=max((len(p.top) for p in preds), default=0))
+    write_predictions(preds, buf, fmt, top_k=max((len(p.top) for p in preds), default=0),
+                      answered=any(p.answer is not None for p in preds))
     return buf.getvalue().rstrip("\n") if fmt != "csv" else buf.getvalue()

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from cnnkit.errors import ConfigError
-from cnnkit.io import atomic_write_text
+from cnnkit.io import atomic_write_bytes
 
 
 @dataclass
@@ -33,8 +33,49 @@ def _better(mode: str, value: float, best: float, min_delta: float) -> bool:
     return value < best - min_delta if mode == "min" else value > best + min_delta
 
 
-# which way each monitorable history key improves: loss-like metrics down, accuracy-like up
-MONITOR_MODES = {"loss": "min", "val_loss": "min", "acc": "max", "val_acc": "max"}
+@dataclass(frozen=True)
+class Logged:
+    """A metric the loop logs each epoch that ``--monitor`` may watch."""
+
+    key: str  # its history key (history.csv column)
+    mode: str  # "min" (loss-like) or "max" (accuracy-like)
+    names: tuple[str, ...]  # its --monitor spellings (Keras 2 spells accuracy out)
+    train_twin: str | None = None  # the key watched instead when a run has no validation data
+
+
+# the one declaration of every monitorable metric: adding one is one line here plus its computation
+LOGGED = (
+    Logged("val_loss", "min", ("val_loss",), "loss"),
+    Logged("val_acc", "max", ("val_acc", "val_accuracy"), "acc"),
+    Logged("loss", "min", ("loss",), "loss"),
+    Logged("acc", "max", ("acc", "accuracy"), "acc"),
+    # on the validation predictions at epoch end (cnnkit.train.loop.evaluate_loss); no training twin
+    Logged("val_balanced_accuracy", "max", ("val_balanced_accuracy",)),
+    Logged("val_macro_f1", "max", ("val_macro_f1",)),
+)
+MONITORS = {name: m for m in LOGGED for name in m.names}  # --monitor name -> Logged
+MONITOR_MODES = {m.key: m.mode for m in LOGGED}  # history key -> direction
+
+
+def monitor_key(name: str, has_val: bool) -> str:
+    """The history key(s) that ``--monitor name`` watches; without validation data, their training twins.
+
+    ``a,b`` watches ``a`` and breaks its ties with ``b`` (the default: ``val_acc,val_loss``).
+    """
+    keys = []
+    for part in (p.strip() for p in name.split(",")):
+        metric = MONITORS.get(part)
+        if metric is None:
+            raise ConfigError(f"--monitor {name!r}: not a logged metric; choose one of {', '.join(MONITORS)}, "
+                              f"or two separated by a comma (the second breaks ties)")
+        if has_val:
+            keys.append(metric.key)
+        elif metric.train_twin is None:
+            raise ConfigError(f"--monitor {part}: computed on validation data, and this run has none "
+                              f"(set --val-split or give a validation folder)")
+        else:
+            keys.append(metric.train_twin)
+    return ",".join(keys)
 
 
 def monitor_mode(monitor: str) -> str:
@@ -196,7 +237,11 @@ class TimeBudget(Callback):
 
 
 class History(Callback):
-    """Per-epoch metrics, rewritten atomically as CSV and JSON after every epoch."""
+    """Per-epoch metrics as CSV and JSON: rewritten atomically after every epoch when given a folder.
+
+    A training run passes no folder: it commits :meth:`files` with each epoch's checkpoints, so
+    the history on disk always ends at the committed epoch.
+    """
 
     def __init__(self, folder: str | Path | None):
         self.folder = Path(folder) if folder is not None else None
@@ -208,7 +253,8 @@ class History(Callback):
             self.write()
         return None
 
-    def write(self) -> None:
+    def files(self) -> dict[str, bytes]:
+        """``history.csv`` and ``history.json`` of the rows so far, as bytes."""
         keys: list[str] = []
         for row in self.rows:
             keys += [k for k in row if k not in keys]
@@ -216,8 +262,11 @@ class History(Callback):
         writer = csv.DictWriter(buf, fieldnames=keys)
         writer.writeheader()
         writer.writerows(self.rows)
-        atomic_write_text(self.folder / "history.csv", buf.getvalue())
-        atomic_write_text(self.folder / "history.json", json.dumps(self.rows, indent=1) + "\n")
+        return {"history.csv": buf.getvalue().encode(), "history.json": (json.dumps(self.rows, indent=1) + "\n").encode()}
+
+    def write(self) -> None:
+        for name, data in self.files().items():
+            atomic_write_bytes(self.folder / name, data)
 
     def state_dict(self) -> dict[str, Any]:
         return {"rows": self.rows}
@@ -281,5 +330,6 @@ class Progress(Callback):
     def on_train_end(self, logs: dict[str, Any]) -> None:
         if self._bar is not None:
             self._bar.stop()
-        if self.enabled and logs.get("stop_reason"):
+        # a diverged run is reported by its caller (the CLI's error line, RunResult.stop_reason)
+        if self.enabled and logs.get("stop_reason") and not logs.get("diverged"):
             print(logs["stop_reason"], file=self.stream, flush=True)

@@ -10,7 +10,10 @@ import numpy as np
 
 from cnnkit.config import RunConfig, validate
 from cnnkit.data import DataSplits
-from cnnkit.errors import ConfigError, DataError
+from cnnkit.errors import DataError
+from cnnkit.train.callbacks import monitor_key
+
+__all__ = ["check_settings", "check_splits", "monitor_key", "portable_paths"]
 
 
 def check_settings(cfg: RunConfig) -> None:
@@ -29,26 +32,6 @@ def check_splits(splits: DataSplits) -> None:
     if untrained:  # e.g. validation/cats beside train/cat: an output the model could never learn
         raise DataError(f"class(es) {', '.join(map(repr, untrained))} have no training images, only validation "
                         f"or test ones; give every class training images (check the class folder names)")
-
-
-# --monitor names -> history keys; Keras 2 spells accuracy out
-MONITORS = {"val_loss": "val_loss", "val_acc": "val_acc", "val_accuracy": "val_acc",
-            "loss": "loss", "acc": "acc", "accuracy": "acc"}
-
-
-def monitor_key(name: str, has_val: bool) -> str:
-    """The history key(s) that ``--monitor name`` watches; without validation data, their training twins.
-
-    ``a,b`` watches ``a`` and breaks its ties with ``b`` (the default: ``val_acc,val_loss``).
-    """
-    keys = []
-    for part in name.split(","):
-        key = MONITORS.get(part.strip())
-        if key is None:
-            raise ConfigError(f"--monitor {name!r}: not a logged metric; choose one of {', '.join(MONITORS)}, "
-                              f"or two separated by a comma (the second breaks ties)")
-        keys.append(key if has_val else key.replace("val_", ""))
-    return ",".join(keys)
 
 
 def portable_paths(cfg: RunConfig) -> RunConfig:

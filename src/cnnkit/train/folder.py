@@ -1,7 +1,8 @@
-"""The run folder's name and the files written when a run starts (config, preprocessing, classes)."""
+"""The run folder's name, its claim (locked, unused) and the files written when a run starts (config, preprocessing, classes)."""
 
 from __future__ import annotations
 
+import itertools
 import re
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,8 @@ from cnnkit.data.skipped import skipped_text
 from cnnkit.errors import ConfigError
 from cnnkit.inference import checkpoint as ckpt
 from cnnkit.io import atomic_write_text
+from cnnkit.train.commit import MANIFEST
+from cnnkit.train.lock import FolderBusy, RunLock, lock_run_folder
 
 
 def default_run_dir(cfg: RunConfig, explicit: bool) -> Path:
@@ -23,16 +26,35 @@ def default_run_dir(cfg: RunConfig, explicit: bool) -> Path:
     return base
 
 
-def fresh_dir(base: Path, explicit: bool) -> Path:
-    """An unused run folder: ``base``, else base-2, base-3 ... (explicit --out must not hold a run)."""
-    if not (base / ckpt.LAST).exists():
-        return base
+def holds_run(folder: Path) -> bool:
+    """True when ``folder`` has a committed epoch (or the last checkpoint of an older cnnkit's run)."""
+    return (folder / MANIFEST).exists() or (folder / ckpt.LAST).exists()
+
+
+def claim_fresh_dir(base: Path, explicit: bool) -> RunLock:
+    """Lock an unused run folder: ``base``, else base-2, base-3 ... (explicit --out must not hold a run).
+
+    Whether a folder is used is decided while holding its lock, so two runs started together
+    never pick the same one; an explicit ``--out`` that another run is writing is a ConfigError.
+    """
     if explicit:
-        raise ConfigError(f"{base} already holds a run; use --resume {base} to continue it or choose another --out")
-    n = 2
-    while (base.parent / f"{base.name}-{n}" / ckpt.LAST).exists():
-        n += 1
-    return base.parent / f"{base.name}-{n}"
+        lock = lock_run_folder(base)
+        if holds_run(base):
+            lock.release()
+            raise ConfigError(f"{base} already holds a run; use --resume {base} to continue it or choose another --out")
+        return lock
+    for n in itertools.count(1):
+        folder = base if n == 1 else base.parent / f"{base.name}-{n}"
+        if holds_run(folder):
+            continue
+        try:
+            lock = lock_run_folder(folder)
+        except FolderBusy:  # another run is starting in it now: take the next number
+            continue
+        if not holds_run(folder):
+            return lock
+        lock.release()
+    raise AssertionError("unreachable")
 
 
 def write_run_start(run_dir: Path, cfg: RunConfig, preprocess: Preprocess, splits: DataSplits,

@@ -17,6 +17,7 @@ import torch
 import torch.distributed as dist
 
 from cnnkit.data.loader import BatchLoader, epoch_generator
+from cnnkit.evaluate.metrics import balanced_accuracy, macro_f1
 from cnnkit.runtime import autocast
 from cnnkit.train.callbacks import Callback
 from cnnkit.train.losses import cross_entropy, hard_labels, predicted_class
@@ -30,6 +31,7 @@ class FitState:
     step: int = 0
     stop_reason: str = ""
     logs: list[dict[str, float]] = field(default_factory=list)
+    diverged: bool = False  # stopped on a non-finite loss or weights (not saved: never resumed from)
 
 
 class RunningMeans(Mapping[str, float]):
@@ -78,22 +80,52 @@ class RunningMeans(Mapping[str, float]):
 @torch.no_grad()
 def evaluate_loss(model: torch.nn.Module, loader: BatchLoader, inputs: Any, amp: torch.dtype | None,
                   label_smoothing: float = 0.0) -> dict[str, float]:
-    """Mean loss and accuracy over ``loader`` (all ranks together)."""
+    """Mean loss and accuracy, balanced accuracy and macro-F1 over ``loader`` (all ranks together).
+
+    The loss is the plain (unweighted) one: a class-weighted training loss is a training choice,
+    the validation loss stays comparable between runs.
+    """
     model.eval()
     means = RunningMeans(loader.device)
+    cm = None
     for xb, yb in loader.batches(0):
         with autocast(loader.device, amp):
             logits = model(inputs(xb))
-        means.add(cross_entropy(logits, yb, label_smoothing), predicted_class(logits), yb)
-    return means.reduce().as_dict()
+        predicted = predicted_class(logits)
+        means.add(cross_entropy(logits, yb, label_smoothing), predicted, yb)
+        cm = confusion_counts(predicted, yb, max(2, logits.shape[1]), cm)
+    return {**means.reduce().as_dict(), **class_balance(cm)}
+
+
+def confusion_counts(predicted: torch.Tensor, labels: torch.Tensor, k: int, cm: torch.Tensor | None) -> torch.Tensor:
+    """Add a batch to the (K,K) confusion counts kept on the device (rows = true class)."""
+    batch = torch.bincount(labels * k + predicted, minlength=k * k).view(k, k)
+    return batch if cm is None else cm + batch
+
+
+def class_balance(cm: torch.Tensor | None) -> dict[str, float]:
+    """balanced_accuracy and macro_f1 of the confusion counts summed over DDP ranks."""
+    if cm is None:
+        return {"balanced_accuracy": math.nan, "macro_f1": math.nan}
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(cm, op=dist.ReduceOp.SUM)
+    counts = cm.cpu().numpy()
+    return {"balanced_accuracy": balanced_accuracy(counts), "macro_f1": macro_f1(counts)}
 
 
 def fit(model: torch.nn.Module, train: BatchLoader, val: BatchLoader | None, *, inputs: Any,
         augment: Callable | None, optimizer: torch.optim.Optimizer, scheduler: Any, epochs: int, seed: int,
-        rank: int = 0, amp: torch.dtype | None, label_smoothing: float = 0.0, callbacks: Sequence[Callback] = (),
-        save: Callable[[str, FitState], None] = lambda kind, state: None,
+        rank: int = 0, amp: torch.dtype | None, label_smoothing: float = 0.0,
+        class_weights: torch.Tensor | None = None, callbacks: Sequence[Callback] = (),
+        save: Callable[[FitState, bool], None] = lambda state, best: None,
         state: FitState | None = None) -> FitState:
-    """Train ``model`` for ``epochs`` epochs (from ``state.epoch`` when resuming)."""
+    """Train ``model`` for ``epochs`` epochs (from ``state.epoch`` when resuming).
+
+    ``class_weights`` (K,) weight each true class in the training loss (see ``losses.cross_entropy``).
+    ``save(state, best)`` commits each finished epoch (``best``: the monitored metric improved).
+    An epoch whose training loss or weights are not finite is not saved: the run stops with
+    ``state.diverged`` and a ``stop_reason`` naming it.
+    """
     state = state or FitState()
     steps = len(train)
     # fp16 gradients underflow without loss scaling; bf16 and fp32 need none (the scaler is then a no-op).
@@ -119,7 +151,7 @@ def fit(model: torch.nn.Module, train: BatchLoader, val: BatchLoader | None, *, 
             x = inputs.normalize(x)
             with autocast(train.device, amp):
                 logits = model(x)
-            loss = cross_entropy(logits, target, label_smoothing)
+            loss = cross_entropy(logits, target, label_smoothing, class_weights)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)  # skips the step if fp16 gradients overflowed
@@ -130,19 +162,37 @@ def fit(model: torch.nn.Module, train: BatchLoader, val: BatchLoader | None, *, 
             for cb in callbacks:
                 cb.on_batch_end(i, means)  # lazy: read only by a callback that needs the numbers now
         logs = means.reduce().as_dict()
-        if val is not None:
+        if val is not None and math.isfinite(logs["loss"]):
             logs.update({f"val_{k}": v for k, v in evaluate_loss(model, val, inputs, amp, label_smoothing).items()})
+        broken = _not_finite(logs, model)  # one host sync per epoch, none per step
+        if broken:
+            state.stop_reason, state.diverged = _diverged_reason(broken, epoch), True
+            break
         logs["lr"] = optimizer.param_groups[0]["lr"]
         logs["time"] = time.perf_counter() - t0
         state.epoch += 1
         state.logs.append(logs)
         signals = [s for s in (cb.on_epoch_end(epoch, logs) for cb in callbacks) if s is not None]
-        if any(s.save_best for s in signals):
-            save("best", state)
         stops = [s.reason for s in signals if s.stop]
         if stops:
             state.stop_reason = stops[0]
-        save("last", state)
+        save(state, any(s.save_best for s in signals))  # one commit: last, best and training state together
     for cb in callbacks:
-        cb.on_train_end({"stop_reason": state.stop_reason, "epochs_run": state.epoch})
+        cb.on_train_end({"stop_reason": state.stop_reason, "epochs_run": state.epoch, "diverged": state.diverged})
     return state
+
+
+def _not_finite(logs: dict[str, float], model: torch.nn.Module) -> str:
+    """What is not finite after an epoch: its losses, else any floating weight or buffer ("" if none)."""
+    for key, what in (("loss", "training loss"), ("val_loss", "validation loss")):
+        if not math.isfinite(logs.get(key, 0.0)):
+            return f"the {what} is {logs[key]}"
+    tensors = [t.detach() for t in (*model.parameters(), *model.buffers()) if t.is_floating_point()]
+    if tensors and not bool(torch.stack([t.isfinite().all() for t in tensors]).all()):
+        return "the weights are not finite"
+    return ""
+
+
+def _diverged_reason(what: str, epoch: int) -> str:
+    kept = f"the checkpoints keep epoch {epoch}" if epoch else "no checkpoint was written"
+    return f"training diverged: {what} in epoch {epoch + 1}; {kept} (a lower --lr may help)"

@@ -18,6 +18,7 @@ from cnnkit.errors import CheckpointError
 from cnnkit.inference import checkpoint as ckpt
 from cnnkit.models.custom import check_trusted
 from cnnkit.train.callbacks import Callback
+from cnnkit.train.commit import MANIFEST, Commit, read_commit, recover
 from cnnkit.train.loop import FitState
 
 
@@ -73,12 +74,26 @@ def remove_stale_temp_files(run_dir: Path) -> None:
             p.unlink(missing_ok=True)
 
 
+def check_commit(run_dir: Path) -> Commit | None:
+    """Tidy ``run_dir`` and bring its last commit into place (the writing process only, before
+    anyone reads it): a commit cut short after its record is finished, one cut short before it
+    is dropped, and every file is checked against ``commit.json``.  None: no record (an older
+    cnnkit's run), nothing to check."""
+    remove_stale_temp_files(run_dir)
+    return recover(run_dir)
+
+
 def restore(run_dir: Path, model: Any, optimizer: Any, scheduler: Any, cbs: Sequence[Callback],
             tidy: bool = True) -> FitState:
-    """Load the last checkpoint's weights and the optimizer, scheduler and callback states."""
-    if tidy:
-        remove_stale_temp_files(run_dir)
+    """Load the last commit's weights and the optimizer, scheduler and callback states.
+
+    ``tidy`` first runs :func:`check_commit` (in DDP only rank 0 does, and the others wait for it).
+    """
+    record = check_commit(run_dir) if tidy else read_commit(run_dir)
     state = ckpt.load_train_state(run_dir / ckpt.STATE)
+    if record is not None and state["epoch"] != record.epoch:
+        raise CheckpointError(f"{run_dir / ckpt.STATE}: holds epoch {state['epoch']} but {MANIFEST} "
+                              f"committed epoch {record.epoch}; the run folder was changed outside cnnkit")
     ckpt.read_metadata(run_dir / ckpt.LAST)  # a clear error if it is not a cnnkit checkpoint
     ckpt.load_weights_into(model, run_dir / ckpt.LAST)
     optimizer.load_state_dict(state["optimizer"])
@@ -86,6 +101,14 @@ def restore(run_dir: Path, model: Any, optimizer: Any, scheduler: Any, cbs: Sequ
     for cb, sd in zip(cbs, state["callbacks"]):
         cb.load_state_dict(sd)
     return FitState(epoch=state["epoch"], step=state["step"], stop_reason=state["stop_reason"], logs=list(state["logs"]))
+
+
+def resume_note(run_dir: Path, state: FitState, epochs: int) -> str:
+    """The one line a resumed run prints: where it continues, and whether the folder was checked."""
+    line = f"cnnkit: resuming {run_dir} after epoch {state.epoch} of {epochs}"
+    if (run_dir / MANIFEST).exists():
+        return line + f" (weights, training state and history match {MANIFEST})"
+    return line + f" (no {MANIFEST}: a run folder of an older cnnkit, not checked)"
 
 
 def train_state(st: FitState, optimizer: Any, scheduler: Any, cbs: Sequence[Callback]) -> dict[str, Any]:

@@ -11,12 +11,17 @@ Files this module writes in the run folder::
     config.json        resolved RunConfig           preprocess.json  classes, size, channels, mean/std
     classes.txt        one class a line             history.csv/json per-epoch metrics
     best.safetensors   best weights (+ metadata)    last.safetensors latest weights (+ metadata)
-    train_state.pt     optimizer etc. for --resume
+    train_state.pt     optimizer etc. for --resume  commit.json      the committed epoch, each file's sha256
+    .lock              held while a run writes the folder (names its pid and host)
+
+Each epoch's checkpoints, training state and history are one commit (:mod:`cnnkit.train.commit`),
+so ``--resume`` always finds weights and state of the same epoch.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,17 +36,22 @@ from cnnkit.config import ModelConfig, Preprocess, RunConfig
 from cnnkit.data import DataSplits, ImageSet, load_data
 from cnnkit.data.loader import BatchLoader
 from cnnkit.errors import ConfigError
+from cnnkit.evaluate.calibration import calibration_summary, expected_calibration_error, log_probs, scale_probs
 from cnnkit.evaluate.metrics import classification_metrics
-from cnnkit.evaluate.predict import predict_probs
+from cnnkit.evaluate.predict import predict_logits, predict_probs
 from cnnkit.inference import checkpoint as ckpt
+from cnnkit.inference.calibrated import calibrated_bytes
 from cnnkit.inference.preprocess import ImageInputs
 from cnnkit.models import ModelDefaults, build_model, default_config
 from cnnkit.train.callbacks import BestCheckpoint, Callback, EarlyStopping, History, Progress, TimeBudget
 from cnnkit.train.checks import check_settings, check_splits, monitor_key, portable_paths
-from cnnkit.train.folder import default_run_dir, fresh_dir, write_run_start
+from cnnkit.train.commit import commit, read_commit
+from cnnkit.train.folder import claim_fresh_dir, default_run_dir, write_run_start
+from cnnkit.train.lock import RunLock, lock_run_folder
 from cnnkit.train.loop import FitState, fit
+from cnnkit.train.losses import class_weights, imbalance
 from cnnkit.train.optim import build_optimizer, build_scheduler
-from cnnkit.train.resume import Resume, as_resume, restore, train_state
+from cnnkit.train.resume import Resume, as_resume, check_commit, restore, resume_note, train_state
 
 __all__ = ["Resume", "RunResult", "channel_stats", "model_input_config", "train"]
 
@@ -57,6 +67,8 @@ class RunResult:
     preprocess: Preprocess
     config: RunConfig | None = None  # as resolved and saved in config.json
     evaluation: Evaluation | None = None  # the final evaluation, for the run folder's pictures
+    stop_reason: str = ""  # why training ended before its last epoch ("" when it ran them all)
+    diverged: bool = False  # it stopped on a non-finite loss; the run folder keeps the last finite epoch
 
 
 @dataclass
@@ -98,6 +110,7 @@ class Parts:
     scheduler: Any
     augment: BatchAugment | None
     features_info: dict | None = None
+    class_weights: torch.Tensor | None = None  # (K,) loss weights of the true classes, None = plain loss
     features_cache: Path | None = None  # features mode: also read by the final evaluation
 
 
@@ -127,16 +140,19 @@ def train(cfg: RunConfig | None, splits: DataSplits | None = None, resume: str |
     cfg = built.cfg
     train_loader, val_loader = _loaders(cfg, splits, env)
     parts = _training_parts(cfg, splits, built, env, train_loader, val_loader)  # optimizer, schedule, augment
-    run_dir = _run_folder(cfg, resume, explicit_out, env)
-    history = History(run_dir)
-    cbs = _callbacks(cfg, val_loader is not None, history, env, callbacks, started)
-    state = FitState()
-    if resume is not None:  # every rank restores the same state; only rank 0 tidies the folder
-        state = restore(Path(resume.run_dir), parts.model, parts.optimizer, parts.scheduler, cbs, tidy=env.writer)
-    if run_dir is not None:
-        write_run_start(run_dir, cfg, built.preprocess, splits, parts.features_info)
-    _fit(cfg, built, parts, env, cbs, run_dir, state)
-    return _finish(cfg, splits, built, parts, env, run_dir, history)
+    lock = _run_folder(cfg, resume, explicit_out, env)  # locked until this run returns
+    try:
+        run_dir = lock.folder if lock is not None else None
+        history = History(None)  # its files are committed with each epoch's checkpoints
+        cbs = _callbacks(cfg, val_loader is not None, history, env, callbacks, started)
+        state = _restore(cfg, resume, parts, cbs, env)
+        if run_dir is not None:
+            write_run_start(run_dir, cfg, built.preprocess, splits, parts.features_info)
+        state = _fit(cfg, built, parts, env, cbs, history, run_dir, state)
+        return _finish(cfg, splits, built, parts, env, run_dir, history, state)
+    finally:
+        if lock is not None:
+            lock.release()
 
 
 # ----------------------------------------------------------------------------- phases
@@ -230,7 +246,9 @@ def _training_parts(cfg: RunConfig, splits: DataSplits, built: Built, env: Env, 
     optimizer = build_optimizer(built.params, cfg.optim)
     scheduler = build_scheduler(optimizer, cfg.optim, len(train_loader), cfg.train.epochs)
     augment = _build_augment(cfg, len(built.preprocess.classes))
-    parts = Parts(model, model, built.inputs, train_loader, val_loader, optimizer, scheduler, augment)
+    weights = _class_weights(cfg, splits.train, announce=env.writer and cfg.train.progress)
+    parts = Parts(model, model, built.inputs, train_loader, val_loader, optimizer, scheduler, augment,
+                  class_weights=weights)
     if cfg.model.transfer == "features":  # frozen backbone: train the head on features computed once
         from cnnkit.train.features import feature_training, features_cache_dir
 
@@ -243,12 +261,30 @@ def _training_parts(cfg: RunConfig, splits: DataSplits, built: Built, env: Env, 
     return parts
 
 
-def _run_folder(cfg: RunConfig, resume: Resume | None, explicit_out: bool, env: Env) -> Path | None:
+def _run_folder(cfg: RunConfig, resume: Resume | None, explicit_out: bool, env: Env) -> RunLock | None:
+    """The run folder, locked for this run (rank 0 only: the other ranks write nothing)."""
     if not env.writer:
         return None
     if resume is not None:
-        return Path(resume.run_dir)
-    return fresh_dir(default_run_dir(cfg, explicit_out), explicit_out)
+        return lock_run_folder(Path(resume.run_dir))
+    return claim_fresh_dir(default_run_dir(cfg, explicit_out), explicit_out)
+
+
+def _restore(cfg: RunConfig, resume: Resume | None, parts: Parts, cbs: list[Callback], env: Env) -> FitState:
+    """A resumed run's state from its last commit, checked by rank 0 before any rank reads it."""
+    if resume is None:
+        return FitState()
+    run_dir = Path(resume.run_dir)
+    if env.writer:
+        check_commit(run_dir)
+    if env.world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+    state = restore(run_dir, parts.model, parts.optimizer, parts.scheduler, cbs, tidy=False)
+    if env.writer:
+        print(resume_note(run_dir, state, cfg.train.epochs), file=sys.stderr)
+    return state
 
 
 def _callbacks(cfg: RunConfig, has_val: bool, history: History, env: Env,
@@ -266,37 +302,78 @@ def _callbacks(cfg: RunConfig, has_val: bool, history: History, env: Env,
     return cbs + list(extra or [])
 
 
-def _fit(cfg: RunConfig, built: Built, parts: Parts, env: Env, cbs: list[Callback], run_dir: Path | None,
-         state: FitState) -> FitState:
-    """Run the loop, writing best/last checkpoints and the training state as it goes."""
-    def save(kind: str, st: FitState) -> None:
+def _fit(cfg: RunConfig, built: Built, parts: Parts, env: Env, cbs: list[Callback], history: History,
+         run_dir: Path | None, state: FitState) -> FitState:
+    """Run the loop, committing each epoch's checkpoints, training state and history together."""
+    def save(st: FitState, best: bool) -> None:
         if run_dir is None:
             return
         info = {"epoch": st.epoch, **(st.logs[-1] if st.logs else {})}
-        ckpt.save_checkpoint(run_dir / (ckpt.BEST if kind == "best" else ckpt.LAST), parts.model, built.preprocess,
-                             cfg.model, cfg, info)
-        if kind == "last":
-            ckpt.save_train_state(run_dir / ckpt.STATE, train_state(st, parts.optimizer, parts.scheduler, cbs))
+        weights = ckpt.checkpoint_bytes(parts.model, built.preprocess, cfg.model, cfg, info)
+        files = {ckpt.LAST: weights, ckpt.STATE: ckpt.train_state_bytes(train_state(st, parts.optimizer,
+                                                                                  parts.scheduler, cbs))}
+        files.update(history.files())
+        if best:
+            files[ckpt.BEST] = weights
+        commit(run_dir, st.epoch, files)
 
     fit_model = parts.fit_model
     if _use_compile(cfg, env.device):  # the compiled wrapper shares parameters with `model`, which is what gets saved
         fit_model = torch.compile(fit_model)
     return fit(fit_model, parts.train, parts.val, inputs=parts.fit_inputs, augment=parts.augment,
                optimizer=parts.optimizer, scheduler=parts.scheduler, epochs=cfg.train.epochs, seed=cfg.train.seed,
-               rank=env.rank, amp=env.amp, label_smoothing=cfg.optim.label_smoothing, callbacks=cbs, save=save,
-               state=state)
+               rank=env.rank, amp=env.amp, label_smoothing=cfg.optim.label_smoothing,
+               class_weights=parts.class_weights, callbacks=cbs, save=save, state=state)
 
 
 def _finish(cfg: RunConfig, splits: DataSplits, built: Built, parts: Parts, env: Env, run_dir: Path | None,
-            history: History) -> RunResult:
-    """The best weights back into the model, then the final evaluation (rank 0 only)."""
+            history: History, state: FitState) -> RunResult:
+    """The best weights back into the model, its calibration on the validation set (stored in the
+    best checkpoint), then the final evaluation with calibrated probabilities (rank 0 only).
+
+    A diverged run is evaluated on its last committed weights, or not at all when none were.
+    """
     model = getattr(parts.model, "module", parts.model)
-    if run_dir is not None and (run_dir / ckpt.BEST).exists():
-        ckpt.load_weights_into(model, run_dir / ckpt.BEST, cfg.model.name)
-    evaluation = (final_evaluation(model, splits, built.inputs, env.device, env.amp, cfg, parts.features_cache)
-                  if env.writer else None)
+    saved = [run_dir / name for name in (ckpt.BEST, ckpt.LAST) if run_dir is not None and (run_dir / name).exists()]
+    if saved and (state.diverged or saved[0].name == ckpt.BEST):
+        ckpt.load_weights_into(model, saved[0], cfg.model.name)
+    best = run_dir / ckpt.BEST if run_dir is not None else None
+    evaluation = None
+    if env.writer and (not state.diverged or bool(saved)):
+        val_logits = _val_logits(model, splits, built.inputs, env, cfg)
+        calibration = calibration_summary(val_logits, splits.val.labels) if val_logits is not None else None
+        if calibration is not None and best is not None and best.exists():
+            # the calibrated best checkpoint joins the last commit, so commit.json still vouches for it
+            record = read_commit(run_dir)
+            data = calibrated_bytes(best, calibration["temperature"], calibration["min_confidence"])
+            commit(run_dir, record.epoch if record else state.epoch, {ckpt.BEST: data})
+        evaluation = final_evaluation(model, splits, built.inputs, env.device, env.amp, cfg, calibration, val_logits,
+                                      parts.features_cache)
+        if evaluation is not None and parts.class_weights is not None:
+            evaluation[0]["class_weights"] = dict(zip(built.preprocess.classes, parts.class_weights.tolist()))
     metrics = evaluation[0] if evaluation is not None else {}
-    return RunResult(run_dir, history.rows, metrics, model, built.preprocess, cfg, evaluation)
+    return RunResult(run_dir, history.rows, metrics, model, built.preprocess, cfg, evaluation, state.stop_reason,
+                     state.diverged)
+
+
+def _val_logits(model: torch.nn.Module, splits: DataSplits, inputs: ImageInputs, env: Env,
+                cfg: RunConfig) -> np.ndarray | None:
+    """(N,1) or (N,K) logits of the validation images (what the temperature is fitted on), or None."""
+    if splits.val is None or not len(splits.val):
+        return None
+    return predict_logits(model, BatchLoader(splits.val, cfg.train.eval_batch_size, env.device), inputs, env.amp)
+
+
+def _class_weights(cfg: RunConfig, train: ImageSet, announce: bool) -> torch.Tensor | None:
+    """The loss weights ``--class-weight`` asks for on these training counts, said once when used."""
+    counts = np.bincount(train.labels, minlength=len(train.classes))
+    weights = class_weights(counts, cfg.optim.class_weight)
+    if weights is not None and announce:
+        shown = ", ".join(f"{c} {w:.2f}" for c, w in zip(train.classes, weights.tolist()))
+        why = (f"imbalanced training data, largest/smallest class {imbalance(counts):.1f}x"
+               if cfg.optim.class_weight == "auto" else "--class-weight balanced")
+        print(f"cnnkit: class-weighted loss ({why}): {shown}", file=sys.stderr, flush=True)
+    return weights
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -339,20 +416,33 @@ def _build_augment(cfg: RunConfig, num_classes: int) -> BatchAugment | None:
 
 
 def final_evaluation(model: torch.nn.Module, splits: DataSplits, inputs: ImageInputs, device: torch.device,
-                     amp: torch.dtype | None, cfg: RunConfig, features_cache: Path | None = None) -> Evaluation | None:
+                     amp: torch.dtype | None, cfg: RunConfig, calibration: dict | None = None,
+                     val_logits: np.ndarray | None = None, features_cache: Path | None = None) -> Evaluation | None:
     """The best weights on the test split (else validation): (metrics, probs (N,K), images), or None.
 
-    ``features_cache`` (features mode): the head runs on the cached features, not the backbone again.
+    With a ``calibration`` the probabilities (and the metrics' loss) are the calibrated ones, and
+    the metrics hold ``temperature``, ``ece`` and ``ece_uncalibrated``.  ``val_logits`` spare a
+    second pass when the evaluated split is the validation one; ``features_cache`` (features mode)
+    runs the head on the cached features instead of the backbone again.
     """
     name, data = ("test", splits.test) if splits.test is not None and len(splits.test) else ("val", splits.val)
     if data is None or not len(data):
         return None
     tta = None if cfg.augment.tta in (None, "none") else cfg.augment.tta
-    if features_cache is not None and tta is None:
+    if name == "val" and tta is None and val_logits is not None:
+        probs = np.exp(log_probs(val_logits)).astype(np.float32)
+    elif features_cache is not None and tta is None:
         from cnnkit.train.features import probs_from_features
 
         probs = probs_from_features(model, data, inputs, device, amp, features_cache)
     else:
         probs = predict_probs(model, BatchLoader(data, cfg.train.eval_batch_size, device), inputs, amp, tta=tta)
-    metrics = {"split": name, **classification_metrics(probs, data.labels, data.classes), **({"tta": tta} if tta else {})}
+    extra = {}
+    if calibration is not None:
+        extra = {"temperature": calibration["temperature"], "min_confidence": calibration["min_confidence"],
+                 "ece_uncalibrated": expected_calibration_error(probs, data.labels)}
+        probs = scale_probs(probs, calibration["temperature"])
+        extra["ece"] = expected_calibration_error(probs, data.labels)
+    metrics = {"split": name, **classification_metrics(probs, data.labels, data.classes), **extra,
+               **({"tta": tta} if tta else {})}
     return metrics, probs, data

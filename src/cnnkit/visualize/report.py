@@ -98,8 +98,25 @@ def _metric_rows(metrics: dict) -> list[tuple[str, Any]]:
         # top-k with k >= the number of classes is always 1.0: it says nothing
         if k.isdigit() and (n_classes is None or int(k) < n_classes):
             rows.append((key.replace("_", " "), f"{value:.4f}"))
+    if "balanced_accuracy" in metrics:  # older metrics files have none
+        rows.append(("balanced accuracy", f"{metrics['balanced_accuracy']:.4f}"))
     rows += [("loss (cross-entropy)", f"{metrics['loss']:.4f}"), ("macro F1", f"{metrics['macro_f1']:.4f}")]
+    if "ece" in metrics:
+        rows += [("calibration temperature", f"{metrics['temperature']:.3f}"),
+                 ("ECE (calibrated)", f"{metrics['ece']:.4f}"), ("ECE (uncalibrated)", f"{metrics['ece_uncalibrated']:.4f}")]
+    if metrics.get("min_confidence") is not None:
+        rows.append(("suggested --min-confidence", f"{metrics['min_confidence']:.4f}"))
+    if metrics.get("class_weights"):
+        rows.append(("class-weighted loss", ", ".join(f"{c} {w:.2f}" for c, w in metrics["class_weights"].items())))
     return rows
+
+
+def _reliability_section(probs: np.ndarray, labels: np.ndarray) -> str:
+    from cnnkit.visualize.reliability import plot_reliability
+
+    return ("<p class=note>Accuracy of the answers in each confidence bin; on the diagonal, a probability "
+            "of 0.8 is right 80% of the time.</p>" + _img(figure_data_uri(plot_reliability(probs, labels)),
+                                                           "reliability diagram"))
 
 
 def _curves_uri(run_dir: Path, history: list[dict], title: str) -> str | None:
@@ -245,7 +262,8 @@ def render_report(run_dir: str | Path, data_source: str | None = None, evaluatio
     if evaluation is not None:
         _, probs, data = evaluation
         wrong = most_wrong(probs, data.labels, n_wrong)
-        parts += ["<h2>Sample images</h2>",
+        parts += ["<h2>Calibration</h2>", _safe("reliability diagram", _reliability_section, probs, data.labels),
+                  "<h2>Sample images</h2>",
                   _safe("samples", lambda: _img(figure_data_uri(plot_samples(data, 16, title="evaluated images")), "samples")),
                   "<h2>Most-wrong images</h2>",
                   "<p class=note>Highest cross-entropy first: confident mistakes, possible label errors.</p>",
