@@ -328,11 +328,14 @@ def _run_folder(cfg: RunConfig, explicit_out: bool) -> Path | None:
     """The run folder, fixed before training so that auto.json is there for the report; None off rank 0."""
     import torch.distributed as dist
 
-    from cnnkit.train.folder import default_run_dir, fresh_dir
+    from cnnkit.train.folder import claim_fresh_dir, default_run_dir
 
     if dist.is_available() and dist.is_initialized() and dist.get_rank() != 0:
         return None
-    return fresh_dir(default_run_dir(cfg, explicit_out), explicit_out)
+    # claimed to pick its name, then released: each stage's train() locks it again while it writes
+    lock = claim_fresh_dir(default_run_dir(cfg, explicit_out), explicit_out)
+    lock.release()
+    return lock.folder
 
 
 def train_auto(cfg: RunConfig, train: Callable, input_config: Callable[[RunConfig], RunConfig], splits: Any = None,

@@ -222,25 +222,32 @@ def feature_training(model: nn.Module, splits: DataSplits, inputs: Any, device: 
 
 
 @torch.no_grad()
-def probs_from_features(model: nn.Module, images: ImageSet, inputs: Any, device: torch.device,
-                        amp: torch.dtype | None, cache_dir: str | Path, batch_size: int = 1024) -> np.ndarray:
-    """(N, K) class probabilities of ``images`` through ``model.head`` on their cached features.
+def logits_from_features(model: nn.Module, images: ImageSet, inputs: Any, device: torch.device,
+                         amp: torch.dtype | None, cache_dir: str | Path, batch_size: int = 1024) -> np.ndarray:
+    """(N, 1|K) float32 logits of ``images`` through ``model.head`` on their cached features.
 
-    The final evaluation of a features-mode run: the backbone is frozen, so the features of the
-    validation images computed for training are exactly what the saved model would compute
-    again; only a split never seen (a test split) runs the backbone, once, and is cached too.
+    The final evaluation (and calibration) of a features-mode run: the backbone is frozen, so the
+    features of the validation images computed for training are exactly what the saved model would
+    compute again; only a split never seen (a test split) runs the backbone, once, and is cached too.
     """
-    from cnnkit.models.base import logits_to_probs
-
     feats, _ = cached_features(model, images, inputs, device, amp, cache_dir)  # (N, D) float32
     model.eval()
     out = []
-    for start in range(0, len(feats), batch_size):
-        x = torch.from_numpy(np.ascontiguousarray(feats[start:start + batch_size])).to(device)
-        with autocast(device, amp):
-            logits = model.head(x)
-        out.append(logits_to_probs(logits).cpu().numpy())
+    with torch.no_grad():
+        for start in range(0, len(feats), batch_size):
+            x = torch.from_numpy(np.ascontiguousarray(feats[start:start + batch_size])).to(device)
+            with autocast(device, amp):
+                out.append(model.head(x).float().cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+
+
+def probs_from_features(model: nn.Module, images: ImageSet, inputs: Any, device: torch.device,
+                        amp: torch.dtype | None, cache_dir: str | Path, batch_size: int = 1024) -> np.ndarray:
+    """(N, K) class probabilities of ``images`` through ``model.head`` on their cached features."""
+    from cnnkit.models.base import logits_to_probs
+
+    logits = logits_from_features(model, images, inputs, device, amp, cache_dir, batch_size)
+    return logits_to_probs(torch.from_numpy(logits)).numpy() if len(logits) else logits
 
 
 def features_cache_dir(cache_dir: str | None) -> Path:

@@ -340,7 +340,7 @@ def _finish(cfg: RunConfig, splits: DataSplits, built: Built, parts: Parts, env:
     best = run_dir / ckpt.BEST if run_dir is not None else None
     evaluation = None
     if env.writer and (not state.diverged or bool(saved)):
-        val_logits = _val_logits(model, splits, built.inputs, env, cfg)
+        val_logits = _val_logits(model, splits, built.inputs, env, cfg, parts.features_cache)
         calibration = calibration_summary(val_logits, splits.val.labels) if val_logits is not None else None
         if calibration is not None and best is not None and best.exists():
             # the calibrated best checkpoint joins the last commit, so commit.json still vouches for it
@@ -357,10 +357,16 @@ def _finish(cfg: RunConfig, splits: DataSplits, built: Built, parts: Parts, env:
 
 
 def _val_logits(model: torch.nn.Module, splits: DataSplits, inputs: ImageInputs, env: Env,
-                cfg: RunConfig) -> np.ndarray | None:
-    """(N,1) or (N,K) logits of the validation images (what the temperature is fitted on), or None."""
+                cfg: RunConfig, features_cache: Path | None = None) -> np.ndarray | None:
+    """(N,1) or (N,K) logits of the validation images (what the temperature is fitted on), or None.
+
+    In features mode (``features_cache``) the head runs on the cached features: no backbone pass."""
     if splits.val is None or not len(splits.val):
         return None
+    if features_cache is not None:
+        from cnnkit.train.features import logits_from_features
+
+        return logits_from_features(model, splits.val, inputs, env.device, env.amp, features_cache)
     return predict_logits(model, BatchLoader(splits.val, cfg.train.eval_batch_size, env.device), inputs, env.amp)
 
 
