@@ -1,6 +1,6 @@
 """The automatic default against the best explicit setting and the tutorial's from-scratch net.
 
-    python benchmarks/bench_auto.py [--data-dir ../shared/datasets] [--work /tmp/bench-auto]
+    python benchmarks/bench_auto.py [--data-dir ../shared/datasets] [--work DIR]
                                     [--only cats-dogs,cifar10-5k,mnist-5k,fashion-5k] [--per-class N]
 
 For each dataset it runs, one after another in fresh processes, ``cnnkit train FOLDER`` three ways:
@@ -38,6 +38,7 @@ import platform
 import re
 import subprocess
 import sys
+import tempfile
 import time
 import zipfile
 from pathlib import Path
@@ -241,7 +242,8 @@ def table(results: list[dict]) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data-dir", default=str(REPO.parent / "shared" / "datasets"))
-    ap.add_argument("--work", default="/tmp/bench-auto", help="extracted data, run folders and caches")
+    ap.add_argument("--work", default=os.path.join(tempfile.gettempdir(), "bench-auto"),
+                    help="extracted data, run folders and caches (default: bench-auto in the temp folder)")
     ap.add_argument("--only", default=",".join(SETTINGS), help="comma-separated datasets")
     ap.add_argument("--per-class", type=int, help="training images per class (a quick check of the script)")
     ap.add_argument("--json", help="also write the rows here")
