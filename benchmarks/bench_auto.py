@@ -198,7 +198,7 @@ def backbone_costs(n: int = 64) -> list[dict]:
     from cnnkit.data import ImageSet
     from cnnkit.models import build_model
     from cnnkit.models.efficientnet_lite import LITE_VARIANTS
-    from cnnkit.train.features import compute_features
+    from cnnkit.train.features import _compute
     from cnnkit.inference.preprocess import ImageInputs
 
     rows = []
@@ -210,12 +210,13 @@ def backbone_costs(n: int = 64) -> list[dict]:
                           np.zeros(n, np.int64), ("a", "b"))
         inputs = ImageInputs(*model.input_norm, cpu, channels_last=True)
         row = {"backbone": name, "side": side}
-        for engine in ("torch", "auto"):
-            compute_features(model, ImageSet(images.images[:8], images.labels[:8], images.classes), inputs, cpu,
-                             engine=engine)  # warm-up (and, for ONNX Runtime, its export)
+        for engine in ("torch", "onnxruntime"):
+            runners: dict = {}  # one ONNX Runtime session for both calls, as a training run keeps it
+            _compute(model, ImageSet(images.images[:8], images.labels[:8], images.classes), inputs, cpu, None, 64,
+                     engine, runners)  # warm-up (and, for ONNX Runtime, its export: not timed)
             start = time.perf_counter()
-            compute_features(model, images, inputs, cpu, engine=engine)
-            row["onnxruntime" if engine == "auto" else "torch"] = round((time.perf_counter() - start) / n * 1000, 1)
+            _compute(model, images, inputs, cpu, None, 64, engine, runners)
+            row[engine] = round((time.perf_counter() - start) / n * 1000, 1)
         rows.append(row)
         print(json.dumps(row), flush=True)
     return rows
