@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 import cnnkit
-from cnnkit.train.auto import DEFAULT_TIME, MIN_FINETUNE_EPOCHS, data_stats, plan_run
+from cnnkit.train.auto import DEFAULT_TIME, MIN_FINETUNE_EPOCHS, DataStats, data_stats, plan_run
 from cnnkit.cli import main
 from cnnkit.config import load_run_config, make_config
 from cnnkit.data import DataSplits, ImageSet
@@ -68,11 +68,26 @@ def test_small_grey_clothes_get_flips_and_cifar_like_images_the_cifar_speedrun(t
     clothes = write_folder(tmp_path / "clothes", 28, "L", classes=("shirt", "shoe"))
     plan = plan_run(make_config(data=str(clothes)), data_stats(make_config(data=str(clothes)).data), device="cpu")
     assert plan.first.model.name == "fast-cnn-small" and plan.first.augment.horizontal_flip
-    tiny = write_folder(tmp_path / "tiny", 32, "RGB", classes=("plane", "ship"))
-    plan = plan_run(make_config(data=str(tiny)), data_stats(make_config(data=str(tiny)).data), device="cpu")
+    many = DataStats(("plane", "ship"), 50_000, 0, False, (32, 32))  # CIFAR-sized: enough to train from scratch
+    plan = plan_run(make_config(data="cifar-like-folder"), many, device="cpu")
     a = plan.first.augment
     assert plan.first.model.name == "fast-cnn" and a.horizontal_flip and a.width_shift_range == 0.125
     assert a.tta == "flip-shift" and plan.first.optim.name == "adamw"
+
+
+def test_few_small_colour_images_get_upscaled_features_when_the_pass_fits_the_budget(tmp_path):
+    tiny = write_folder(tmp_path / "tiny", 32, "RGB", classes=("plane", "ship"))
+    cfg = make_config(data=str(tiny))
+    plan = plan_run(cfg, data_stats(cfg.data), device="cpu")
+    side = LITE_VARIANTS[plan.first.model.name][1]
+    assert plan.first.model.transfer == "features" and plan.first.data.image_size == (side, side)
+    assert "small colour images: upscaled ImageNet features" in plan.line
+    subset = DataStats(tuple("abcdefghij"), 5_000, 1_000, False, (32, 32))  # a 5,000-image CIFAR-10 subset
+    assert plan_run(make_config(data="x"), subset, device="cpu").first.model.transfer == "features"
+    # 5 s of budget holds no feature pass over 6,000 images: the fast net from scratch instead
+    assert plan_run(make_config(data="x", time=5), subset, device="cpu").first.model.name == "fast-cnn"
+    grey = DataStats(tuple("abcdefghij"), 5_000, 1_000, True, (28, 28))  # digits/clothes stay from scratch
+    assert plan_run(make_config(data="x"), grey, device="cpu").first.model.name == "fast-cnn-small"
 
 
 def test_named_datasets_are_planned_without_touching_the_data():

@@ -9,9 +9,13 @@ a few image headers (no pixels decoded) - and plans an explicit :class:`~cnnkit.
   (:mod:`cnnkit.train.features`); then, when the rest of the budget holds at least
   :data:`MIN_FINETUNE_EPOCHS` epochs of it, fine-tuning of the top blocks on augmented images - kept
   only if its validation accuracy is higher.
-* **small images** (MNIST/CIFAR-like, 64 px or less): the fast from-scratch net with the ``*-speedrun``
-  recipes' settings - ``fast-cnn-small`` for grey images up to 28 px, ``fast-cnn`` otherwise;
-  flips and shifts only where a mirrored image is still the same class (not digits).
+* **few small colour images** (CIFAR-like, at most :data:`FEW_IMAGES` training images, when the
+  feature pass fits :data:`SMALL_FEATURES_SHARE` of the budget): the same bottleneck features, the
+  images upscaled to the backbone's size - on a 5,000-image CIFAR-10 subset they beat the fast net
+  from scratch by several points (benchmarks/README.md), which needs more images than that;
+* **small images** otherwise (MNIST/CIFAR-like, 64 px or less): the fast from-scratch net with the
+  ``*-speedrun`` recipes' settings - ``fast-cnn-small`` for grey images up to 28 px, ``fast-cnn``
+  otherwise; flips and shifts only where a mirrored image is still the same class (not digits).
 
 Every setting given explicitly (a flag, a ``make_config`` keyword, a ``--config`` file) wins over the
 plan.  The chosen settings are what the run folder's ``config.json`` holds, so
@@ -42,6 +46,8 @@ MAX_FINETUNE_EPOCHS = 10
 HEADER_SAMPLE = 200  # image headers read for the size and colour statistics
 FEATURE_EPOCHS = 10  # head epochs on cached features: cheap, and the best epoch is kept
 SCRATCH_IMAGES_SEEN = 300_000  # from-scratch epochs: about this many images in all, 8 to 50 epochs
+FEW_IMAGES = 20_000  # small colour images up to this many: pretrained features beat training from scratch
+SMALL_FEATURES_SHARE = 0.5  # ... when their feature pass takes at most this share of the budget
 
 
 @dataclass(frozen=True)
@@ -175,7 +181,7 @@ def _threads() -> int:
 # Feature-pass cost per image relative to Lite0, each at its own input size, and Lite0's seconds per
 # image in PyTorch on 2 CPU cores / on a GPU (measured by benchmarks/bench_auto.py; ONNX Runtime on a
 # CPU divides the CPU figure by ORT_SPEEDUP).
-LITE_COST = {"efficientnet_lite0": 1.0, "efficientnet_lite1": 1.6, "efficientnet_lite2": 2.3}
+LITE_COST = {"efficientnet_lite0": 1.0, "efficientnet_lite1": 1.3, "efficientnet_lite2": 1.6}
 LITE0_SECONDS = {"cpu": 0.043, "cuda": 0.001, "mps": 0.005}
 ORT_SPEEDUP = 2.0
 LITE_PASS_SHARE = 1 / 10  # of the budget for Lite1's pass: its +0.4 points are worth only a small share
@@ -207,11 +213,23 @@ def choose_backbone(n_images: int, budget: float, device: str) -> tuple[str, str
     return "efficientnet_lite0", f"Lite1's feature pass would take about {cost:.0f} s of the {budget:.0f} s budget"
 
 
-def _photo_plan(stats: DataStats, user: RunConfig, budget: float, device: str) -> Plan:
+def features_fit(stats: DataStats, budget: float, device: str) -> tuple[bool, str]:
+    """Whether few small colour images should get upscaled pretrained features, and why (in words)."""
+    cost = (stats.train + stats.val) * lite0_seconds_per_image(device)
+    if stats.grey or stats.train > FEW_IMAGES:
+        return False, ""
+    if cost > budget * SMALL_FEATURES_SHARE:
+        return False, f"their feature pass would take about {cost:.0f} s of the {budget:.0f} s budget"
+    return True, (f"only {stats.train:,} small colour images: upscaled ImageNet features beat a net trained "
+                  f"from scratch on so few")
+
+
+def _photo_plan(stats: DataStats, user: RunConfig, budget: float, device: str, why_kind: str = "") -> Plan:
     from cnnkit.models.efficientnet_lite import LITE_VARIANTS
 
     n_images = stats.train + stats.val
     backbone, why = choose_backbone(n_images, budget, device)
+    why = f"{why_kind}; {why}" if why_kind else why
     side = LITE_VARIANTS[backbone][1]
     augmented = user.augment != AugmentConfig()  # frozen features cannot be augmented: train the head on images
     first = RunConfig(
@@ -233,13 +251,14 @@ def _photo_plan(stats: DataStats, user: RunConfig, budget: float, device: str) -
     line = (f"cnnkit: auto: {stats.describe()} -> {backbone} {mode} at {at} ({why}), then fine-tuning "
             f"the top blocks if the {budget:.0f} s budget allows and it scores higher; --model NAME overrides, "
             f"--time SECONDS sets the budget")
-    return Plan(stats, first, line, finetune=None if augmented else finetune, budget=budget,
-                reasons=(f"images larger than {PHOTO_MIN_SIDE} px: ImageNet features transfer", why))
+    kind = why_kind or f"images larger than {PHOTO_MIN_SIDE} px: ImageNet features transfer"
+    return Plan(stats, first, line, finetune=None if augmented else finetune, budget=budget, reasons=(kind, why))
 
 
-# Training throughput of the from-scratch nets on 2 CPU cores (images/s, augmentation included),
-# at the size named; other sizes scale with the pixel count.  A GPU is taken as 30x faster.
-SCRATCH_SPEED = {"fast-cnn-small": (5_000.0, 28 * 28), "fast-cnn": (1_500.0, 32 * 32)}
+# Training throughput of the from-scratch nets on 2 CPU cores (training images per second of an epoch, with
+# augmentation and the validation pass; measured by benchmarks/bench_auto.py) at the size named; other
+# sizes scale with the pixel count.  A GPU is taken as 30x faster.
+SCRATCH_SPEED = {"fast-cnn-small": (1_500.0, 28 * 28), "fast-cnn": (480.0, 32 * 32)}
 
 
 def scratch_epochs(model: str, stats: DataStats, budget: float, device: str) -> int:
@@ -285,7 +304,11 @@ def plan_run(cfg: RunConfig, stats: DataStats, budget: float | None = None, devi
     device = _device_type(device or cfg.train.device)
     # grey photos too: the backbone sees the grey image in all three channels
     photo = min(stats.size) > PHOTO_MIN_SIDE and cfg.data.channels != 1  # --channels 1: backbones want RGB
-    plan = _photo_plan(stats, cfg, budget, device) if photo else _scratch_plan(stats, cfg, budget, device)
+    few, why_few = features_fit(stats, budget, device) if not photo and cfg.data.channels != 1 else (False, "")
+    if photo or few:
+        plan = _photo_plan(stats, cfg, budget, device, why_kind=why_few)
+    else:
+        plan = _scratch_plan(stats, cfg, budget, device)
     # the run's own clock: config.json says how long it was given
     first = dataclasses.replace(plan.first, train=dataclasses.replace(plan.first.train, time=budget))
     return dataclasses.replace(plan, first=first)
