@@ -203,7 +203,7 @@ def choose_backbone(n_images: int, budget: float, device: str) -> tuple[str, str
     """Lite1 when its feature pass over every image fits :data:`LITE_PASS_SHARE` of the budget, else Lite0.
 
     Measured on cats_and_dogs_filtered's 1,000 validation images (benchmarks/README.md): best epoch
-    Lite1 99.5%, Lite2 99.3%, Lite0 99.1% (last epoch 99.2 / 99.2 / 99.1), for 1.6x / 2.3x Lite0's
+    Lite1 99.5%, Lite2 99.3%, Lite0 99.1% (last epoch 99.2 / 99.2 / 99.1), for 1.3x / 1.6x Lite0's
     feature time - so Lite2 is never the default (it is there by name), and Lite1 only where its
     extra time is small against the budget.
     """

@@ -63,7 +63,7 @@ def onnx_runner(features: nn.Module, shape: tuple[int, int, int]) -> Callable[[t
     """``features`` as an ONNX Runtime session for (N, C, H, W) float32 CPU batches; None without onnxruntime.
 
     On a CPU, ONNX Runtime runs the depthwise convolutions of mobile backbones (EfficientNet-Lite,
-    MobileNet) about 3x faster than eager PyTorch (benchmarks/README.md), and a frozen backbone's
+    MobileNet) about 2x faster than eager PyTorch (benchmarks/README.md), and a frozen backbone's
     single pass over the data is exactly what it is for.  Any export failure falls back to PyTorch.
     """
     try:
