@@ -150,6 +150,8 @@ def test_photos_run_features_then_finetuning_and_keep_the_better(tmp_path):
     assert str(result.run_dir) == kept["run_dir"]
     tuned = load_run_config(tmp_path / "auto-run" / "finetune" / "config.json")
     assert tuned.model.transfer == "finetune" and tuned.augment.preset == "light" and tuned.train.time < DEFAULT_TIME
+    for stage in (tmp_path / "auto-run", tmp_path / "auto-run" / "finetune"):  # kept or not, each has its outputs
+        assert all((stage / name).is_file() for name in ("metrics.json", "confusion_matrix.png", "curves.png"))
 
 
 def test_an_explicit_model_is_trained_as_before(tmp_path, capsys):

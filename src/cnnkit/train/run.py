@@ -4,7 +4,9 @@
 (resume, paths, settings); device, precision and seed; the model and its preprocessing; data
 loaders; optimizer, schedule and augmentation; the run folder; callbacks; fit; finish (best
 weights back in, final evaluation).  Pictures, metrics files and the report of a finished run
-are written one layer up, by :func:`cnnkit.runs.train` (= ``cnnkit.train_model``).
+are drawn one layer up (:func:`cnnkit.runs.write_run_outputs`): :func:`cnnkit.runs.train`
+(= ``cnnkit.train_model``) hands that in as ``finish``, which :func:`train` calls while it still
+holds the run folder's lock.
 
 Files this module writes in the run folder::
 
@@ -25,7 +27,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -56,6 +58,7 @@ from cnnkit.train.resume import Resume, as_resume, check_commit, restore, resume
 __all__ = ["Resume", "RunResult", "channel_stats", "model_input_config", "train"]
 
 Evaluation = tuple[dict, np.ndarray, ImageSet]  # (metrics, probs (N,K), evaluated images)
+Finish = Callable[["RunResult"], None]  # writes a finished run's outputs while its folder is still locked
 
 
 @dataclass
@@ -115,21 +118,26 @@ class Parts:
 
 
 def train(cfg: RunConfig | None, splits: DataSplits | None = None, resume: str | Path | Resume | None = None,
-          callbacks: list[Callback] | None = None, explicit_out: bool = False) -> RunResult:
+          callbacks: list[Callback] | None = None, explicit_out: bool = False,
+          finish: Finish | None = None) -> RunResult:
     """Train a model as ``cfg`` says; return the run folder, history and final metrics.
 
     ``splits`` may be passed directly (Python API); otherwise ``cfg.data`` is loaded.
     ``resume`` continues the run in that folder from its last completed epoch, with the run's own
     config: a folder takes ``cfg``'s epochs and progress setting, a :class:`Resume` says them itself
     (``cfg`` may then be None).
-    ``cfg.model.name == "auto"`` lets :mod:`cnnkit.auto` choose the model and settings first.
+    ``finish`` is called with the :class:`RunResult` after the final evaluation, before the run
+    folder's lock is released, so that what it writes there (pictures, report) is written by the
+    run that owns the folder.
+    ``cfg.model.name == "auto"`` lets :mod:`cnnkit.auto` choose the model and settings first
+    (``finish`` is then called for each stage it trains, in that stage's own folder).
     """
     started = time.perf_counter()  # --time counts from here: loading and feature extraction included
     if cfg is not None and cfg.model.name == "auto" and resume is None:
         from cnnkit.train.auto import train_auto
 
         return train_auto(cfg, train, model_input_config, splits=splits, callbacks=callbacks,
-                          explicit_out=explicit_out)
+                          explicit_out=explicit_out, finish=finish)
     rank, world = _dist_info()
     resume = as_resume(resume, cfg)
     cfg = _resolve_config(cfg, resume, announce=rank == 0)  # the run's own when resuming; checked
@@ -149,7 +157,10 @@ def train(cfg: RunConfig | None, splits: DataSplits | None = None, resume: str |
         if run_dir is not None:
             write_run_start(run_dir, cfg, built.preprocess, splits, parts.features_info)
         state = _fit(cfg, built, parts, env, cbs, history, run_dir, state)
-        return _finish(cfg, splits, built, parts, env, run_dir, history, state)
+        result = _finish(cfg, splits, built, parts, env, run_dir, history, state)
+        if finish is not None:
+            finish(result)  # still under the lock
+        return result
     finally:
         if lock is not None:
             lock.release()
