@@ -140,7 +140,8 @@ class TrainConfig:
     monitor: str = setting("val_acc,val_loss", "metric for early stopping and the best checkpoint; a,b = by a, "
                            "ties broken by b (default val_acc,val_loss: accuracy, ties to the lower loss)")
     time: float | None = setting(None, "wall-clock budget of the whole run in seconds: stops at an epoch's end "
-                                 "when the next would not fit (auto plans within it)", range="(0, inf)",
+                                 "when the next would not fit, unless all the remaining epochs take less than "
+                                 "min(10 s, 5 percent of it) (auto plans within it)", range="(0, inf)",
                                  metavar="SECONDS")
     patience: int | None = setting(None, "early stopping patience in epochs (default: off)", range="[0, inf)")
     min_delta: float = setting(0.0, "smallest change of the monitored metric that counts as better",
