@@ -355,3 +355,5 @@ def test_a_time_budget_ends_training_at_the_first_epoch_end_past_it(client, root
     history = json.loads((root / "runs" / job["run"] / "history.json").read_text())
     assert len(history) == 1  # the library's stop Signal at the first epoch end; the run is then finished
     assert (root / "runs" / job["run"] / "metrics.json").is_file()
+    saved = json.loads((root / "runs" / job["run"] / "config.json").read_text())
+    assert saved["train"]["time"] == 0.001  # the run's own --time, kept by the library's TimeBudget

@@ -73,6 +73,8 @@ class Studio:
         source, label = self.source(body.get("source") or {})
         settings = self._settings(body)
         budget = _positive(body.get("time_budget"), "time_budget")
+        if budget is not None:
+            settings["time"] = budget  # the run's own --time: the library's TimeBudget keeps it
         run_dir = self.new_run_dir(label, settings.get("model") or engine.default_model())
         cfg = engine.build_config(source, out=run_dir, cache_dir=self.cache_dir, data_dir=self.data_dir, **settings)
         shown = {"data": label, "model": cfg.model.name, "epochs": cfg.train.epochs, "augment": cfg.augment.preset,
