@@ -214,6 +214,19 @@ def test_training_job_streams_epochs_then_done_and_writes_tensorboard_logs(train
     assert [e["type"] for e in tail] == ["done"]
 
 
+def test_the_form_offers_the_automatic_default_first_and_it_trains(client, root):
+    info = client.get("/api/info").json()
+    assert info["models"][0] == info["default_model"] == "auto" and "mnist-cnn" in info["models"]
+    assert info["auto_time"] > 0
+    job = client.post("/api/jobs", json={"source": FOLDER, "model": "auto", "epochs": 1, "time_budget": 60}).json()
+    assert job["settings"]["model"] == "auto" and job["settings"]["epochs"] == 1
+    assert wait_state(client, job["id"], ("done", "error", "stopped"))["state"] == "done"
+    run = root / "runs" / job["run"]
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["model"]["name"] == "fast-cnn" and saved["train"]["time"] == 60  # planned, within the budget
+    assert json.loads((run / "auto.json").read_text())["line"].startswith("cnnkit: auto:")
+
+
 def test_bad_settings_get_one_clear_422_and_queue_nothing(client):
     cases = [({"epochs": 0}, "train.epochs"), ({"model": "no-such-net"}, "unknown"),
              ({"augment": "wild"}, "augment"), ({"epochs": "two"}, "epochs"), ({"time_budget": -5}, "time_budget"),

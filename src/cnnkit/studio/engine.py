@@ -21,11 +21,21 @@ from cnnkit.errors import CheckpointError, CnnkitError, ConfigError, DataError
 from cnnkit.train.callbacks import Callback, Signal
 
 __all__ = ["Callback", "Signal", "CnnkitError", "ConfigError", "DataError", "CheckpointError",
-           "OFFLINE_DATASETS", "augment_presets", "dataset_names", "default_model", "default_epochs", "model_names", "build_config",
+           "AUTO", "AUTO_TIME", "OFFLINE_DATASETS", "augment_presets", "dataset_names", "default_model", "default_epochs", "model_names", "build_config",
            "check_config", "train", "resume", "saved_epochs", "inspect", "sample_grid_png", "evaluate",
            "model_service", "most_wrong", "export_onnx", "checkpoint_file", "png_bytes", "CHECKPOINT", "LAST"]
 
 OFFLINE_DATASETS = ("mnist-mini", "digits")  # ship inside installed packages: no download
+AUTO = "auto"  # the automatic default: the model and settings are planned from the data (cnnkit.train.auto)
+
+
+def _auto_time() -> float:
+    from cnnkit.train.auto import DEFAULT_TIME
+
+    return DEFAULT_TIME
+
+
+AUTO_TIME = _auto_time()  # seconds the automatic default plans within when no budget is given
 CHECKPOINT = "best.safetensors"
 LAST = "last.safetensors"
 
@@ -73,8 +83,8 @@ def check_config(cfg: RunConfig) -> None:
     (``make_config`` has checked every value already)."""
     from cnnkit.train.checks import check_settings, monitor_key
 
-    if cfg.model.name not in model_names():  # no 'module:function' from a web form: that imports server code
-        raise ConfigError(f"model {cfg.model.name!r} is unknown; choose one of {', '.join(model_names())}")
+    if cfg.model.name != AUTO and cfg.model.name not in model_names():  # no 'module:function' from a web form
+        raise ConfigError(f"model {cfg.model.name!r} is unknown; choose {AUTO} or one of {', '.join(model_names())}")
     check_settings(cfg)
     monitor_key(cfg.train.monitor, True)
 
