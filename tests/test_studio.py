@@ -189,7 +189,7 @@ def test_uploaded_zip_is_unpacked_under_the_root_and_unsafe_ones_are_refused(roo
 
 
 def test_training_job_streams_epochs_then_done_and_writes_tensorboard_logs(trained):
-    from cnnkit.studio.tensorboard import read_scalars
+    from cnnkit.train.tensorboard import read_scalars
 
     client, root, run, events = trained
     types = [e["type"] for e in events]

@@ -149,6 +149,8 @@ class TrainConfig:
     eval_batch_size: int = setting(256, "batch size of evaluation", cli=False, range="[1, inf)")
     progress: bool = setting(True, "no progress output", flag="--quiet")
     report: bool = setting(True, "skip report.html")  # --no-report: curves, metrics, most-wrong, Grad-CAM
+    tensorboard: bool = setting(True, "TensorBoard event files of the epoch metrics in RUN/tensorboard/ "
+                                "(logs, outside the run's commit; default on)", negatable=True)
     out: str = setting("runs/run", "run folder (default runs/<data>-<model>, numbered if taken)")
 
 

@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from cnnkit.studio import engine
-from cnnkit.studio.tensorboard import TensorBoardLogger
 
 log = logging.getLogger("cnnkit.studio")
 
@@ -214,7 +213,7 @@ class JobQueue:
             self._run(job)
 
     def _run(self, job: Job) -> None:
-        callbacks: list = [LiveProgress(job, self._emit), TensorBoardLogger(job.run_dir)]
+        callbacks: list = [LiveProgress(job, self._emit)]  # the run itself writes its TensorBoard logs
         try:
             result = job.start(callbacks)
         except StopRequested:

@@ -15,6 +15,7 @@ Files this module writes in the run folder::
     best.safetensors   best weights (+ metadata)    last.safetensors latest weights (+ metadata)
     train_state.pt     optimizer etc. for --resume  commit.json      the committed epoch, each file's sha256
     .lock              held while a run writes the folder (names its pid and host)
+    tensorboard/       event files of the epoch metrics (--tensorboard; logs, not part of the commit)
 
 Each epoch's checkpoints, training state and history are one commit (:mod:`cnnkit.train.commit`),
 so ``--resume`` always finds weights and state of the same epoch.
@@ -54,6 +55,7 @@ from cnnkit.train.loop import FitState, fit
 from cnnkit.train.losses import class_weights, imbalance
 from cnnkit.train.optim import build_optimizer, build_scheduler
 from cnnkit.train.resume import Resume, as_resume, check_commit, restore, resume_note, train_state
+from cnnkit.train.tensorboard import TensorBoardLogger
 
 __all__ = ["Resume", "RunResult", "channel_stats", "model_input_config", "train"]
 
@@ -152,7 +154,7 @@ def train(cfg: RunConfig | None, splits: DataSplits | None = None, resume: str |
     try:
         run_dir = lock.folder if lock is not None else None
         history = History(None)  # its files are committed with each epoch's checkpoints
-        cbs = _callbacks(cfg, val_loader is not None, history, env, callbacks, started)
+        cbs = _callbacks(cfg, val_loader is not None, history, env, callbacks, started, run_dir)
         state = _restore(cfg, resume, parts, cbs, env)
         if run_dir is not None:
             write_run_start(run_dir, cfg, built.preprocess, splits, parts.features_info)
@@ -299,8 +301,10 @@ def _restore(cfg: RunConfig, resume: Resume | None, parts: Parts, cbs: list[Call
 
 
 def _callbacks(cfg: RunConfig, has_val: bool, history: History, env: Env,
-               extra: list[Callback] | None, started: float | None = None) -> list[Callback]:
-    """Best checkpoint, history, early stopping, progress and the --time budget (counted from ``started``)."""
+               extra: list[Callback] | None, started: float | None = None,
+               run_dir: Path | None = None) -> list[Callback]:
+    """Best checkpoint, history, early stopping, progress, the --time budget (counted from ``started``),
+    the caller's callbacks, then the TensorBoard logs (last: it has no state to restore)."""
     monitor = monitor_key(cfg.train.monitor, has_val)
     # the order is saved with train_state.pt: --resume restores each callback's state by position
     cbs: list[Callback] = [BestCheckpoint(monitor), history]
@@ -310,7 +314,10 @@ def _callbacks(cfg: RunConfig, has_val: bool, history: History, env: Env,
     cbs.append(Progress(cfg.train.epochs, enabled=cfg.train.progress and env.writer,
                         deadline=budget.deadline if budget is not None else None))
     cbs += [budget] if budget is not None else []
-    return cbs + list(extra or [])
+    cbs += list(extra or [])
+    if cfg.train.tensorboard and run_dir is not None:
+        cbs.append(TensorBoardLogger(run_dir))
+    return cbs
 
 
 def _fit(cfg: RunConfig, built: Built, parts: Parts, env: Env, cbs: list[Callback], history: History,
