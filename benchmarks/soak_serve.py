@@ -80,7 +80,7 @@ def uploads(rng: np.random.Generator) -> dict[str, list[tuple[str, bytes, int]]]
         "empty": [("file", b"", 400)],
         "wrong field": [("image", ok, 422)],
         "too large": [("file", b"\0" * (UPLOAD_LIMIT_MB * 1024 * 1024 + 10), 413)],
-        "pixel bomb": [("file", _declared_png(7000, 7000), 400)],
+        "pixel bomb": [("file", _declared_png(7000, 7000), 413)],
     }
 
 

@@ -197,7 +197,7 @@ def test_upload_limit_is_configurable(ckpt):
 def test_decompression_bombs_are_refused_before_decoding(ckpt):
     strict = TestClient(create_app(ckpt, max_pixels=1000))
     r = strict.post("/predict", files={"file": ("big.png", png_bytes(1, shape=(50, 50, 3)))})  # 2,500 pixels
-    assert r.status_code == 400 and "decompression bomb" in r.json()["detail"]
+    assert r.status_code == 413 and "decompression bomb" in r.json()["detail"] and "1000" in r.json()["detail"]
     assert strict.post("/predict", files={"file": ("ok.png", png_bytes(1, shape=(20, 20, 3)))}).status_code == 200
 
 

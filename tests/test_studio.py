@@ -333,6 +333,10 @@ def test_predict_matches_the_library_and_downloads_are_the_run_files(trained, tm
     assert bad.status_code == 400 and "not an image" in bad.json()["detail"]
     huge = client.post(f"/api/runs/{run}/predict", files={"file": ("big.png", b"\0" * (11 * 1024 * 1024))})
     assert huge.status_code == 413
+    buf = io.BytesIO()
+    Image.new("1", (5000, 5000)).save(buf, "PNG")  # a few KB declaring 25 MP, over the pixel cap
+    bomb = client.post(f"/api/runs/{run}/predict", files={"file": ("bomb.png", buf.getvalue(), "image/png")})
+    assert bomb.status_code == 413 and "exceeds the limit of" in bomb.json()["detail"]
     assert client.post(f"/api/runs/{run}/predict").status_code == 400
 
     ckpt = client.get(f"/api/runs/{run}/download/checkpoint")
