@@ -18,6 +18,8 @@ import numpy as np
 
 from cnnkit.config import RunConfig, make_config
 from cnnkit.errors import CheckpointError, CnnkitError, ConfigError, DataError
+from cnnkit.train.auto import AUTO  # the automatic default: model and settings planned from the data
+from cnnkit.train.auto import DEFAULT_TIME as AUTO_TIME  # seconds it plans within when no budget is given
 from cnnkit.train.callbacks import Callback, Signal
 
 __all__ = ["Callback", "Signal", "CnnkitError", "ConfigError", "DataError", "CheckpointError",
@@ -26,16 +28,6 @@ __all__ = ["Callback", "Signal", "CnnkitError", "ConfigError", "DataError", "Che
            "model_service", "most_wrong", "export_onnx", "checkpoint_file", "png_bytes", "CHECKPOINT", "LAST"]
 
 OFFLINE_DATASETS = ("mnist-mini", "digits")  # ship inside installed packages: no download
-AUTO = "auto"  # the automatic default: the model and settings are planned from the data (cnnkit.train.auto)
-
-
-def _auto_time() -> float:
-    from cnnkit.train.auto import DEFAULT_TIME
-
-    return DEFAULT_TIME
-
-
-AUTO_TIME = _auto_time()  # seconds the automatic default plans within when no budget is given
 CHECKPOINT = "best.safetensors"
 LAST = "last.safetensors"
 
