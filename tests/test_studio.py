@@ -218,12 +218,16 @@ def test_the_form_offers_the_automatic_default_first_and_it_trains(client, root)
     info = client.get("/api/info").json()
     assert info["models"][0] == info["default_model"] == "auto" and "mnist-cnn" in info["models"]
     assert info["auto_time"] > 0
-    job = client.post("/api/jobs", json={"source": FOLDER, "model": "auto", "epochs": 1, "time_budget": 60}).json()
+    grey = make_folder(root / "grey")
+    for path in grey.rglob("*.png"):  # small grey images: planned as a fast net from scratch
+        Image.open(path).convert("L").save(path)
+    job = client.post("/api/jobs", json={"source": {"kind": "folder", "path": "grey"}, "model": "auto", "epochs": 1,
+                                         "time_budget": 60}).json()
     assert job["settings"]["model"] == "auto" and job["settings"]["epochs"] == 1
     assert wait_state(client, job["id"], ("done", "error", "stopped"))["state"] == "done"
     run = root / "runs" / job["run"]
     saved = json.loads((run / "config.json").read_text())
-    assert saved["model"]["name"] == "fast-cnn" and saved["train"]["time"] == 60  # planned, within the budget
+    assert saved["model"]["name"] == "fast-cnn-small" and saved["train"]["time"] == 60  # planned within the budget
     assert json.loads((run / "auto.json").read_text())["line"].startswith("cnnkit: auto:")
 
 
