@@ -18,10 +18,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
-import os
 import random
 import struct
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,9 +31,10 @@ import httpx
 import numpy as np
 from PIL import Image
 
-SRC = str(Path(__file__).resolve().parents[1] / "src")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_serve import free_port, tiny_checkpoint  # noqa: E402 - beside this script
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from bench_serve import tiny_checkpoint  # noqa: E402 - beside this script
+from serve_helpers import ServerDidNotStart, serve_subprocess  # noqa: E402 - tests/serve_helpers.py
 
 UPLOAD_LIMIT_MB = 1
 
@@ -80,7 +79,7 @@ def uploads(rng: np.random.Generator) -> dict[str, list[tuple[str, bytes, int]]]
         "empty": [("file", b"", 400)],
         "wrong field": [("image", ok, 422)],
         "too large": [("file", b"\0" * (UPLOAD_LIMIT_MB * 1024 * 1024 + 10), 413)],
-        "pixel bomb": [("file", _declared_png(7000, 7000), 400)],
+        "pixel bomb": [("file", _declared_png(7000, 7000), 413)],
     }
 
 
@@ -160,29 +159,14 @@ def main() -> int:
     a = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = a.checkpoint or str(tiny_checkpoint(Path(tmp)))
-        port = free_port()
-        env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
-        server = subprocess.Popen([sys.executable, "-m", "cnnkit", "serve", ckpt, "--host", "127.0.0.1",
-                                   "--port", str(port), "--log-level", "warning", "--max-upload-mb",
-                                   str(UPLOAD_LIMIT_MB)], env=env)
-        url = f"http://127.0.0.1:{port}"
+        args = [ckpt, "--log-level", "warning", "--max-upload-mb", str(UPLOAD_LIMIT_MB)]
         try:
-            end = time.monotonic() + 120
-            while True:
-                try:
-                    if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if server.poll() is not None or time.monotonic() > end:
-                    raise SystemExit("the server did not start")
-                time.sleep(0.2)
-            for _ in range(20):  # warm-up: the first model calls allocate
-                httpx.post(f"{url}/predict", files={"file": ("w.png", _png(np.zeros((40, 40, 3), np.uint8)))})
-            return asyncio.run(soak(url, server.pid, a.requests, a.concurrency, a.max_seconds, a.seed))
-        finally:
-            server.terminate()
-            server.wait(15)
+            with serve_subprocess(args, timeout=120) as (server, url):
+                for _ in range(20):  # warm-up: the first model calls allocate
+                    httpx.post(f"{url}/predict", files={"file": ("w.png", _png(np.zeros((40, 40, 3), np.uint8)))})
+                return asyncio.run(soak(url, server.pid, a.requests, a.concurrency, a.max_seconds, a.seed))
+        except ServerDidNotStart as exc:
+            raise SystemExit(str(exc)) from None
 
 
 if __name__ == "__main__":

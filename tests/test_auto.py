@@ -165,6 +165,8 @@ def test_photos_run_features_then_finetuning_and_keep_the_better(tmp_path):
     assert str(result.run_dir) == kept["run_dir"]
     tuned = load_run_config(tmp_path / "auto-run" / "finetune" / "config.json")
     assert tuned.model.transfer == "finetune" and tuned.augment.preset == "light" and tuned.train.time < DEFAULT_TIME
+    for stage in (tmp_path / "auto-run", tmp_path / "auto-run" / "finetune"):  # kept or not, each has its outputs
+        assert all((stage / name).is_file() for name in ("metrics.json", "confusion_matrix.png", "curves.png"))
 
 
 def test_an_explicit_model_is_trained_as_before(tmp_path, capsys):
@@ -363,3 +365,27 @@ def test_onnx_runtime_features_match_pytorch():
     ref = compute_features(model, images, inputs, cpu, batch_size=2, engine="torch")
     assert fast.shape == ref.shape == (5, 1280)
     np.testing.assert_allclose(fast, ref, rtol=1e-4, atol=1e-4)
+
+
+def test_time_budget_lets_a_run_finish_when_its_remaining_epochs_fit_the_grace():
+    clock = FakeClock()
+    budget = TimeBudget(300.0, start=0.0, clock=clock)  # grace min(10 s, 5% of 300 s) = 10 s
+    budget.on_train_begin({"epochs": 10, "steps": 1})
+    clock.now = 400.0  # the feature pass alone overran the budget
+    ran = 0
+    for epoch in range(10):
+        budget.on_epoch_begin(epoch, 1)
+        clock.now += 0.1  # a head epoch on cached features
+        signal = budget.on_epoch_end(epoch, {"time": 0.08})
+        ran += 1
+        assert signal is None  # 9 x 0.1 s + 0.02 s validation < 10 s: all ten epochs run
+    assert ran == 10 and budget.grace == pytest.approx(10.0)
+
+    slow = TimeBudget(300.0, start=0.0, clock=clock, epochs=10)
+    clock.now = 400.0
+    slow.on_epoch_begin(0, 1)
+    clock.now += 2.0  # 9 more epochs of 2 s each would run 18 s past the spent budget: stop
+    signal = slow.on_epoch_end(0, {"time": 1.8})
+    assert signal is not None and signal.stop and "time budget" in signal.reason
+    assert TimeBudget(60.0).grace == pytest.approx(3.0)  # a short budget: 5% of it
+

@@ -197,7 +197,7 @@ def test_upload_limit_is_configurable(ckpt):
 def test_decompression_bombs_are_refused_before_decoding(ckpt):
     strict = TestClient(create_app(ckpt, max_pixels=1000))
     r = strict.post("/predict", files={"file": ("big.png", png_bytes(1, shape=(50, 50, 3)))})  # 2,500 pixels
-    assert r.status_code == 400 and "decompression bomb" in r.json()["detail"]
+    assert r.status_code == 413 and "decompression bomb" in r.json()["detail"] and "1000" in r.json()["detail"]
     assert strict.post("/predict", files={"file": ("ok.png", png_bytes(1, shape=(20, 20, 3)))}).status_code == 200
 
 
@@ -283,26 +283,10 @@ def test_gradcam_bad_requests(client, ckpt, tmp_path):
 @pytest.fixture(scope="module")
 def live_url(ckpt):
     """uvicorn on 127.0.0.1 (free port) in a thread, with a 100 kB upload limit."""
-    import socket
-    import threading
-    import time
+    from serve_helpers import serve_in_thread
 
-    import uvicorn
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(ckpt, max_upload_bytes=100_000), host="127.0.0.1",
-                                           port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    end = time.monotonic() + 20
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < end, "uvicorn did not start"
-        time.sleep(0.02)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
+    with serve_in_thread(create_app(ckpt, max_upload_bytes=100_000)) as port:
+        yield f"http://127.0.0.1:{port}"
 
 
 def test_concurrent_requests_on_a_real_server_agree(live_url, ckpt, tmp_path):

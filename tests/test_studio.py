@@ -189,7 +189,7 @@ def test_uploaded_zip_is_unpacked_under_the_root_and_unsafe_ones_are_refused(roo
 
 
 def test_training_job_streams_epochs_then_done_and_writes_tensorboard_logs(trained):
-    from cnnkit.studio.tensorboard import read_scalars
+    from cnnkit.train.tensorboard import read_scalars
 
     client, root, run, events = trained
     types = [e["type"] for e in events]
@@ -212,6 +212,23 @@ def test_training_job_streams_epochs_then_done_and_writes_tensorboard_logs(train
     with client.stream("GET", "/api/jobs/1/events", headers={"Last-Event-ID": str(len(events) - 1)}) as s:
         tail = [json.loads(line[5:]) for line in s.iter_lines() if line.startswith("data:") and line != "data: {}"]
     assert [e["type"] for e in tail] == ["done"]
+
+
+def test_the_form_offers_the_automatic_default_first_and_it_trains(client, root):
+    info = client.get("/api/info").json()
+    assert info["models"][0] == info["default_model"] == "auto" and "mnist-cnn" in info["models"]
+    assert info["auto_time"] > 0
+    grey = make_folder(root / "grey")
+    for path in grey.rglob("*.png"):  # small grey images: planned as a fast net from scratch
+        Image.open(path).convert("L").save(path)
+    job = client.post("/api/jobs", json={"source": {"kind": "folder", "path": "grey"}, "model": "auto", "epochs": 1,
+                                         "time_budget": 60}).json()
+    assert job["settings"]["model"] == "auto" and job["settings"]["epochs"] == 1
+    assert wait_state(client, job["id"], ("done", "error", "stopped"))["state"] == "done"
+    run = root / "runs" / job["run"]
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["model"]["name"] == "fast-cnn-small" and saved["train"]["time"] == 60  # planned within the budget
+    assert json.loads((run / "auto.json").read_text())["line"].startswith("cnnkit: auto:")
 
 
 def test_bad_settings_get_one_clear_422_and_queue_nothing(client):
@@ -320,6 +337,10 @@ def test_predict_matches_the_library_and_downloads_are_the_run_files(trained, tm
     assert bad.status_code == 400 and "not an image" in bad.json()["detail"]
     huge = client.post(f"/api/runs/{run}/predict", files={"file": ("big.png", b"\0" * (11 * 1024 * 1024))})
     assert huge.status_code == 413
+    buf = io.BytesIO()
+    Image.new("1", (5000, 5000)).save(buf, "PNG")  # a few KB declaring 25 MP, over the pixel cap
+    bomb = client.post(f"/api/runs/{run}/predict", files={"file": ("bomb.png", buf.getvalue(), "image/png")})
+    assert bomb.status_code == 413 and "exceeds the limit of" in bomb.json()["detail"]
     assert client.post(f"/api/runs/{run}/predict").status_code == 400
 
     ckpt = client.get(f"/api/runs/{run}/download/checkpoint")
@@ -355,3 +376,5 @@ def test_a_time_budget_ends_training_at_the_first_epoch_end_past_it(client, root
     history = json.loads((root / "runs" / job["run"] / "history.json").read_text())
     assert len(history) == 1  # the library's stop Signal at the first epoch end; the run is then finished
     assert (root / "runs" / job["run"] / "metrics.json").is_file()
+    saved = json.loads((root / "runs" / job["run"] / "config.json").read_text())
+    assert saved["train"]["time"] == 0.001  # the run's own --time, kept by the library's TimeBudget

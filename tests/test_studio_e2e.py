@@ -53,6 +53,8 @@ def test_folder_to_trained_model_to_prediction_in_the_browser(studio, tmp_path):
 
         # 2. train 2 epochs; the curve gains a point per epoch while the job runs
         page.click("#to-train")
+        assert page.input_value("#model") == "auto"  # the automatic default is preselected
+        assert page.text_content("#model option:checked") == "auto (recommended)"
         page.select_option("#model", "mnist-cnn")
         page.fill("#epochs", "2")
         page.click("#start")

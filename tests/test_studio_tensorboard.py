@@ -6,7 +6,7 @@ import struct
 
 import pytest
 
-from cnnkit.studio.tensorboard import EventWriter, crc32c, encode_event, frame, masked_crc, read_records, read_scalars
+from cnnkit.train.tensorboard import EventWriter, crc32c, encode_event, frame, masked_crc, read_records, read_scalars
 
 
 def test_crc32c_matches_the_standard_check_value():
@@ -49,3 +49,25 @@ def test_files_parse_with_tensorboard_itself_when_it_is_installed(tmp_path):
     events = list(loader.EventFileLoader(str(writer.path)).Load())
     values = [(e.step, v.tag, v.simple_value) for e in events for v in e.summary.value]
     assert values == [(4, "loss", 0.5)]
+
+
+def test_cnnkit_train_writes_event_files_outside_the_commit_and_resume_still_checks(tmp_path, image_folder):
+    import json
+
+    from cnnkit.cli import main
+
+    out = tmp_path / "run"
+    common = ["--model", "mlp", "--batch-size", "16", "--no-report", "--quiet", "--cache-dir", str(tmp_path / "cache")]
+    assert main(["train", str(image_folder), "--epochs", "1", "--out", str(out), *common]) == 0
+    assert main(["train", "--resume", str(out), "--epochs", "2", "--quiet"]) == 0  # the logs do not upset the commit
+    logs = sorted((out / "tensorboard").glob("events.out.tfevents.*"))
+    assert len(logs) == 2  # a resumed run starts a new file beside the first
+    steps = [s for log in logs for s, tag, _ in read_scalars(log) if tag == "val_acc"]
+    assert steps == [1, 2]
+    history = json.loads((out / "history.json").read_text())
+    assert read_scalars(logs[1])[-1][0] == history[-1]["epoch"] == 2
+    assert not any(name.startswith("tensorboard") for name in json.loads((out / "commit.json").read_text())["files"])
+
+    quiet = tmp_path / "off"
+    assert main(["train", str(image_folder), "--epochs", "1", "--out", str(quiet), "--no-tensorboard", *common]) == 0
+    assert (quiet / "best.safetensors").is_file() and not (quiet / "tensorboard").exists()

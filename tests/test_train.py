@@ -446,3 +446,21 @@ def test_resume_resolves_the_runs_own_config_and_names_what_it_ignores(tmp_path,
     assert again.run_dir == first.run_dir and [r["epoch"] for r in again.history] == [1, 2]
     assert again.config.optim.lr == 3e-3 and again.config.train.epochs == 2
     assert "ignored: --lr" in capsys.readouterr().err
+
+
+def test_finish_writes_the_outputs_while_the_run_still_holds_its_folder_lock(tmp_path, shapes_splits):
+    from cnnkit.runs import write_run_outputs
+    from cnnkit.train import train as train_only
+    from cnnkit.train.lock import FolderBusy, lock_run_folder
+
+    seen = []
+
+    def finish(result):
+        with pytest.raises(FolderBusy, match="another training"):
+            lock_run_folder(result.run_dir)  # refused: the training run holds it
+        write_run_outputs(result)
+        seen.append(sorted(p.name for p in result.run_dir.iterdir()))
+
+    result = train_only(run_cfg(tmp_path, epochs=1), splits=shapes_splits, explicit_out=True, finish=finish)
+    assert seen and {"metrics.json", "curves.png", "confusion_matrix.png"} <= set(seen[0])
+    lock_run_folder(result.run_dir).release()  # released once train() returned

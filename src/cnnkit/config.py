@@ -140,7 +140,8 @@ class TrainConfig:
     monitor: str = setting("val_acc,val_loss", "metric for early stopping and the best checkpoint; a,b = by a, "
                            "ties broken by b (default val_acc,val_loss: accuracy, ties to the lower loss)")
     time: float | None = setting(None, "wall-clock budget of the whole run in seconds: stops at an epoch's end "
-                                 "when the next would not fit (auto plans within it)", range="(0, inf)",
+                                 "when the next would not fit, unless all the remaining epochs take less than "
+                                 "min(10 s, 5 percent of it) (auto plans within it)", range="(0, inf)",
                                  metavar="SECONDS")
     patience: int | None = setting(None, "early stopping patience in epochs (default: off)", range="[0, inf)")
     min_delta: float = setting(0.0, "smallest change of the monitored metric that counts as better",
@@ -148,6 +149,8 @@ class TrainConfig:
     eval_batch_size: int = setting(256, "batch size of evaluation", cli=False, range="[1, inf)")
     progress: bool = setting(True, "no progress output", flag="--quiet")
     report: bool = setting(True, "skip report.html")  # --no-report: curves, metrics, most-wrong, Grad-CAM
+    tensorboard: bool = setting(True, "TensorBoard event files of the epoch metrics in RUN/tensorboard/ "
+                                "(logs, outside the run's commit; default on)", negatable=True)
     out: str = setting("runs/run", "run folder (default runs/<data>-<model>, numbered if taken)")
 
 

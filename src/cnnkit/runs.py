@@ -1,10 +1,11 @@
 """A finished run folder's pictures, metrics files and report, and the training call that writes them.
 
-:func:`train` (public as ``cnnkit.train_model``) is :func:`cnnkit.train.train` followed by
-:func:`write_run_outputs`; ``cnnkit train`` and recipes use it.  It sits above both
-``cnnkit.train`` and ``cnnkit.visualize``, so training itself never draws.
+:func:`train` (public as ``cnnkit.train_model``) is :func:`cnnkit.train.train` with
+:func:`write_run_outputs` as its ``finish``: called at the end of training while the run folder is
+still locked, for every stage an automatic run trains.  ``cnnkit train`` and recipes use it.  It
+sits above both ``cnnkit.train`` and ``cnnkit.visualize``, so training itself never draws.
 
-Files added to the run folder after training::
+Files added to the run folder at the end of training::
 
     metrics.json            final evaluation         confusion_matrix.csv/png
     curves.png              accuracy and loss curves report.html (cnnkit.visualize.report)
@@ -34,10 +35,10 @@ __all__ = ["train", "write_curves", "write_evaluation", "write_report_safely", "
 
 def train(cfg: RunConfig | None, splits: DataSplits | None = None, resume: str | Path | Resume | None = None,
           callbacks: list[Callback] | None = None, explicit_out: bool = False) -> RunResult:
-    """Train as :func:`cnnkit.train.train` does, then write the run folder's pictures, metrics and report."""
-    result = train_only(cfg, splits, resume=resume, callbacks=callbacks, explicit_out=explicit_out)
-    write_run_outputs(result)
-    return result
+    """Train as :func:`cnnkit.train.train` does and write the run folder's pictures, metrics and report
+    (under the folder's lock, for each stage of an automatic run)."""
+    return train_only(cfg, splits, resume=resume, callbacks=callbacks, explicit_out=explicit_out,
+                      finish=write_run_outputs)
 
 
 def write_run_outputs(result: RunResult) -> None:

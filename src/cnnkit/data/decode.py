@@ -47,6 +47,10 @@ class BadImage(DataError):
     """A file that cannot be used as an image; ``str(exc)`` is the reason shown to the user."""
 
 
+class TooManyPixels(BadImage):
+    """An image whose header declares more pixels than the cap (a decompression bomb); the message names the cap."""
+
+
 @dataclass(frozen=True)
 class ImageInfo:
     """What the header says: size after EXIF rotation, and whether the pixels are grey."""
@@ -83,7 +87,7 @@ def _limit(max_pixels: int | None, size: tuple[int, int] | None = None) -> int |
 
 def _check_pixels(im: Image.Image, max_pixels: int | None) -> None:
     if max_pixels is not None and im.width * im.height > max_pixels:
-        raise BadImage(f"decompression bomb: {im.width}x{im.height} pixels exceeds the limit of {max_pixels}")
+        raise TooManyPixels(f"decompression bomb: {im.width}x{im.height} pixels exceeds the limit of {max_pixels}")
 
 
 def open_image(path: str | IO[bytes], max_pixels: int | None = PILLOW_LIMIT) -> Image.Image:
@@ -97,7 +101,7 @@ def open_image(path: str | IO[bytes], max_pixels: int | None = PILLOW_LIMIT) -> 
     except BadImage:
         raise
     except Image.DecompressionBombError as exc:
-        raise BadImage(f"decompression bomb: {exc}") from None
+        raise TooManyPixels(f"decompression bomb: {exc}") from None
     except UnidentifiedImageError:
         raise BadImage(f"not an image (not one of the formats read: {', '.join(FORMATS)})") from None
     except OSError as exc:
@@ -234,7 +238,7 @@ def decode(path: str | IO[bytes], size: tuple[int, int], channels: int,
     except BadImage:
         raise
     except Image.DecompressionBombError as exc:
-        raise BadImage(f"decompression bomb: {exc}") from None
+        raise TooManyPixels(f"decompression bomb: {exc}") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         # Pillow reports truncated/corrupt data as OSError("image file is truncated ..."), broken
         # PNG chunks as SyntaxError/ValueError.

@@ -112,13 +112,12 @@ class ModelService:
         }
 
     def decode(self, data: bytes, name: str) -> np.ndarray:
-        """Upload bytes -> uint8 (H, W, C); HTTP 400 with the reason when they are not a usable image."""
-        from cnnkit.data.decode import BadImage, decode_bytes
+        """Upload bytes -> uint8 (H, W, C); HTTP 400 with the reason when they are not a usable image,
+        413 (Payload Too Large, naming the cap) when they declare more pixels than it."""
+        from cnnkit.data.decode import decode_bytes
 
-        try:
+        with _as_http(name):
             return decode_bytes(data, self.size, self.channels, max_pixels=self.max_pixels)
-        except BadImage as exc:
-            raise HTTPException(400, f"{name}: {exc}") from None
 
     @contextmanager
     def bounded(self, data: bytes) -> Iterator[None]:
@@ -200,12 +199,23 @@ class ModelService:
         return buf.getvalue(), p.preprocess.classes[cls], method
 
     def _decode_rgb(self, data: bytes, name: str, size: tuple[int, int]) -> np.ndarray:
-        from cnnkit.data.decode import BadImage, decode_bytes
+        from cnnkit.data.decode import decode_bytes
 
-        try:
+        with _as_http(name):
             return decode_bytes(data, size, 3, max_pixels=self.max_pixels)
-        except BadImage as exc:
-            raise HTTPException(400, f"{name}: {exc}") from None
+
+
+@contextmanager
+def _as_http(name: str) -> Iterator[None]:
+    """A decode failure as the client's error: 413 over the pixel cap, 400 for any other unusable image."""
+    from cnnkit.data.decode import BadImage, TooManyPixels
+
+    try:
+        yield
+    except TooManyPixels as exc:
+        raise HTTPException(413, f"{name}: {exc}") from None
+    except BadImage as exc:
+        raise HTTPException(400, f"{name}: {exc}") from None
 
 
 def _header_pixels(data: bytes) -> int:
@@ -268,7 +278,7 @@ def create_app(model: Any, max_upload_bytes: int = DEFAULT_MAX_UPLOAD, device: s
 
     ``max_upload_bytes`` bounds the uploaded file (413 above it); the whole request body may
     be a little larger for multipart framing.  ``max_pixels`` bounds what an upload may decode
-    to (400 "decompression bomb" above it), lowered to what the model's input size needs.
+    to (413 "decompression bomb", naming the cap, above it), lowered to what the model's input size needs.
     ``workers`` uploads decode and run the model at once (default: the cores, 2 to 4) and
     ``queue`` more wait; beyond that a request gets 503 with ``Retry-After``.  A request body
     that sends nothing for ``body_idle_timeout`` seconds, or takes over ``body_timeout``, gets 408.

@@ -202,8 +202,9 @@ def _add_page_routes(app: FastAPI) -> None:
 def _add_data_routes(app: FastAPI, studio: Studio) -> None:
     @app.get("/api/info")
     def info() -> dict:
-        return {"root": studio.root.name, "runs": studio.bases[studio.runs_dir], "models": engine.model_names(),
-                "default_model": engine.default_model(), "default_epochs": engine.default_epochs(),
+        return {"root": studio.root.name, "runs": studio.bases[studio.runs_dir],
+                "models": [engine.AUTO, *engine.model_names()], "default_model": engine.default_model(),
+                "default_epochs": engine.default_epochs(), "auto_time": engine.AUTO_TIME,
                 "augment": engine.augment_presets(), "datasets": engine.dataset_names(),
                 "offline_datasets": list(engine.OFFLINE_DATASETS), "max_upload_bytes": studio.max_upload_bytes}
 

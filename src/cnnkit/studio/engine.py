@@ -18,10 +18,12 @@ import numpy as np
 
 from cnnkit.config import RunConfig, make_config
 from cnnkit.errors import CheckpointError, CnnkitError, ConfigError, DataError
+from cnnkit.train.auto import AUTO  # the automatic default: model and settings planned from the data
+from cnnkit.train.auto import DEFAULT_TIME as AUTO_TIME  # seconds it plans within when no budget is given
 from cnnkit.train.callbacks import Callback, Signal
 
 __all__ = ["Callback", "Signal", "CnnkitError", "ConfigError", "DataError", "CheckpointError",
-           "OFFLINE_DATASETS", "augment_presets", "dataset_names", "default_model", "default_epochs", "model_names", "build_config",
+           "AUTO", "AUTO_TIME", "OFFLINE_DATASETS", "augment_presets", "dataset_names", "default_model", "default_epochs", "model_names", "build_config",
            "check_config", "train", "resume", "saved_epochs", "inspect", "sample_grid_png", "evaluate",
            "model_service", "most_wrong", "export_onnx", "checkpoint_file", "png_bytes", "CHECKPOINT", "LAST"]
 
@@ -73,8 +75,8 @@ def check_config(cfg: RunConfig) -> None:
     (``make_config`` has checked every value already)."""
     from cnnkit.train.checks import check_settings, monitor_key
 
-    if cfg.model.name not in model_names():  # no 'module:function' from a web form: that imports server code
-        raise ConfigError(f"model {cfg.model.name!r} is unknown; choose one of {', '.join(model_names())}")
+    if cfg.model.name != AUTO and cfg.model.name not in model_names():  # no 'module:function' from a web form
+        raise ConfigError(f"model {cfg.model.name!r} is unknown; choose {AUTO} or one of {', '.join(model_names())}")
     check_settings(cfg)
     monitor_key(cfg.train.monitor, True)
 

@@ -6,7 +6,8 @@ reattaches (``events(after=n)``) and closing the browser stops nothing.  The wor
 that only observe:
 
 * :class:`LiveProgress` turns the loop's callbacks into events (step, epoch, done);
-* :class:`TimeBudget` returns the stop Signal at the first epoch end past the budget;
+* a time budget is the run's own ``--time`` setting (``cfg.train.time``), kept by the library's
+  :class:`~cnnkit.train.callbacks.TimeBudget` as in ``cnnkit train``;
 * a stop request is honoured at the next training step by raising :class:`StopRequested`, the
   way Ctrl+C interrupts ``cnnkit train``: the run folder keeps its last whole epoch and
   ``train(..., resume=run)`` continues it exactly (a Signal-stopped run counts as finished).
@@ -23,7 +24,6 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from cnnkit.studio import engine
-from cnnkit.studio.tensorboard import TensorBoardLogger
 
 log = logging.getLogger("cnnkit.studio")
 
@@ -91,22 +91,6 @@ class LiveProgress(engine.Callback):
             raise StopRequested()
 
 
-class TimeBudget(engine.Callback):
-    """Asks the loop to stop at the first epoch end after ``seconds`` of training."""
-
-    def __init__(self, seconds: float):
-        self.seconds = seconds
-        self._t0 = time.monotonic()
-
-    def on_train_begin(self, info: dict[str, Any]) -> None:
-        self._t0 = time.monotonic()
-
-    def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> engine.Signal | None:
-        if time.monotonic() - self._t0 >= self.seconds:
-            return engine.Signal(stop=True, reason=f"time budget of {self.seconds:g} s spent")
-        return None
-
-
 def _number(value: Any) -> Any:
     return float(value) if isinstance(value, (int, float)) else value
 
@@ -124,7 +108,7 @@ class JobQueue:
 
     # ------------------------------------------------------------------ client side
     def submit(self, kind: str, run_dir: Path, run: str, settings: dict[str, Any], start: Callable[[list], Any]) -> Job:
-        """Queue a job; ``settings`` are shown to the client (``time_budget`` in seconds also applies)."""
+        """Queue a job; ``settings`` are shown to the client (``start`` holds what the run uses)."""
         with self._cond:
             if any(j.run_dir == run_dir and j.state in ACTIVE for j in self._jobs.values()):
                 raise engine.ConfigError(f"run {run!r} already has a job queued or running")
@@ -229,10 +213,7 @@ class JobQueue:
             self._run(job)
 
     def _run(self, job: Job) -> None:
-        callbacks: list = [LiveProgress(job, self._emit), TensorBoardLogger(job.run_dir)]
-        budget = job.settings.get("time_budget")
-        if budget:
-            callbacks.append(TimeBudget(float(budget)))
+        callbacks: list = [LiveProgress(job, self._emit)]  # the run itself writes its TensorBoard logs
         try:
             result = job.start(callbacks)
         except StopRequested:

@@ -73,10 +73,13 @@ class Studio:
         source, label = self.source(body.get("source") or {})
         settings = self._settings(body)
         budget = _positive(body.get("time_budget"), "time_budget")
+        if budget is not None:
+            settings["time"] = budget  # the run's own --time: the library's TimeBudget keeps it
         run_dir = self.new_run_dir(label, settings.get("model") or engine.default_model())
         cfg = engine.build_config(source, out=run_dir, cache_dir=self.cache_dir, data_dir=self.data_dir, **settings)
-        shown = {"data": label, "model": cfg.model.name, "epochs": cfg.train.epochs, "augment": cfg.augment.preset,
-                 "time_budget": budget}
+        planned = cfg.model.name == engine.AUTO and "epochs" not in settings  # auto chooses the epochs
+        shown = {"data": label, "model": cfg.model.name, "epochs": None if planned else cfg.train.epochs,
+                 "augment": cfg.augment.preset, "time_budget": budget}
         job = self.jobs.submit("train", run_dir, run_dir.name, shown, lambda cbs: engine.train(cfg, cbs))
         return {**job.public(), "position": self._position(job.id)}
 

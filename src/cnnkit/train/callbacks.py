@@ -190,17 +190,28 @@ class EarlyStopping(Callback):
 
 
 class TimeBudget(Callback):
-    """Stops at an epoch's end when the next epoch would not finish within the run's wall-clock budget.
+    """Stops at an epoch's end when the next epoch would not finish within the run's wall-clock budget,
+    unless the rest of the run is predicted to take less than a small grace.
 
     ``seconds`` counts from ``start`` (a ``time.perf_counter()`` reading taken when the run began,
     so data loading and feature extraction count too).  The next epoch is estimated from the
     measured ones - the slower of the last epoch and their mean, so one fast epoch does not
     promise too much - plus the validation pass again, which the final evaluation costs.
+
+    The grace is ``min(GRACE_S, GRACE_SHARE * seconds)`` (10 s, or 5% of a short budget): when every
+    remaining epoch together (same estimate, plus the final validation pass) is predicted to take
+    less than that, the run finishes its epochs although the budget is spent - a head trained on
+    cached features after a long feature pass, say, whose remaining epochs take a second.
+    Otherwise it stops; at most the grace is spent past the budget this way.
     At least one epoch always runs; the best checkpoint so far is what the run keeps.
+    ``epochs`` is the run's epoch count (read from the loop's ``on_train_begin`` when not given).
     """
 
-    def __init__(self, seconds: float, start: float | None = None, clock=time.perf_counter):
-        self.seconds, self.clock = float(seconds), clock
+    GRACE_S = 10.0
+    GRACE_SHARE = 0.05
+
+    def __init__(self, seconds: float, start: float | None = None, clock=time.perf_counter, epochs: int | None = None):
+        self.seconds, self.clock, self.epochs = float(seconds), clock, epochs
         self.start = clock() if start is None else start
         self.durations: list[float] = []  # wall seconds of each epoch, validation included
         self.val_seconds = 0.0
@@ -210,10 +221,25 @@ class TimeBudget(Callback):
     def deadline(self) -> float:
         return self.start + self.seconds
 
+    @property
+    def grace(self) -> float:
+        return min(self.GRACE_S, self.GRACE_SHARE * self.seconds)
+
+    def _epoch_estimate(self) -> float:
+        return max(self.durations[-1], sum(self.durations) / len(self.durations)) if self.durations else 0.0
+
     def next_epoch_estimate(self) -> float:
         if not self.durations:
             return 0.0
-        return max(self.durations[-1], sum(self.durations) / len(self.durations)) + self.val_seconds
+        return self._epoch_estimate() + self.val_seconds
+
+    def rest_estimate(self, epochs_left: int) -> float:
+        """Seconds the remaining ``epochs_left`` epochs and the final validation pass are predicted to take."""
+        return self._epoch_estimate() * epochs_left + self.val_seconds
+
+    def on_train_begin(self, info: dict[str, Any]) -> None:
+        if self.epochs is None and info.get("epochs") is not None:
+            self.epochs = int(info["epochs"])
 
     def on_epoch_begin(self, epoch: int, steps: int) -> None:
         self._t0 = self.clock()
@@ -224,10 +250,13 @@ class TimeBudget(Callback):
         self.val_seconds = max(0.0, self.durations[-1] - logs.get("time", self.durations[-1]))
         left = self.deadline - now
         need = self.next_epoch_estimate()
-        if need > left:
-            return Signal(stop=True, reason=f"time budget: {self.seconds:.0f} s; stopped after epoch {epoch + 1} "
-                                            f"with {max(left, 0):.0f} s left (the next epoch needs about {need:.0f} s)")
-        return None
+        if need <= left:
+            return None
+        epochs_left = self.epochs - (epoch + 1) if self.epochs is not None else None
+        if epochs_left is not None and (epochs_left <= 0 or self.rest_estimate(epochs_left) < self.grace):
+            return None  # the rest of the run costs less than the grace: let it finish
+        return Signal(stop=True, reason=f"time budget: {self.seconds:.0f} s; stopped after epoch {epoch + 1} "
+                                        f"with {max(left, 0):.0f} s left (the next epoch needs about {need:.0f} s)")
 
     def state_dict(self) -> dict[str, Any]:
         return {"durations": list(self.durations)}  # a resumed run gets the budget afresh

@@ -4,7 +4,9 @@
 (resume, paths, settings); device, precision and seed; the model and its preprocessing; data
 loaders; optimizer, schedule and augmentation; the run folder; callbacks; fit; finish (best
 weights back in, final evaluation).  Pictures, metrics files and the report of a finished run
-are written one layer up, by :func:`cnnkit.runs.train` (= ``cnnkit.train_model``).
+are drawn one layer up (:func:`cnnkit.runs.write_run_outputs`): :func:`cnnkit.runs.train`
+(= ``cnnkit.train_model``) hands that in as ``finish``, which :func:`train` calls while it still
+holds the run folder's lock.
 
 Files this module writes in the run folder::
 
@@ -13,6 +15,7 @@ Files this module writes in the run folder::
     best.safetensors   best weights (+ metadata)    last.safetensors latest weights (+ metadata)
     train_state.pt     optimizer etc. for --resume  commit.json      the committed epoch, each file's sha256
     .lock              held while a run writes the folder (names its pid and host)
+    tensorboard/       event files of the epoch metrics (--tensorboard; logs, not part of the commit)
 
 Each epoch's checkpoints, training state and history are one commit (:mod:`cnnkit.train.commit`),
 so ``--resume`` always finds weights and state of the same epoch.
@@ -25,7 +28,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -52,10 +55,12 @@ from cnnkit.train.loop import FitState, fit
 from cnnkit.train.losses import class_weights, imbalance
 from cnnkit.train.optim import build_optimizer, build_scheduler
 from cnnkit.train.resume import Resume, as_resume, check_commit, restore, resume_note, train_state
+from cnnkit.train.tensorboard import TensorBoardLogger
 
 __all__ = ["Resume", "RunResult", "channel_stats", "model_input_config", "train"]
 
 Evaluation = tuple[dict, np.ndarray, ImageSet]  # (metrics, probs (N,K), evaluated images)
+Finish = Callable[["RunResult"], None]  # writes a finished run's outputs while its folder is still locked
 
 
 @dataclass
@@ -115,21 +120,26 @@ class Parts:
 
 
 def train(cfg: RunConfig | None, splits: DataSplits | None = None, resume: str | Path | Resume | None = None,
-          callbacks: list[Callback] | None = None, explicit_out: bool = False) -> RunResult:
+          callbacks: list[Callback] | None = None, explicit_out: bool = False,
+          finish: Finish | None = None) -> RunResult:
     """Train a model as ``cfg`` says; return the run folder, history and final metrics.
 
     ``splits`` may be passed directly (Python API); otherwise ``cfg.data`` is loaded.
     ``resume`` continues the run in that folder from its last completed epoch, with the run's own
     config: a folder takes ``cfg``'s epochs and progress setting, a :class:`Resume` says them itself
     (``cfg`` may then be None).
-    ``cfg.model.name == "auto"`` lets :mod:`cnnkit.auto` choose the model and settings first.
+    ``finish`` is called with the :class:`RunResult` after the final evaluation, before the run
+    folder's lock is released, so that what it writes there (pictures, report) is written by the
+    run that owns the folder.
+    ``cfg.model.name == "auto"`` lets :mod:`cnnkit.auto` choose the model and settings first
+    (``finish`` is then called for each stage it trains, in that stage's own folder).
     """
     started = time.perf_counter()  # --time counts from here: loading and feature extraction included
     if cfg is not None and cfg.model.name == "auto" and resume is None:
         from cnnkit.train.auto import train_auto
 
         return train_auto(cfg, train, model_input_config, splits=splits, callbacks=callbacks,
-                          explicit_out=explicit_out)
+                          explicit_out=explicit_out, finish=finish)
     rank, world = _dist_info()
     resume = as_resume(resume, cfg)
     cfg = _resolve_config(cfg, resume, announce=rank == 0)  # the run's own when resuming; checked
@@ -144,12 +154,15 @@ def train(cfg: RunConfig | None, splits: DataSplits | None = None, resume: str |
     try:
         run_dir = lock.folder if lock is not None else None
         history = History(None)  # its files are committed with each epoch's checkpoints
-        cbs = _callbacks(cfg, val_loader is not None, history, env, callbacks, started)
+        cbs = _callbacks(cfg, val_loader is not None, history, env, callbacks, started, run_dir)
         state = _restore(cfg, resume, parts, cbs, env)
         if run_dir is not None:
             write_run_start(run_dir, cfg, built.preprocess, splits, parts.features_info)
         state = _fit(cfg, built, parts, env, cbs, history, run_dir, state)
-        return _finish(cfg, splits, built, parts, env, run_dir, history, state)
+        result = _finish(cfg, splits, built, parts, env, run_dir, history, state)
+        if finish is not None:
+            finish(result)  # still under the lock
+        return result
     finally:
         if lock is not None:
             lock.release()
@@ -288,8 +301,10 @@ def _restore(cfg: RunConfig, resume: Resume | None, parts: Parts, cbs: list[Call
 
 
 def _callbacks(cfg: RunConfig, has_val: bool, history: History, env: Env,
-               extra: list[Callback] | None, started: float | None = None) -> list[Callback]:
-    """Best checkpoint, history, early stopping, progress and the --time budget (counted from ``started``)."""
+               extra: list[Callback] | None, started: float | None = None,
+               run_dir: Path | None = None) -> list[Callback]:
+    """Best checkpoint, history, early stopping, progress, the --time budget (counted from ``started``),
+    the caller's callbacks, then the TensorBoard logs (last: it has no state to restore)."""
     monitor = monitor_key(cfg.train.monitor, has_val)
     # the order is saved with train_state.pt: --resume restores each callback's state by position
     cbs: list[Callback] = [BestCheckpoint(monitor), history]
@@ -299,7 +314,10 @@ def _callbacks(cfg: RunConfig, has_val: bool, history: History, env: Env,
     cbs.append(Progress(cfg.train.epochs, enabled=cfg.train.progress and env.writer,
                         deadline=budget.deadline if budget is not None else None))
     cbs += [budget] if budget is not None else []
-    return cbs + list(extra or [])
+    cbs += list(extra or [])
+    if cfg.train.tensorboard and run_dir is not None:
+        cbs.append(TensorBoardLogger(run_dir))
+    return cbs
 
 
 def _fit(cfg: RunConfig, built: Built, parts: Parts, env: Env, cbs: list[Callback], history: History,

@@ -151,6 +151,13 @@ $("zip").addEventListener("change", (e) => uploadZip(e.target.files[0]));
 dropTarget(document.querySelector("label[for=zip]"), uploadZip);
 
 // ------------------------------------------------------------------ 2. train
+function modelChanged() {
+  // auto plans the epochs within the budget (its own default budget when none is given)
+  const auto = $("model").value === "auto", info = state.info || {};
+  $("epochs").placeholder = auto ? "planned" : String(info.default_epochs ?? "");
+  $("budget").placeholder = auto ? `${info.auto_time ?? ""} (auto's default)` : "none";
+}
+$("model").addEventListener("change", modelChanged);
 function formSettings(defaults) {
   const body = { source: state.source };
   if (!defaults) {
@@ -195,7 +202,8 @@ function attach(job) {
   const shown = job.settings || {};  // after a reload the form shows the job's own settings
   if (shown.data && !state.source) $("train-source").textContent = shown.data;
   if (shown.model) $("model").value = shown.model;
-  if (shown.epochs) $("epochs").value = shown.epochs;
+  if (shown.model) modelChanged();
+  $("epochs").value = shown.epochs || "";
   if (shown.augment) $("augment").value = shown.augment;
   $("budget").value = shown.time_budget || "";
   setJobState(job.state, job.message || "");
@@ -521,9 +529,10 @@ async function start() {
   try {
     const info = await api("/api/info");
     state.info = info;
-    $("model").replaceChildren(...info.models.map((m) => el("option", m === info.default_model ? { selected: "" } : {}, m)));
+    $("model").replaceChildren(...info.models.map((m) => el("option",
+      { value: m, ...(m === info.default_model ? { selected: "" } : {}) }, m === "auto" ? "auto (recommended)" : m)));
     $("augment").replaceChildren(...info.augment.map((a) => el("option", {}, a)));
-    $("epochs").value = info.default_epochs;
+    modelChanged();
     $("dataset").replaceChildren(...info.datasets.map((d) => el("option", {}, d + (info.offline_datasets.includes(d) ? "" : " (needs the files)"))));
     for (const o of $("dataset").options) o.value = o.textContent.split(" ")[0];
     $("offline-names").textContent = info.offline_datasets.join(" and ");

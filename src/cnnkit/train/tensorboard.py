@@ -11,8 +11,14 @@ written, encoded by hand:
     Summary { repeated Value value = 1; }
     Value   { string tag = 1; float simple_value = 2; }
 
-``tensorboard --logdir runs/`` then shows every studio run's loss, accuracy and learning rate
-per epoch.  :func:`read_scalars` parses a file back (the tests check the framing with it).
+``tensorboard --logdir runs/`` then shows every run's loss, accuracy and learning rate per
+epoch: :class:`TensorBoardLogger` is one of a training run's callbacks (``--tensorboard``, on by
+default; ``cnnkit train`` and the studio alike).  :func:`read_scalars` parses a file back (the
+tests check the framing with it).
+
+The event files are logs, outside the run's commit (``commit.json`` vouches for the checkpoints,
+training state and history only): they are appended as each epoch ends, and a resumed run
+starts a new file beside the old ones, whose later epochs it may log again.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
-from cnnkit.studio.engine import Callback, Signal
+from cnnkit.train.callbacks import Callback, Signal
 
 FILE_VERSION = b"brain.Event:2"
 LOG_DIR = "tensorboard"
