@@ -222,6 +222,16 @@ def cmd_organize(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_relabel(a: argparse.Namespace) -> int:
+    from cnnkit.data.label_map import relabel_command
+
+    r = relabel_command(a.data, a.files, to=a.to, exclude=a.exclude, from_csv=a.from_csv, top=a.top,
+                        map_path=a.label_map)
+    print(f"wrote {r.path}: {r.changed} rows added or updated, {r.removed} removed, {r.rows} in all "
+          f"(image files are not moved; the next load applies it)")
+    return 0
+
+
 def cmd_inspect(a: argparse.Namespace) -> int:
     from cnnkit.inspect_command import inspect_command
 
@@ -465,6 +475,19 @@ def build_parser(config: type = C.RunConfig) -> argparse.ArgumentParser:
     p.add_argument("--mode", choices=("copy", "hardlink", "symlink"), default="copy")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_organize)
+
+    p = sub.add_parser("relabel", help="correct labels without moving files: write label_map.csv rows that "
+                       "relabel or exclude images (read by every later load of the folder)")
+    p.add_argument("data", help="image folder")
+    p.add_argument("files", nargs="*", help="image files (relative to the data folder or to here, or absolute)")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--to", metavar="CLASS", help="give the files this class")
+    what.add_argument("--exclude", action="store_true", help="leave the files out of every split")
+    what.add_argument("--from", dest="from_csv", metavar="CSV",
+                      help="accept the suggested labels of a run's label_issues.csv (most suspicious first)")
+    p.add_argument("--top", type=int, metavar="K", help="with --from: only the first K rows (default: all)")
+    p.add_argument("--label-map", metavar="FILE", help="the map to update (default DATA/label_map.csv)")
+    p.set_defaults(func=cmd_relabel)
 
     p = sub.add_parser("inspect", help="counts per class and split, sizes, unreadable files, leakage, imbalance")
     p.add_argument("data", help="dataset name, image folder or archive")

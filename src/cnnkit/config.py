@@ -30,6 +30,7 @@ TRANSFER_MODES = ("none", "features", "head", "finetune")
 AMP_MODES = ("auto", "off", "bf16", "fp16")
 COMPILE_MODES = ("auto", "on", "off")
 CLASS_WEIGHTS = ("auto", "none", "balanced")
+LABEL_ISSUES = ("auto", "off")
 BINARY_OUTPUTS = ("sigmoid", "softmax")  # a two-class model: one sigmoid logit or two softmax logits
 
 SEED_RANGE = "[0, 4294967295]"  # numpy's legacy seeding takes 32 bits
@@ -77,6 +78,9 @@ class DataConfig:
     data_dir: str | None = setting(None, "folder holding (or receiving) named datasets")
     cache_dir: str | None = setting(None, "decode-once image cache (default ~/.cache/cnnkit)")
     strict: bool = setting(False, "stop at the first unreadable image")
+    label_map: str | None = setting(None, "CSV of label corrections (file,label; label = a class or exclude) applied "
+                                    "after the split; default: label_map.csv in the data folder when present, none = "
+                                    "ignore it", metavar="FILE")
     seed: int = setting(0, "seed of the train/validation/test split", cli=False, range=SEED_RANGE)  # --seed
 
 
@@ -148,6 +152,11 @@ class TrainConfig:
                                range="[0, inf)")
     eval_batch_size: int = setting(256, "batch size of evaluation", cli=False, range="[1, inf)")
     progress: bool = setting(True, "no progress output", flag="--quiet")
+    label_issues: str = setting("auto", "label_issues.csv: the images whose label out-of-sample predictions doubt "
+                                "(off = skip it)", choices=LABEL_ISSUES)
+    label_folds: int = setting(5, "--transfer features: folds of the cross-validated head that scores label issues",
+                               metavar="K", range="[2, 50]", only_if=lambda cfg: cfg.model.transfer == "features",
+                               only_if_text="--transfer features only")
     report: bool = setting(True, "skip report.html")  # --no-report: curves, metrics, most-wrong, Grad-CAM
     tensorboard: bool = setting(True, "TensorBoard event files of the epoch metrics in RUN/tensorboard/ "
                                 "(logs, outside the run's commit; default on)", negatable=True)

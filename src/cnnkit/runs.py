@@ -9,12 +9,15 @@ Files added to the run folder at the end of training::
 
     metrics.json            final evaluation         confusion_matrix.csv/png
     curves.png              accuracy and loss curves report.html (cnnkit.visualize.report)
+    label_issues.csv        file,split,given,suggested,score: the images whose label out-of-sample
+                            predictions doubt, most suspicious first (cnnkit.evaluate.label_issues)
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +33,8 @@ from cnnkit.train.run import train as train_only
 
 log = logging.getLogger("cnnkit")
 
-__all__ = ["train", "write_curves", "write_evaluation", "write_report_safely", "write_run_outputs"]
+__all__ = ["train", "write_curves", "write_evaluation", "write_label_issues", "write_report_safely",
+           "write_run_outputs"]
 
 
 def train(cfg: RunConfig | None, splits: DataSplits | None = None, resume: str | Path | Resume | None = None,
@@ -43,6 +47,9 @@ def train(cfg: RunConfig | None, splits: DataSplits | None = None, resume: str |
 
 def write_run_outputs(result: RunResult) -> None:
     """metrics.json, confusion matrix, curves.png and (unless turned off) report.html of a finished run."""
+    if result.run_dir is not None and result.label_issues is not None:
+        write_label_issues(result.run_dir, result.label_issues,
+                           announce=result.config is not None and result.config.train.progress)
     if result.run_dir is None or result.evaluation is None or result.config is None:
         return  # not the writing process, or nothing held out to evaluate on
     cfg = result.config
@@ -61,6 +68,18 @@ def write_report_safely(run_dir: Path, evaluation: tuple) -> None:
         write_report(run_dir, evaluation=evaluation)
     except Exception as exc:  # noqa: BLE001 - the trained weights and metrics are already on disk
         log.warning("could not write %s: %s: %s", run_dir / "report.html", type(exc).__name__, exc)
+
+
+def write_label_issues(run_dir: Path, rows: list, announce: bool = False) -> Path:
+    """``label_issues.csv`` (header only when no label is doubted); ``announce`` says how many rows it has."""
+    from cnnkit.evaluate.label_issues import LABEL_ISSUES, issues_csv
+
+    path = Path(run_dir) / LABEL_ISSUES
+    atomic_write_text(path, issues_csv(rows))
+    if announce:
+        print(f"cnnkit: {len(rows)} {'image' if len(rows) == 1 else 'images'} whose label the model doubts: {path}",
+              file=sys.stderr, flush=True)
+    return path
 
 
 def write_evaluation(folder: Path, metrics: dict, prefix: str = "") -> None:

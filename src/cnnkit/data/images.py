@@ -19,6 +19,7 @@ from cnnkit.config import DataConfig
 from cnnkit.data.arrays import split_set
 from cnnkit.data.cache import Decoded, decoded
 from cnnkit.data.folders import FileListing, list_images
+from cnnkit.data.label_map import apply_folder_map
 from cnnkit.data.types import DataSplits, ImageSet
 from cnnkit.errors import ConfigError, DataError
 
@@ -98,4 +99,5 @@ def load_listing(listing: FileListing, cfg: DataConfig) -> DataSplits:
 
 
 def load_folder(root: str | Path, cfg: DataConfig) -> DataSplits:
-    return load_listing(list_images(root), cfg)
+    """A folder's splits with its label map (``label_map.csv`` or ``cfg.label_map``) applied after the split."""
+    return apply_folder_map(load_listing(list_images(root), cfg), root, cfg.label_map)

@@ -108,6 +108,8 @@ def load_data(cfg: DataConfig) -> DataSplits:
     folder = folder_of(cfg.source, cfg.cache_dir)
     if folder is not None:
         return load_folder(folder, cfg)
+    if cfg.label_map is not None and cfg.label_map.lower() != "none":
+        raise ConfigError(f"--label-map {cfg.label_map}: a label map applies to image folders, not to {cfg.source!r}")
     if cfg.source in SINGLE_SET:
         check_fractions(cfg)
         data = SINGLE_SET[cfg.source](cfg.cache_dir)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -53,6 +54,7 @@ class DataSplits:
     val: ImageSet | None = None
     test: ImageSet | None = None
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, reason)
+    label_map: Any = None  # the label map applied (cnnkit.data.label_map.MapSummary), None when none was
 
     @property
     def classes(self) -> tuple[str, ...]:

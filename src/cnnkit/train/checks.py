@@ -48,6 +48,9 @@ def portable_paths(cfg: RunConfig) -> RunConfig:
     source = str(cfg.data.source)
     if source not in SOURCES and os.path.exists(os.path.expanduser(source)):
         source = absolute(source)
+    label_map = cfg.data.label_map
+    if label_map is not None and label_map.lower() != "none":
+        label_map = absolute(label_map)
     data = dataclasses.replace(cfg.data, source=source, data_dir=absolute(cfg.data.data_dir),
-                               cache_dir=absolute(cfg.data.cache_dir))
+                               cache_dir=absolute(cfg.data.cache_dir), label_map=label_map)
     return dataclasses.replace(cfg, data=data, train=dataclasses.replace(cfg.train, out=str(cfg.train.out)))

@@ -50,6 +50,7 @@ from cnnkit.train.callbacks import BestCheckpoint, Callback, EarlyStopping, Hist
 from cnnkit.train.checks import check_settings, check_splits, monitor_key, portable_paths
 from cnnkit.train.commit import commit, read_commit
 from cnnkit.train.folder import claim_fresh_dir, default_run_dir, write_run_start
+from cnnkit.train.issues import held_out_probs, run_label_issues
 from cnnkit.train.lock import RunLock, lock_run_folder
 from cnnkit.train.loop import FitState, fit
 from cnnkit.train.losses import class_weights, imbalance
@@ -74,6 +75,7 @@ class RunResult:
     evaluation: Evaluation | None = None  # the final evaluation, for the run folder's pictures
     stop_reason: str = ""  # why training ended before its last epoch ("" when it ran them all)
     diverged: bool = False  # it stopped on a non-finite loss; the run folder keeps the last finite epoch
+    label_issues: list | None = None  # cnnkit.evaluate.label_issues.LabelIssue rows, most suspicious first
 
 
 @dataclass
@@ -214,6 +216,8 @@ def model_input_config(cfg: RunConfig) -> RunConfig:
 def _data(cfg: RunConfig, splits: DataSplits | None) -> DataSplits:
     splits = splits if splits is not None else load_data(cfg.data)
     check_splits(splits)
+    if splits.label_map is not None and cfg.train.progress and _dist_info()[0] == 0:
+        print(f"cnnkit: {splits.label_map.line()}", file=sys.stderr, flush=True)
     return splits
 
 
@@ -356,7 +360,7 @@ def _finish(cfg: RunConfig, splits: DataSplits, built: Built, parts: Parts, env:
     if saved and (state.diverged or saved[0].name == ckpt.BEST):
         ckpt.load_weights_into(model, saved[0], cfg.model.name)
     best = run_dir / ckpt.BEST if run_dir is not None else None
-    evaluation = None
+    evaluation = issues = None
     if env.writer and (not state.diverged or bool(saved)):
         val_logits = _val_logits(model, splits, built.inputs, env, cfg, parts.features_cache)
         calibration = calibration_summary(val_logits, splits.val.labels) if val_logits is not None else None
@@ -369,9 +373,10 @@ def _finish(cfg: RunConfig, splits: DataSplits, built: Built, parts: Parts, env:
                                       parts.features_cache)
         if evaluation is not None and parts.class_weights is not None:
             evaluation[0]["class_weights"] = dict(zip(built.preprocess.classes, parts.class_weights.tolist()))
+        issues = run_label_issues(cfg, splits, held_out_probs(evaluation, val_logits, calibration), parts.features_info)
     metrics = evaluation[0] if evaluation is not None else {}
     return RunResult(run_dir, history.rows, metrics, model, built.preprocess, cfg, evaluation, state.stop_reason,
-                     state.diverged)
+                     state.diverged, issues)
 
 
 def _val_logits(model: torch.nn.Module, splits: DataSplits, inputs: ImageInputs, env: Env,

@@ -1,5 +1,5 @@
 """``report.html``: one self-contained page per run (curves, metrics, confusion matrix, samples,
-most-wrong images, Grad-CAM examples, first-layer filters).
+most-wrong images, possible label errors, Grad-CAM examples, first-layer filters).
 
 Every picture is embedded as a base64 PNG data URI and the style sheet is inline, so the file
 opens offline, can be mailed or attached to an issue, and never points at files that moved.
@@ -169,6 +169,47 @@ def _gradcam_section(ckpt: Checkpoint, probs: np.ndarray, data: ImageSet, wrong:
     return note + _img(figure_data_uri(fig), method)
 
 
+def _label_issues_section(run_dir: Path, cfg: RunConfig | None, evaluation: Evaluation | None, n: int) -> str:
+    """The top suspects of ``label_issues.csv`` as pictures, or a note saying why there are none."""
+    from cnnkit.evaluate.label_issues import LABEL_ISSUES, read_issues
+    from cnnkit.visualize.label_issues import THUMBNAIL, issue_thumbnails, plot_label_issues
+
+    path = run_dir / LABEL_ISSUES
+    if not path.is_file():
+        return f"<p class=note>No {LABEL_ISSUES} in this run folder (trained with --label-issues off).</p>"
+    rows = read_issues(path.read_text(encoding="utf-8"))
+    cv = cfg is not None and cfg.model.transfer == "features"
+    how = (f"training and validation images scored by a {cfg.train.label_folds}-fold cross-validated linear head "
+           "on the cached features, test images by the final model" if cv else
+           "validation and test images scored by the final calibrated model (training images are scored "
+           "only with --transfer features)")
+    if not rows:
+        return f"<p class=note>No suspected label errors: every scored image's most probable class is its label ({how}).</p>"
+    top = rows[:n]
+    data = evaluation[2] if evaluation is not None else None
+    split = evaluation[0].get("split") if evaluation is not None else None
+    root = _data_folder(cfg)
+    size, channels = (data.image_size, data.channels) if data is not None else (THUMBNAIL, 3)
+    images, found = issue_thumbnails(top, root, data, split, size, channels)
+    note = (f"<p class=note>{len(rows)} images whose most probable class is not their label ({how}); "
+            f"the {len(top)} most suspicious below, all in {LABEL_ISSUES}. Correct them with "
+            f"<code>cnnkit relabel DATA --from {html.escape(str(path))} --top K</code> or "
+            f"<code>cnnkit relabel DATA FILE --to CLASS</code>.</p>")
+    return note + _img(figure_data_uri(plot_label_issues(images, top, found=found)), "suspected label errors")
+
+
+def _data_folder(cfg: RunConfig | None) -> Path | None:
+    """The run's image folder (file names in label_issues.csv are relative to it), or None."""
+    if cfg is None:
+        return None
+    from cnnkit.data.sources import folder_of
+
+    try:
+        return folder_of(cfg.data.source, cfg.data.cache_dir)
+    except CnnkitError:
+        return None
+
+
 def _filters_section(ckpt: Checkpoint) -> str:
     from cnnkit.visualize.filters import filter_weights, plot_filters
 
@@ -268,6 +309,8 @@ def render_report(run_dir: str | Path, data_source: str | None = None, evaluatio
                   "<h2>Most-wrong images</h2>",
                   "<p class=note>Highest cross-entropy first: confident mistakes, possible label errors.</p>",
                   _safe("most-wrong images", lambda: _img(figure_data_uri(plot_most_wrong(data, wrong)), "most wrong")),
+                  "<h2>Possible label errors</h2>",
+                  _safe("label errors", _label_issues_section, run_dir, cfg, evaluation, n_wrong),
                   "<h2>Grad-CAM examples</h2>",
                   "<p class=note>Where the evidence for the predicted class lies (red = strongest).</p>",
                   _safe("Grad-CAM", _gradcam_section, ckpt, probs, data, wrong, n_cam)]
