@@ -44,11 +44,12 @@ def _add_trust_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trust-code", action="store_true", help=TRUST_HELP)
 
 
-def _add_train_flags(p: argparse.ArgumentParser, config: type) -> None:
+def _add_train_flags(p: argparse.ArgumentParser, config: type, resume: bool = True) -> None:
     p.add_argument("data", nargs="?", help=f"dataset name or image folder (default: {MAIN_DEFAULT})")
     p.add_argument("--config", help="JSON run config (e.g. a run's config.json); flags override it")
-    p.add_argument("--resume", metavar="RUN", help="continue the run in this folder from its last epoch, with its own settings "
-                                                 "(--epochs N trains to N instead of the run's own count)")
+    if resume:
+        p.add_argument("--resume", metavar="RUN", help="continue the run in this folder from its last epoch, with its "
+                                                     "own settings (--epochs N trains to N instead of the run's own count)")
     _add_trust_flag(p)
     settings.add_flags(p, config, skip=("data.source",))
 
@@ -125,6 +126,29 @@ def cmd_train(a: argparse.Namespace) -> int:
         print(f"{m['split']} accuracy {m['accuracy']:.4f} ({m['n']} images); run folder: {result.run_dir}")
     else:
         print(f"run folder: {result.run_dir}")
+    return 0
+
+
+def cmd_lr_find(a: argparse.Namespace) -> int:
+    from cnnkit.runs import LR_FIND_PNG, lr_find
+
+    cfg = run_config_from_args(a)
+    given = settings.given(a, a.run_config)
+    _note_ineffective(cfg, given)
+    if a.config and "model.name" not in given.values:
+        from cnnkit.models.custom import check_trusted
+
+        check_trusted(cfg.model.name, a.config)
+    if a.sweeps < 1:
+        raise CnnkitError(f"--sweeps {a.sweeps}: must be at least 1")
+    try:
+        found, folder = lr_find(cfg, out=cfg.train.out if "train.out" in given.values else None, sweeps=a.sweeps,
+                                progress=cfg.train.progress)
+    except settings.SettingError as exc:
+        raise exc.named(given.flags) from None
+    lr = f"{found.suggestion:.1e}"
+    print(f"cnnkit: lr-find: suggested lr {lr} ({found.method}; curve in {folder / LR_FIND_PNG}); "
+          f"use --lr {lr} or --lr auto")
     return 0
 
 
@@ -350,6 +374,13 @@ def build_parser(config: type = C.RunConfig) -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a model on a dataset or image folder")
     _add_train_flags(p, config)
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("lr-find", help="learning-rate range test: loss against an exponentially rising rate, "
+                       "a suggested --lr, lr_find.png")
+    _add_train_flags(p, config, resume=False)  # the settings of `train`: the test runs on what it would train
+    p.add_argument("--sweeps", type=int, default=1, metavar="N", help="repeat the sweep over N batch orders and "
+                   "suggest the geometric median of theirs (default 1)")
+    p.set_defaults(func=cmd_lr_find)
 
     p = sub.add_parser("evaluate", help="accuracy, per-class report and confusion matrix of a checkpoint")
     p.add_argument("checkpoint", help="checkpoint file or run folder")

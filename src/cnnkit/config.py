@@ -118,7 +118,9 @@ class ModelConfig:
 @dataclass(frozen=True)
 class OptimConfig:
     name: str = setting("adam", "optimizer", flag="--optimizer", choices=OPTIMIZERS)
-    lr: float = setting(3e-3, "learning rate (the peak of the default one-cycle schedule)", range="[0, 10]")
+    # a number, or "auto" until train() resolves it with the range test (config.json records the number)
+    lr: float = setting(3e-3, "learning rate (the peak of the default one-cycle schedule); auto = the suggestion "
+                        "of a short learning-rate range test (see `cnnkit lr-find`)", range="[0, 10]", words=("auto",))
     momentum: float = setting(0.9, "SGD momentum", range="[0, 1)")
     nesterov: bool = setting(False, "SGD with Nesterov momentum")
     weight_decay: float = setting(0.0, "L2 weight decay", range="[0, 1]")

@@ -11,14 +11,20 @@ Files added to the run folder at the end of training::
     curves.png              accuracy and loss curves report.html (cnnkit.visualize.report)
     label_issues.csv        file,split,given,suggested,score: the images whose label out-of-sample
                             predictions doubt, most suspicious first (cnnkit.evaluate.label_issues)
+    lr_find.png             the range test's curve, when the run was trained with --lr auto
+
+:func:`lr_find` (``cnnkit lr-find``) runs the learning-rate range test alone and writes
+``lr_find.png`` and ``lr_find.json`` into a folder of its own.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -33,8 +39,10 @@ from cnnkit.train.run import train as train_only
 
 log = logging.getLogger("cnnkit")
 
-__all__ = ["train", "write_curves", "write_evaluation", "write_label_issues", "write_report_safely",
-           "write_run_outputs"]
+__all__ = ["lr_find", "train", "write_curves", "write_evaluation", "write_label_issues", "write_lr_find",
+           "write_report_safely", "write_run_outputs"]
+
+LR_FIND_JSON, LR_FIND_PNG = "lr_find.json", "lr_find.png"
 
 
 def train(cfg: RunConfig | None, splits: DataSplits | None = None, resume: str | Path | Resume | None = None,
@@ -55,6 +63,8 @@ def write_run_outputs(result: RunResult) -> None:
     cfg = result.config
     write_evaluation(result.run_dir, result.metrics)
     write_curves(result.run_dir, f"{cfg.model.name} on {Path(cfg.data.source).name}")
+    if (result.run_dir / LR_FIND_JSON).exists():  # trained with --lr auto: its range test's picture
+        write_lr_find_picture(result.run_dir, f"{cfg.model.name} on {Path(cfg.data.source).name}")
     if cfg.train.report:
         with trusted_code(cfg.model.name):  # this run has just imported its builder: its report may load it
             write_report_safely(result.run_dir, result.evaluation)
@@ -103,3 +113,55 @@ def write_curves(run_dir: Path, title: str = "") -> None:
     path = run_dir / "history.json"
     if path.exists():
         save_figure(plot_curves(json.loads(path.read_text()), title), run_dir / "curves.png")
+
+
+# ----------------------------------------------------------------------------- the learning-rate range test
+
+
+def lr_find(cfg: RunConfig, splits: DataSplits | None = None, out: str | Path | None = None, *, sweeps: int = 1,
+            steps: int | None = None, progress: bool = True) -> tuple[Any, Path]:
+    """The range test of :func:`cnnkit.train.run.find_lr`, written to ``out`` (default: a fresh
+    ``runs/<data>-<model>-lr-find`` folder, numbered if taken): ``lr_find.json`` (the curve, the
+    suggestion and how it was made, the settings) and ``lr_find.png``.  Returns (LRFind, folder).
+    """
+    from cnnkit.train.run import find_lr
+
+    found, resolved = find_lr(cfg, splits, sweeps=sweeps, steps=steps, progress=progress)
+    folder = _lr_find_dir(resolved, out)
+    write_lr_find(folder, found, resolved)
+    return found, folder
+
+
+def write_lr_find(folder: Path, found: Any, cfg: RunConfig | None = None) -> None:
+    """lr_find.json and lr_find.png of a range test in ``folder`` (written atomically)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    record = found.to_dict()
+    if cfg is not None:
+        record["config"] = dataclasses.asdict(cfg)
+    save_json(record, folder / LR_FIND_JSON)
+    title = f"{cfg.model.name} on {Path(cfg.data.source).name}" if cfg is not None else ""
+    write_lr_find_picture(folder, title)
+
+
+def write_lr_find_picture(folder: Path, title: str = "") -> None:
+    """lr_find.png from the folder's lr_find.json."""
+    from cnnkit.train.lr_find import LRFind
+    from cnnkit.visualize.figures import save_figure
+    from cnnkit.visualize.lr_find import plot_lr_find
+
+    found = LRFind.from_dict(json.loads((folder / LR_FIND_JSON).read_text()))
+    save_figure(plot_lr_find(found, title), folder / LR_FIND_PNG)
+
+
+def _lr_find_dir(cfg: RunConfig, out: str | Path | None) -> Path:
+    """``out`` as given, else the first of runs/<data>-<model>-lr-find, ...-2, ... without an lr_find.json."""
+    if out is not None:
+        return Path(out)
+    from cnnkit.train.folder import default_run_dir
+
+    base = default_run_dir(cfg, False)
+    base = base.parent / f"{base.name}-lr-find"
+    n = 1
+    while (folder := base if n == 1 else base.parent / f"{base.name}-{n}").joinpath(LR_FIND_JSON).exists():
+        n += 1
+    return folder

@@ -114,12 +114,13 @@ class Spec:
     # layer supplies to ``ineffective`` (e.g. "backbone": only the model registry knows which are)
     only_if: Callable[[Any], bool] | str | None = None
     only_if_text: str = ""  # when it has one, in words ("pretrained backbones")
+    words: tuple[str, ...] = ()  # a number setting's other accepted values: ("auto",) = resolved where it acts
 
 
 def setting(default: Any, help: str, *, flag: str | tuple[str, ...] | None = None, choices: Iterable[Any] | None = None,
             range: str | None = None, metavar: str | None = None, cli: bool = True, negatable: bool = False,
             coerce: Callable[[Any], Any] | None = None, only_if: Callable[[Any], bool] | str | None = None,
-            only_if_text: str = "") -> Any:
+            only_if_text: str = "", words: Iterable[str] = ()) -> Any:
     """A dataclass field declaring one setting (use as ``name: type = setting(...)``).
 
     flag:     option string(s); default ``--field-name`` (a bool defaulting to True: ``--no-field-name``).
@@ -129,11 +130,13 @@ def setting(default: Any, help: str, *, flag: str | tuple[str, ...] | None = Non
     choices:  the allowed values; range: an :class:`Interval` text checked for numbers (each item of a tuple).
     coerce:   turns a value as written into the field's value (``64`` -> ``(64, 64)``); ValueError = invalid.
     only_if:  ``run_config -> bool``: False where the setting has no effect (the CLI says so).
+    words:    for a number setting, words it takes besides numbers (``("auto",)``: ``--lr auto``); the
+              code that reads the setting resolves the word to a number.
     """
     flags = () if not cli else (flag,) if isinstance(flag, str) else flag
     spec = Spec(help=help, flags=flags, choices=tuple(choices) if choices is not None else None,
                 range=Interval.parse(range) if range is not None else None, metavar=metavar, negatable=negatable,
-                coerce=coerce, only_if=only_if, only_if_text=only_if_text)
+                coerce=coerce, only_if=only_if, only_if_text=only_if_text, words=tuple(words))
     return dataclasses.field(default=default, metadata={_META: spec})
 
 
@@ -255,16 +258,20 @@ def check_value(s: Setting, value: Any) -> None:
             return
         raise SettingError(s.key, value, "must be set")
     value = coerce(s, value)
+    if s.spec.words and value in s.spec.words:
+        return
     items = value if s.kind is tuple else (value,)
     kind = s.item if s.kind is tuple else s.kind
     if s.kind is tuple and (not isinstance(value, tuple) or (s.length is not None and len(value) != s.length)):
         raise SettingError(s.key, value, f"must be {s.length or 'a list of'} {_WANT_MANY.get(kind, 'values')}")
+    words = "".join(f" or {w}" for w in s.spec.words)
     for v in items:
         if not _item_ok(kind, v):
-            raise SettingError(s.key, value, f"must be {_WANT.get(kind, kind.__name__)}")
+            raise SettingError(s.key, value, f"must be {_WANT.get(kind, kind.__name__)}"
+                               + (f" in {s.spec.range.text}" if words and s.spec.range else "") + words)
         if kind in (int, float):
             if s.spec.range is not None and v not in s.spec.range:
-                raise SettingError(s.key, v, f"must be in {s.spec.range.text}")
+                raise SettingError(s.key, v, f"must be in {s.spec.range.text}{words}")
             if s.spec.range is None and not math.isfinite(v):
                 raise SettingError(s.key, v, "must be a finite number")
     if s.spec.choices is not None and value not in s.spec.choices:
@@ -440,6 +447,18 @@ def add_flags(parser: argparse.ArgumentParser, cls: type, keys: Iterable[str] | 
         group.add_argument(*arg.flags, **kwargs)
 
 
+def _number_or_text(kind: type) -> Callable[[str], Any]:
+    """A flag value as a number where it reads as one, else the text as written (lower case): the
+    setting's check then accepts its words and names the flag for anything else, in one line."""
+    def parse(text: str) -> Any:
+        try:
+            return kind(text)
+        except ValueError:
+            return text.strip().lower()
+    parse.__name__ = kind.__name__
+    return parse
+
+
 def _metavar(flag: str) -> str:
     return flag.lstrip("-").replace("-", "_").upper()  # what argparse shows for a plain --flag
 
@@ -447,6 +466,8 @@ def _metavar(flag: str) -> str:
 def _value_kwargs(s: Setting) -> dict[str, Any]:
     kind = s.item if s.kind is tuple else s.kind
     kwargs: dict[str, Any] = {"type": kind} if kind in (int, float) else {}
+    if s.spec.words and kind in (int, float):
+        kwargs["type"] = _number_or_text(kind)
     if s.kind is tuple:
         kwargs["nargs"] = "+"
     if s.spec.choices is not None and s.kind is not tuple:

@@ -144,18 +144,9 @@ def fit(model: torch.nn.Module, train: BatchLoader, val: BatchLoader | None, *, 
         t0 = time.perf_counter()
         means = RunningMeans(train.device)
         for i, (xb, yb) in enumerate(train.batches(epoch)):
-            x = inputs.scale(xb)  # (B,C,H,W) float in [0,1]
-            target = yb
-            if augment is not None:
-                x, target = augment(x, yb, aug_gen)  # target: (B,) or soft (B,K) for mixup/cutmix
-            x = inputs.normalize(x)
-            with autocast(train.device, amp):
-                logits = model(x)
-            loss = cross_entropy(logits, target, label_smoothing, class_weights)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)  # skips the step if fp16 gradients overflowed
-            scaler.update()
+            loss, logits, target = train_step(model, xb, yb, inputs=inputs, augment=augment, aug_gen=aug_gen,
+                                              optimizer=optimizer, scaler=scaler, amp=amp,
+                                              label_smoothing=label_smoothing, class_weights=class_weights)
             scheduler.step()
             state.step += 1
             means.add(loss, predicted_class(logits.detach()), hard_labels(target))
@@ -180,6 +171,31 @@ def fit(model: torch.nn.Module, train: BatchLoader, val: BatchLoader | None, *, 
     for cb in callbacks:
         cb.on_train_end({"stop_reason": state.stop_reason, "epochs_run": state.epoch, "diverged": state.diverged})
     return state
+
+
+def train_step(model: torch.nn.Module, xb: torch.Tensor, yb: torch.Tensor, *, inputs: Any, augment: Callable | None,
+               aug_gen: torch.Generator, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+               amp: torch.dtype | None, label_smoothing: float = 0.0,
+               class_weights: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One optimizer step on one batch: augment -> model -> loss -> backward -> step.
+
+    ``xb`` (B,C,H,W) uint8 (or ready features), ``yb`` (B,) labels; returns (loss, logits (B,1|K),
+    target (B,) or soft (B,K)).  The schedule is the caller's: ``fit`` steps it after each batch,
+    the learning-rate range test sets the rate itself.
+    """
+    x = inputs.scale(xb)  # (B,C,H,W) float in [0,1]
+    target = yb
+    if augment is not None:
+        x, target = augment(x, yb, aug_gen)  # target: (B,) or soft (B,K) for mixup/cutmix
+    x = inputs.normalize(x)
+    with autocast(xb.device, amp):
+        logits = model(x)
+    loss = cross_entropy(logits, target, label_smoothing, class_weights)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)  # skips the step if fp16 gradients overflowed
+    scaler.update()
+    return loss, logits, target
 
 
 def _not_finite(logs: dict[str, float], model: torch.nn.Module) -> str:

@@ -35,7 +35,7 @@ import torch
 
 from cnnkit import runtime
 from cnnkit.augment import BatchAugment
-from cnnkit.config import ModelConfig, Preprocess, RunConfig
+from cnnkit.config import ModelConfig, Preprocess, RunConfig, save_json
 from cnnkit.data import DataSplits, ImageSet, load_data
 from cnnkit.data.loader import BatchLoader
 from cnnkit.errors import ConfigError
@@ -54,11 +54,16 @@ from cnnkit.train.issues import held_out_probs, run_label_issues
 from cnnkit.train.lock import RunLock, lock_run_folder
 from cnnkit.train.loop import FitState, fit
 from cnnkit.train.losses import class_weights, imbalance
+from cnnkit.train.lr_find import LRFind, lr_range_test, range_test_bar
 from cnnkit.train.optim import build_optimizer, build_scheduler
 from cnnkit.train.resume import Resume, as_resume, check_commit, restore, resume_note, train_state
 from cnnkit.train.tensorboard import TensorBoardLogger
 
-__all__ = ["Resume", "RunResult", "channel_stats", "model_input_config", "train"]
+__all__ = ["Resume", "RunResult", "channel_stats", "find_lr", "model_input_config", "train"]
+
+AUTO_LR = "auto"  # OptimConfig.lr's word: the range test's suggestion
+UNIT_LR = 1.0  # --lr auto builds the parts at this rate: each parameter group's lr is then its scale
+AUTO_LR_SWEEPS = 1  # sweeps of the range test behind --lr auto (each ~100 training steps)
 
 Evaluation = tuple[dict, np.ndarray, ImageSet]  # (metrics, probs (N,K), evaluated images)
 Finish = Callable[["RunResult"], None]  # writes a finished run's outputs while its folder is still locked
@@ -135,6 +140,8 @@ def train(cfg: RunConfig | None, splits: DataSplits | None = None, resume: str |
     run that owns the folder.
     ``cfg.model.name == "auto"`` lets :mod:`cnnkit.auto` choose the model and settings first
     (``finish`` is then called for each stage it trains, in that stage's own folder).
+    ``cfg.optim.lr == "auto"`` runs the learning-rate range test (:func:`find_lr`) once the model,
+    data and optimizer are built, and trains at its suggestion; config.json records that number.
     """
     started = time.perf_counter()  # --time counts from here: loading and feature extraction included
     if cfg is not None and cfg.model.name == "auto" and resume is None:
@@ -145,6 +152,8 @@ def train(cfg: RunConfig | None, splits: DataSplits | None = None, resume: str |
     rank, world = _dist_info()
     resume = as_resume(resume, cfg)
     cfg = _resolve_config(cfg, resume, announce=rank == 0)  # the run's own when resuming; checked
+    finding = _finds_lr(cfg, resume)  # --lr auto: built at unit rate, then set by the range test
+    cfg = _with_lr(cfg, UNIT_LR) if finding else cfg
     env = _setup_runtime(cfg, rank, world)  # device, precision, seed
     cfg = model_input_config(cfg)  # the model and its preprocessing ...
     splits = _data(cfg, splits)
@@ -152,6 +161,12 @@ def train(cfg: RunConfig | None, splits: DataSplits | None = None, resume: str |
     cfg = built.cfg
     train_loader, val_loader = _loaders(cfg, splits, env)
     parts = _training_parts(cfg, splits, built, env, train_loader, val_loader)  # optimizer, schedule, augment
+    found = None
+    if finding:  # the range test on copies of these parts; then the optimizer and schedule at its suggestion
+        found, lr = _range_test(cfg, built, parts, env, AUTO_LR_SWEEPS, cfg.train.progress)
+        cfg, built, parts = _at_lr(cfg, built, parts, lr)
+        if env.writer:
+            print(f"cnnkit: --lr auto: {lr:.1e}, {_found_text(found)}", file=sys.stderr, flush=True)
     lock = _run_folder(cfg, resume, explicit_out, env)  # locked until this run returns
     try:
         run_dir = lock.folder if lock is not None else None
@@ -160,6 +175,8 @@ def train(cfg: RunConfig | None, splits: DataSplits | None = None, resume: str |
         state = _restore(cfg, resume, parts, cbs, env)
         if run_dir is not None:
             write_run_start(run_dir, cfg, built.preprocess, splits, parts.features_info)
+            if found is not None:
+                save_json(found.to_dict(), run_dir / "lr_find.json")
         state = _fit(cfg, built, parts, env, cbs, history, run_dir, state)
         result = _finish(cfg, splits, built, parts, env, run_dir, history, state)
         if finish is not None:
@@ -170,7 +187,102 @@ def train(cfg: RunConfig | None, splits: DataSplits | None = None, resume: str |
             lock.release()
 
 
+def find_lr(cfg: RunConfig, splits: DataSplits | None = None, *, sweeps: int = 1, steps: int | None = None,
+            progress: bool = True) -> tuple[LRFind, RunConfig]:
+    """The learning-rate range test (:func:`cnnkit.train.lr_find.lr_range_test`) on what ``train(cfg)``
+    would build: its model (the head on cached features in ``--transfer features`` mode), data,
+    optimizer and augmentation.  Returns the result and ``cfg`` as resolved, at the suggested rate.
+
+    Writes nothing (a features-mode test fills the features cache as training would); ``--model
+    auto`` tests the model the automatic plan would train first.  ``sweeps`` > 1 repeats the sweep
+    over other batch orders and suggests the geometric median.  One process (under torchrun every
+    rank would test alone).
+    """
+    if cfg.model.name == "auto":
+        cfg, splits = _planned(cfg, splits)
+    cfg = _with_lr(_resolve_config(cfg, None, announce=False), UNIT_LR)
+    env = _setup_runtime(cfg, 0, 1)
+    cfg = model_input_config(cfg)
+    splits = _data(cfg, splits)
+    built = _build_model(cfg, splits, env)
+    cfg = built.cfg
+    train_loader, val_loader = _loaders(cfg, splits, env)
+    parts = _training_parts(cfg, splits, built, env, train_loader, val_loader)
+    found, lr = _range_test(cfg, built, parts, env, sweeps, progress, steps)
+    return found, _with_lr(cfg, lr)
+
+
 # ----------------------------------------------------------------------------- phases
+
+
+def _finds_lr(cfg: RunConfig, resume: Resume | None) -> bool:
+    if cfg.optim.lr != AUTO_LR:
+        return False
+    if resume is not None:  # a run records the number it trained at: resuming never tests again
+        raise ConfigError(f"{resume.run_dir}: its config says lr auto, not the rate it trained at; "
+                          f"set optim.lr in its config.json")
+    return True
+
+
+def _with_lr(cfg: RunConfig, lr: float) -> RunConfig:
+    return dataclasses.replace(cfg, optim=dataclasses.replace(cfg.optim, lr=lr))
+
+
+def _planned(cfg: RunConfig, splits: DataSplits | None) -> tuple[RunConfig, DataSplits | None]:
+    """``--model auto``: the config of the plan's first stage (said as ``train`` says it), and the
+    Python API's arrays brought to its size."""
+    from cnnkit.train.auto import data_stats, plan_run
+
+    plan = plan_run(cfg, data_stats(cfg.data, splits))
+    print(plan.line, file=sys.stderr, flush=True)
+    if splits is not None:
+        from cnnkit.data.arrays import conform_splits
+
+        data = model_input_config(plan.first).data
+        splits = conform_splits(splits, data.image_size, data.channels)
+    return plan.first, splits
+
+
+def _range_test(cfg: RunConfig, built: Built, parts: Parts, env: Env, sweeps: int, progress: bool,
+                steps: int | None = None) -> tuple[LRFind | None, float]:
+    """(result, suggested lr): rank 0 runs the test on its share of each batch and broadcasts the rate
+    (the other ranks get None and the number)."""
+    found = None
+    if env.writer:
+        with range_test_bar(progress) as on_step:
+            found = lr_range_test(getattr(parts.fit_model, "module", parts.fit_model), parts.train,
+                                  inputs=parts.fit_inputs, augment=parts.augment,
+                                  groups=built.model.param_groups(UNIT_LR),  # fresh: the schedule rescales built.params
+                                  optim=cfg.optim, amp=env.amp, label_smoothing=cfg.optim.label_smoothing,
+                                  class_weights=parts.class_weights, seed=cfg.train.seed, steps=steps,
+                                  sweeps=sweeps, on_step=on_step)
+    lr = found.suggestion if found is not None else None
+    if env.world > 1:
+        import torch.distributed as dist
+
+        box = [lr]
+        dist.broadcast_object_list(box, src=0)
+        lr = box[0]
+    return found, float(lr)
+
+
+def _at_lr(cfg: RunConfig, built: Built, parts: Parts, lr: float) -> tuple[RunConfig, Built, Parts]:
+    """The config, parameter groups, optimizer and schedule at rate ``lr`` (the model as it is)."""
+    cfg = _with_lr(cfg, lr)
+    params = built.model.param_groups(lr)
+    optimizer = build_optimizer(params, cfg.optim)
+    scheduler = build_scheduler(optimizer, cfg.optim, len(parts.train), cfg.train.epochs)
+    return (cfg, dataclasses.replace(built, cfg=cfg, params=params),
+            dataclasses.replace(parts, optimizer=optimizer, scheduler=scheduler))
+
+
+def _found_text(found: LRFind | None) -> str:
+    if found is None:
+        return "found by rank 0"
+    last = found.sweeps[0]
+    return (f"{found.method}; a range test of {len(last.lrs)} steps from {found.start:.0e} "
+            f"({last.stopped})")
+
 
 
 def _resolve_config(cfg: RunConfig | None, resume: Resume | None, announce: bool = True) -> RunConfig:
