@@ -43,8 +43,9 @@ def test_a_planted_flip_ranks_first_out_of_fold_though_in_sample_it_looks_clean(
     rows = find_issues(probs, given, ("a", "b", "c"), file_names(None, "train", len(y)), "train")
     assert rows[0].file == "train[5]" and (rows[0].given, rows[0].suggested) == ("b", "a")
     assert rows[0].score > 0.9 and len(rows) == 1
-    # a head that saw the image (more dimensions than images: it can fit any label) calls it clean
-    in_sample = issue_scores(fit_linear_head(x, given, 3).probs(x), given)
+    # a barely regularised head that saw the image (more dimensions than images: it can fit any label)
+    # calls it clean
+    in_sample = issue_scores(fit_linear_head(x, given, 3, weight_decay=1e-4).probs(x), given)
     assert in_sample[5] < 0.5
 
 
