@@ -21,3 +21,15 @@ def test_atomic_writes_follow_the_umask(tmp_path, umask):
         os.umask(old)
     mode = stat.S_IMODE((tmp_path / "metrics.json").stat().st_mode)
     assert mode == 0o666 & ~umask == stat.S_IMODE((tmp_path / "plain.txt").stat().st_mode)
+
+
+def test_finite_json_writes_non_finite_floats_as_null():
+    import json
+
+    import numpy as np
+
+    from cnnkit.io import finite_json
+
+    data = {"loss": float("nan"), "lrs": (1e-3, float("inf")), "acc": np.float32(0.5), "n": np.int64(3)}
+    assert finite_json(data) == {"loss": None, "lrs": [1e-3, None], "acc": 0.5, "n": 3}
+    json.dumps(finite_json(data), allow_nan=False)  # strict JSON accepts it

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import math
 import os
 import shutil
 import re
 import socket
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 from cnnkit.errors import DiskFullError
 
@@ -162,3 +163,18 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 
 def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def finite_json(obj: Any) -> Any:
+    """``obj`` with every non-finite float (NaN, inf) as None, for strict JSON (which has neither):
+    an undefined metric or a diverged loss is written as null.  Walks dicts, lists and tuples;
+    numpy scalars become Python numbers."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite_json(v) for v in obj]
+    if hasattr(obj, "item") and hasattr(obj, "dtype"):  # numpy scalars
+        return finite_json(obj.item())
+    return obj

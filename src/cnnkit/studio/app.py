@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import math
 import threading
 from base64 import b64encode
 from importlib import resources
@@ -32,6 +31,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from cnnkit.io import finite_json
 from cnnkit.studio import engine
 from cnnkit.studio.paths import PathError, browse, relative_to, scrub_tree
 from cnnkit.studio.runs import details, list_runs, open_run
@@ -46,22 +46,9 @@ SSE_WAIT_S = 10.0
 SHUTDOWN_WAIT_S = 30.0  # longest wait for a new event before a keep-alive comment
 
 
-def _finite(obj: Any) -> Any:
-    """JSON has no NaN/inf: a metric that is undefined (no validation data...) becomes null."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
-    if hasattr(obj, "item") and hasattr(obj, "dtype"):  # numpy scalars
-        return _finite(obj.item())
-    return obj
-
-
 class StudioJSON(JSONResponse):
     def render(self, content: Any) -> bytes:
-        return json.dumps(_finite(content), ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+        return json.dumps(finite_json(content), ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
 
 
 def _error(status: int, detail: str) -> StudioJSON:
@@ -274,7 +261,7 @@ def _add_job_routes(app: FastAPI, studio: Studio) -> None:
                 batch, ended = await run_in_threadpool(studio.jobs.events, job_id, seen, SSE_WAIT_S)
                 for event in batch:
                     seen = event["n"]
-                    yield f"id: {seen}\ndata: {json.dumps(_finite(event), allow_nan=False)}\n\n"
+                    yield f"id: {seen}\ndata: {json.dumps(finite_json(event), allow_nan=False)}\n\n"
                 if ended and not batch:
                     yield "event: end\ndata: {}\n\n"
                     return

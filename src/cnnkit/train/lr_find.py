@@ -41,6 +41,7 @@ from torch import nn
 from cnnkit.config import OptimConfig
 from cnnkit.data.loader import BatchLoader, epoch_generator
 from cnnkit.errors import ConfigError
+from cnnkit.io import finite_json
 from cnnkit.train.loop import train_step
 from cnnkit.train.optim import build_optimizer
 
@@ -96,7 +97,7 @@ class LRFind:
         return max(s) / min(s) if s and min(s) > 0 else math.nan
 
     def to_dict(self) -> dict[str, Any]:
-        return _finite_json(asdict(self))
+        return finite_json(asdict(self))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "LRFind":
@@ -108,17 +109,6 @@ class LRFind:
                              s["method"], s["stopped"]) for s in data["sweeps"])
         return cls(floats(data["lrs"]), floats(data["losses"]), floats(data["smoothed"]), float(data["suggestion"]),
                    data["method"], sweeps, float(data.get("start", START_LR)), float(data.get("end", END_LR)))
-
-
-def _finite_json(obj: Any) -> Any:
-    """JSON has no inf/NaN: a non-finite loss is written as null."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _finite_json(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite_json(v) for v in obj]
-    return obj
 
 
 # ----------------------------------------------------------------------------- the curve (arrays)
