@@ -40,5 +40,7 @@ def plot_lr_find(result: Any, title: str = "") -> Figure:
     ax.set_title(title or "learning-rate range test")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
-    fig.text(0.01, 0.01, result.method, fontsize=7, alpha=0.7)
+    # inside the axes, bottom left: the loss starts high there, so the corner is empty (and the
+    # note never collides with the x label, as it does below the axes)
+    ax.text(0.01, 0.02, result.method, transform=ax.transAxes, ha="left", va="bottom", fontsize=7, alpha=0.7)
     return fig
