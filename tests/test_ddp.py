@@ -62,3 +62,19 @@ def test_ddp_matches_single_process(tmp_path):
         assert torch.allclose(w1[k], w2[k], atol=1e-4), k
     # only rank 0 wrote: one run folder, no numbered twin
     assert not (tmp_path / "ddp-2").exists()
+
+
+@pytest.mark.skipif(not torch.distributed.is_available() or shutil.which("torchrun") is None,
+                    reason="torch.distributed / torchrun not available")
+def test_ddp_lr_auto_runs_the_range_test_once_and_records_the_broadcast_rate(tmp_path):
+    data = _folder(tmp_path / "data")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = _train(["torchrun", "--standalone", "--nproc_per_node", "2", "-m", "cnnkit", "train", str(data),
+                   "--model", "lenet5", "--epochs", "1", "--batch-size", "8", "--val-split", "0.25", "--lr", "auto",
+                   "--no-fast", "--quiet", "--cache-dir", str(tmp_path / "cache"), "--seed", "3",
+                   "--out", str(tmp_path / "ddp")], tmp_path, env, attempts=2)
+    lr = json.loads((tmp_path / "ddp" / "config.json").read_text())["optim"]["lr"]
+    assert isinstance(lr, float) and 1e-7 <= lr <= 10  # the broadcast number, not "auto"
+    lines = [ln for ln in (proc.stdout + proc.stderr).splitlines() if "--lr auto:" in ln]
+    assert len(lines) == 1 and f"{lr:.1e}" in lines[0]  # rank 0 alone ran the test and said so
+    assert json.loads((tmp_path / "ddp" / "lr_find.json").read_text())["suggestion"] == pytest.approx(lr)
