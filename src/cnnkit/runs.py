@@ -61,13 +61,19 @@ def write_run_outputs(result: RunResult) -> None:
     if result.run_dir is None or result.evaluation is None or result.config is None:
         return  # not the writing process, or nothing held out to evaluate on
     cfg = result.config
+    title = _title(cfg)
     write_evaluation(result.run_dir, result.metrics)
-    write_curves(result.run_dir, f"{cfg.model.name} on {Path(cfg.data.source).name}")
+    write_curves(result.run_dir, title)
     if (result.run_dir / LR_FIND_JSON).exists():  # trained with --lr auto: its range test's picture
-        write_lr_find_picture(result.run_dir, f"{cfg.model.name} on {Path(cfg.data.source).name}")
+        write_lr_find_picture(result.run_dir, title)
     if cfg.train.report:
         with trusted_code(cfg.model.name):  # this run has just imported its builder: its report may load it
             write_report_safely(result.run_dir, result.evaluation)
+
+
+def _title(cfg: RunConfig) -> str:
+    """The pictures' title: ``model on data``."""
+    return f"{cfg.model.name} on {Path(cfg.data.source).name}"
 
 
 def write_report_safely(run_dir: Path, evaluation: tuple) -> None:
@@ -139,8 +145,7 @@ def write_lr_find(folder: Path, found: Any, cfg: RunConfig | None = None) -> Non
     if cfg is not None:
         record["config"] = dataclasses.asdict(cfg)
     save_json(record, folder / LR_FIND_JSON)
-    title = f"{cfg.model.name} on {Path(cfg.data.source).name}" if cfg is not None else ""
-    write_lr_find_picture(folder, title)
+    write_lr_find_picture(folder, _title(cfg) if cfg is not None else "")
 
 
 def write_lr_find_picture(folder: Path, title: str = "") -> None:
@@ -157,11 +162,7 @@ def _lr_find_dir(cfg: RunConfig, out: str | Path | None) -> Path:
     """``out`` as given, else the first of runs/<data>-<model>-lr-find, ...-2, ... without an lr_find.json."""
     if out is not None:
         return Path(out)
-    from cnnkit.train.folder import default_run_dir
+    from cnnkit.train.folder import default_run_dir, numbered_dirs
 
     base = default_run_dir(cfg, False)
-    base = base.parent / f"{base.name}-lr-find"
-    n = 1
-    while (folder := base if n == 1 else base.parent / f"{base.name}-{n}").joinpath(LR_FIND_JSON).exists():
-        n += 1
-    return folder
+    return next(f for f in numbered_dirs(base.parent / f"{base.name}-lr-find") if not (f / LR_FIND_JSON).exists())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from cnnkit.config import Preprocess, RunConfig, save_json
 from cnnkit.data import DataSplits
@@ -26,6 +26,12 @@ def default_run_dir(cfg: RunConfig, explicit: bool) -> Path:
     return base
 
 
+def numbered_dirs(base: Path) -> Iterator[Path]:
+    """``base``, then base-2, base-3, ...: the names a run folder (or an lr-find folder) takes in turn."""
+    for n in itertools.count(1):
+        yield base if n == 1 else base.parent / f"{base.name}-{n}"
+
+
 def holds_run(folder: Path) -> bool:
     """True when ``folder`` has a committed epoch (or the last checkpoint of an older cnnkit's run)."""
     return (folder / MANIFEST).exists() or (folder / ckpt.LAST).exists()
@@ -43,8 +49,7 @@ def claim_fresh_dir(base: Path, explicit: bool) -> RunLock:
             lock.release()
             raise ConfigError(f"{base} already holds a run; use --resume {base} to continue it or choose another --out")
         return lock
-    for n in itertools.count(1):
-        folder = base if n == 1 else base.parent / f"{base.name}-{n}"
+    for folder in numbered_dirs(base):
         if holds_run(folder):
             continue
         try:

@@ -155,12 +155,7 @@ def train(cfg: RunConfig | None, splits: DataSplits | None = None, resume: str |
     finding = _finds_lr(cfg, resume)  # --lr auto: built at unit rate, then set by the range test
     cfg = _with_lr(cfg, UNIT_LR) if finding else cfg
     env = _setup_runtime(cfg, rank, world)  # device, precision, seed
-    cfg = model_input_config(cfg)  # the model and its preprocessing ...
-    splits = _data(cfg, splits)
-    built = _build_model(cfg, splits, env)
-    cfg = built.cfg
-    train_loader, val_loader = _loaders(cfg, splits, env)
-    parts = _training_parts(cfg, splits, built, env, train_loader, val_loader)  # optimizer, schedule, augment
+    cfg, splits, built, val_loader, parts = _prepare(cfg, splits, env)  # model, data, optimizer, augment
     found = None
     if finding:  # the range test on copies of these parts; then the optimizer and schedule at its suggestion
         found, lr = _range_test(cfg, built, parts, env, AUTO_LR_SWEEPS, cfg.train.progress)
@@ -202,17 +197,25 @@ def find_lr(cfg: RunConfig, splits: DataSplits | None = None, *, sweeps: int = 1
         cfg, splits = _planned(cfg, splits)
     cfg = _with_lr(_resolve_config(cfg, None, announce=False), UNIT_LR)
     env = _setup_runtime(cfg, 0, 1)
-    cfg = model_input_config(cfg)
-    splits = _data(cfg, splits)
-    built = _build_model(cfg, splits, env)
-    cfg = built.cfg
-    train_loader, val_loader = _loaders(cfg, splits, env)
-    parts = _training_parts(cfg, splits, built, env, train_loader, val_loader)
+    cfg, splits, built, _, parts = _prepare(cfg, splits, env)
     found, lr = _range_test(cfg, built, parts, env, sweeps, progress, steps)
     return found, _with_lr(cfg, lr)
 
 
 # ----------------------------------------------------------------------------- phases
+
+
+def _prepare(cfg: RunConfig, splits: DataSplits | None, env: Env
+             ) -> tuple[RunConfig, DataSplits, Built, BatchLoader | None, Parts]:
+    """The model and its preprocessing, the data, the loaders and the training parts (optimizer,
+    schedule, augmentation) - what a run trains and what the range test tries rates on.
+    Returns (cfg resolved for the model and data, splits, built, the validation loader, parts)."""
+    cfg = model_input_config(cfg)  # the data shaped as the model wants it, before loading
+    splits = _data(cfg, splits)
+    built = _build_model(cfg, splits, env)
+    cfg = built.cfg
+    train_loader, val_loader = _loaders(cfg, splits, env)
+    return cfg, splits, built, val_loader, _training_parts(cfg, splits, built, env, train_loader, val_loader)
 
 
 def _finds_lr(cfg: RunConfig, resume: Resume | None) -> bool:
