@@ -41,7 +41,7 @@ log = logging.getLogger("cnnkit.data")
 LABEL_MAP = "label_map.csv"
 EXCLUDE = "exclude"
 HEADER = ("file", "label")
-ARRAY_NAME = re.compile(r"(train|val|test)\[\d+\]")  # how label_issues.csv names an image of array data
+ARRAY_NAME = re.compile(r"(train|val|test)\[(\d+)\]")  # how label_issues.csv names an image of array data
 NO_MAP = "none"  # --label-map none: ignore the data folder's label_map.csv
 
 
@@ -191,10 +191,13 @@ def apply_folder_map(splits: DataSplits, root: str | os.PathLike, setting: str |
 # ----------------------------------------------------------------------------- writing
 
 
-def _written_name(path: str, root: Path) -> str:
-    """A file as the map writes it: relative to the data folder (forward slashes) where under it."""
-    rel = os.path.relpath(path, root)
-    return rel.replace(os.sep, "/") if not rel.startswith("..") else path
+def data_relative(path: str | os.PathLike, root: str | os.PathLike) -> str:
+    """A file as the label map and ``label_issues.csv`` name it: relative to the data folder ``root``
+    (forward slashes) where it lies under it, else absolute - one rule, so a CSV's names read back."""
+    p, base = os.path.abspath(path), os.path.abspath(root)
+    if p == base or p.startswith(base.rstrip(os.sep) + os.sep):
+        return os.path.relpath(p, base).replace(os.sep, "/")
+    return p
 
 
 @dataclass(frozen=True)
@@ -253,7 +256,7 @@ def relabel(data: str | os.PathLike, changes: Iterable[tuple[str, str]], map_pat
         if label.lower() != EXCLUDE and listing.classes.index(label) == known[file]:
             removed += rows.pop(file, None) is not None  # back to its folder's class: no row needed
             continue
-        written = rows[file][0] if file in rows else _written_name(file, root)
+        written = rows[file][0] if file in rows else data_relative(file, root)
         changed += rows.get(file) != (written, label)
         rows[file] = (written, label)
     buf = io.StringIO()
@@ -281,5 +284,6 @@ def relabel_command(data: str | os.PathLike, files: Sequence[str] = (), to: str 
     return relabel(data, [(f, EXCLUDE if exclude else to) for f in files], map_path)
 
 
-__all__ = ["EXCLUDE", "LABEL_MAP", "LabelMap", "MapRow", "MapSummary", "RelabelResult", "apply_folder_map",
-           "apply_label_map", "find_label_map", "read_label_map", "relabel", "relabel_command", "suggestions"]
+__all__ = ["ARRAY_NAME", "EXCLUDE", "LABEL_MAP", "LabelMap", "MapRow", "MapSummary", "RelabelResult",
+           "apply_folder_map", "apply_label_map", "data_relative", "find_label_map", "read_label_map", "relabel",
+           "relabel_command", "suggestions"]

@@ -15,7 +15,7 @@ from cnnkit.data.download import extract
 from cnnkit.data.images import check_fractions, load_folder
 from cnnkit.data.named import DIGITS, NAMED
 from cnnkit.data.types import DataSplits, ImageSet
-from cnnkit.errors import ConfigError, DataError, DiskFullError
+from cnnkit.errors import CnnkitError, ConfigError, DataError, DiskFullError
 from cnnkit.io import atomic_path
 
 def mnist_mini(cache_dir: str | None = None) -> ImageSet:
@@ -96,6 +96,15 @@ def folder_of(source: str, cache_dir: str | None = None) -> Path | None:
     if path.is_file():
         return extract(path, cache_root(cache_dir))
     raise DataError(f"data {source!r}: no such folder or archive, and not a known dataset name ({', '.join(SOURCES)})")
+
+
+def image_folder(data: DataConfig) -> Path | None:
+    """The image folder of ``data`` (:func:`folder_of`), or None for a dataset name or a source that
+    no longer resolves (a finished run's data moved): what file names in a run's outputs are relative to."""
+    try:
+        return folder_of(data.source, data.cache_dir)
+    except CnnkitError:
+        return None
 
 
 def load_data(cfg: DataConfig) -> DataSplits:

@@ -26,6 +26,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from cnnkit.data.label_map import data_relative
+
 LABEL_ISSUES = "label_issues.csv"  # in the run folder
 DEFAULT_FOLDS = 5
 COLUMNS = ("file", "split", "given", "suggested", "score")
@@ -146,15 +148,7 @@ def file_names(paths: Sequence[str] | None, split: str, n: int, root: str | os.P
     it (forward slashes), else its absolute path; ``"<split>[index]"`` for array data (no paths)."""
     if paths is None:
         return [f"{split}[{i}]" for i in range(n)]
-    base = os.path.abspath(root) if root is not None else None
-    out = []
-    for p in paths:
-        p = os.path.abspath(p)
-        if base is not None and (p == base or p.startswith(base.rstrip(os.sep) + os.sep)):
-            out.append(os.path.relpath(p, base).replace(os.sep, "/"))
-        else:
-            out.append(p)
-    return out
+    return [data_relative(p, root) if root is not None else os.path.abspath(p) for p in paths]
 
 
 def find_issues(probs: np.ndarray, labels: np.ndarray, classes: Sequence[str], files: Sequence[str],

@@ -12,21 +12,10 @@ from __future__ import annotations
 import numpy as np
 
 from cnnkit.config import RunConfig
+from cnnkit.data.sources import image_folder
 from cnnkit.data.types import DataSplits, ImageSet
-from cnnkit.errors import CnnkitError
 from cnnkit.evaluate.calibration import log_probs, scale_probs
 from cnnkit.evaluate.label_issues import LabelIssue, file_names, find_issues, out_of_fold_probs, rank_issues
-
-
-def _data_root(cfg: RunConfig) -> str | None:
-    """The folder the CSV's file names are relative to (the data folder), or None for named datasets."""
-    from cnnkit.data.sources import folder_of
-
-    try:
-        folder = folder_of(cfg.data.source, cfg.data.cache_dir)
-    except CnnkitError:
-        return None
-    return str(folder) if folder is not None else None
 
 
 def _rows(probs: np.ndarray, data: ImageSet, split: str, root: str | None) -> list[LabelIssue]:
@@ -59,7 +48,7 @@ def run_label_issues(cfg: RunConfig, splits: DataSplits, held_out: dict[str, np.
     """
     if cfg.train.label_issues == "off":
         return None
-    root = _data_root(cfg)
+    root = image_folder(cfg.data)  # the CSV's file names are relative to it; None for named datasets
     classes = splits.classes
     rows: list[LabelIssue] = []
     scored = {}

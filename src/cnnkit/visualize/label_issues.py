@@ -8,18 +8,17 @@ first.  Images of a folder dataset are read from their files; images of an array
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
 
+from cnnkit.data.label_map import ARRAY_NAME
 from cnnkit.data.types import ImageSet
 from cnnkit.evaluate.label_issues import LabelIssue
 
 THUMBNAIL = (96, 96)  # (H, W) when no evaluated images give the size
-_ARRAY_NAME = re.compile(r"(train|val|test)\[(\d+)\]")
 
 
 def issue_thumbnails(rows: Sequence[LabelIssue], root: str | os.PathLike | None = None, data: ImageSet | None = None,
@@ -35,7 +34,7 @@ def issue_thumbnails(rows: Sequence[LabelIssue], root: str | os.PathLike | None 
     out = np.full((len(rows), size[0], size[1], channels), 200, np.uint8)
     found = []
     for j, r in enumerate(rows):
-        m = _ARRAY_NAME.fullmatch(r.file)
+        m = ARRAY_NAME.fullmatch(r.file)
         ok = False
         if m is not None:
             i = int(m.group(2))

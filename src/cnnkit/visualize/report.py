@@ -172,6 +172,7 @@ def _gradcam_section(ckpt: Checkpoint, probs: np.ndarray, data: ImageSet, wrong:
 def _label_issues_section(run_dir: Path, cfg: RunConfig | None, evaluation: Evaluation | None, n: int) -> str:
     """The top suspects of ``label_issues.csv`` as pictures, or a note saying why there are none."""
     from cnnkit.evaluate.label_issues import LABEL_ISSUES, read_issues
+    from cnnkit.data.sources import image_folder
     from cnnkit.visualize.label_issues import THUMBNAIL, issue_thumbnails, plot_label_issues
 
     path = run_dir / LABEL_ISSUES
@@ -188,7 +189,7 @@ def _label_issues_section(run_dir: Path, cfg: RunConfig | None, evaluation: Eval
     top = rows[:n]
     data = evaluation[2] if evaluation is not None else None
     split = evaluation[0].get("split") if evaluation is not None else None
-    root = _data_folder(cfg)
+    root = image_folder(cfg.data) if cfg is not None else None  # file names in the CSV are relative to it
     size, channels = (data.image_size, data.channels) if data is not None else (THUMBNAIL, 3)
     images, found = issue_thumbnails(top, root, data, split, size, channels)
     note = (f"<p class=note>{len(rows)} images whose most probable class is not their label ({how}); "
@@ -196,18 +197,6 @@ def _label_issues_section(run_dir: Path, cfg: RunConfig | None, evaluation: Eval
             f"<code>cnnkit relabel DATA --from {html.escape(str(path))} --top K</code> or "
             f"<code>cnnkit relabel DATA FILE --to CLASS</code>.</p>")
     return note + _img(figure_data_uri(plot_label_issues(images, top, found=found)), "suspected label errors")
-
-
-def _data_folder(cfg: RunConfig | None) -> Path | None:
-    """The run's image folder (file names in label_issues.csv are relative to it), or None."""
-    if cfg is None:
-        return None
-    from cnnkit.data.sources import folder_of
-
-    try:
-        return folder_of(cfg.data.source, cfg.data.cache_dir)
-    except CnnkitError:
-        return None
 
 
 def _filters_section(ckpt: Checkpoint) -> str:
