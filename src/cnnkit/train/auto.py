@@ -213,15 +213,14 @@ def choose_backbone(n_images: int, budget: float, device: str) -> tuple[str, str
     return "efficientnet_lite0", f"Lite1's feature pass would take about {cost:.0f} s of the {budget:.0f} s budget"
 
 
-def features_fit(stats: DataStats, budget: float, device: str) -> tuple[bool, str]:
-    """Whether few small colour images should get upscaled pretrained features, and why (in words)."""
+def features_fit(stats: DataStats, budget: float, device: str) -> str:
+    """Why few small colour images get upscaled pretrained features (in words), or "" when they do not:
+    grey, more than :data:`FEW_IMAGES`, or a feature pass over :data:`SMALL_FEATURES_SHARE` of the budget."""
     cost = (stats.train + stats.val) * lite0_seconds_per_image(device)
-    if stats.grey or stats.train > FEW_IMAGES:
-        return False, ""
-    if cost > budget * SMALL_FEATURES_SHARE:
-        return False, f"their feature pass would take about {cost:.0f} s of the {budget:.0f} s budget"
-    return True, (f"only {stats.train:,} small colour images: upscaled ImageNet features beat a net trained "
-                  f"from scratch on so few")
+    if stats.grey or stats.train > FEW_IMAGES or cost > budget * SMALL_FEATURES_SHARE:
+        return ""
+    return (f"only {stats.train:,} small colour images: upscaled ImageNet features beat a net trained "
+            f"from scratch on so few")
 
 
 def _photo_plan(stats: DataStats, user: RunConfig, budget: float, device: str, why_kind: str = "") -> Plan:
@@ -304,8 +303,8 @@ def plan_run(cfg: RunConfig, stats: DataStats, budget: float | None = None, devi
     device = _device_type(device or cfg.train.device)
     # grey photos too: the backbone sees the grey image in all three channels
     photo = min(stats.size) > PHOTO_MIN_SIDE and cfg.data.channels != 1  # --channels 1: backbones want RGB
-    few, why_few = features_fit(stats, budget, device) if not photo and cfg.data.channels != 1 else (False, "")
-    if photo or few:
+    why_few = features_fit(stats, budget, device) if not photo and cfg.data.channels != 1 else ""
+    if photo or why_few:
         plan = _photo_plan(stats, cfg, budget, device, why_kind=why_few)
     else:
         plan = _scratch_plan(stats, cfg, budget, device)

@@ -229,9 +229,7 @@ class TimeBudget(Callback):
         return max(self.durations[-1], sum(self.durations) / len(self.durations)) if self.durations else 0.0
 
     def next_epoch_estimate(self) -> float:
-        if not self.durations:
-            return 0.0
-        return self._epoch_estimate() + self.val_seconds
+        return self.rest_estimate(1)
 
     def rest_estimate(self, epochs_left: int) -> float:
         """Seconds the remaining ``epochs_left`` epochs and the final validation pass are predicted to take."""

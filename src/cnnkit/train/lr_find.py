@@ -233,7 +233,6 @@ def range_test_bar(enabled: bool = True, stream: Any = None) -> Iterator[Callabl
         yield lambda done, total: bar.update(task, completed=done, total=total)
 
 
-
 def _unit_groups(model: nn.Module, groups: list[dict]) -> list[dict]:
     """``groups`` (at unit rate: each group's ``lr`` is its scale) mapped onto ``model``'s parameters,
     groups without any of them dropped (a frozen backbone's)."""
