@@ -80,7 +80,7 @@ def main() -> int:
     from cnnkit.config import make_config
     from cnnkit.data import load_data
     from cnnkit.evaluate.label_issues import out_of_fold_probs
-    from cnnkit.runs import train
+    from cnnkit.commands.train import train
     from cnnkit.visualize.figures import save_figure
     from cnnkit.visualize.label_issues import issue_thumbnails, plot_label_issues
 

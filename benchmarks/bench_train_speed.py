@@ -101,7 +101,7 @@ def run_cnnkit(name: str, size: int, n: int, bs: int) -> float:
 
     from cnnkit.config import DataConfig, ModelConfig, OptimConfig, RunConfig, TrainConfig
     from cnnkit.data import DataSplits, ImageSet
-    from cnnkit.runs import train
+    from cnnkit.commands.train import train
 
     x, y = make_data(size, n)
     splits = DataSplits(train=ImageSet(x, y, tuple(str(i) for i in range(10))))

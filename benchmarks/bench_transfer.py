@@ -51,7 +51,7 @@ def main() -> int:
     from cnnkit.config import DataConfig, ModelConfig, RunConfig, TrainConfig
     from cnnkit.data import load_data
     from cnnkit.models.transfer import prepare_run_config
-    from cnnkit.runs import train
+    from cnnkit.commands.train import train
 
     with tempfile.TemporaryDirectory(prefix="bench-transfer-") as tmp:
         cfg = RunConfig(

@@ -44,7 +44,7 @@ import torch
 
 from cnnkit.data import DataSplits, load_data
 from cnnkit.recipes import RECIPES
-from cnnkit.runs import train
+from cnnkit.commands.train import train
 
 HERE = Path(__file__).resolve().parent
 RECIPE = "cifar10-gpu-speedrun"

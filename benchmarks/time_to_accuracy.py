@@ -24,7 +24,7 @@ import torch
 
 from cnnkit.data import load_data
 from cnnkit.recipes import RECIPES
-from cnnkit.runs import train
+from cnnkit.commands.train import train
 
 HERE = Path(__file__).resolve().parent
 TASKS = {"mnist": "mnist-speedrun", "fashion-mnist": "fashion-mnist-speedrun", "cifar10": "cifar10-speedrun"}

@@ -7,7 +7,7 @@ is an edge.  The rules:
 1. Each top-level module or subpackage belongs to a layer (bottom to top)::
 
        errors, io, settings, runtime  <  augment  <  config  <  data, models  <  inference
-       <  train, evaluate, visualize  <  runs, recipes, serve, explain, inspect_command, studio
+       <  train, evaluate, visualize  <  commands, recipes, serve, studio
        <  cli, __main__, the package root (cnnkit/__init__.py)
 
    A module may import its own layer or lower ones, never a higher one.  A new top-level module
@@ -39,8 +39,8 @@ LAYERS = [
     {"config"},
     {"data", "models"},
     {"inference"},
-    {"train", "evaluate", "visualize", "auto"},  # auto plans a run and trains it with cnnkit.train
-    {"runs", "recipes", "serve", "explain", "inspect_command", "studio"},
+    {"train", "evaluate", "visualize"},
+    {"commands", "recipes", "serve", "studio"},
     {"cli", "__main__", ""},  # "" = the package root, cnnkit/__init__.py
 ]
 LAYER = {name: i for i, names in enumerate(LAYERS) for name in names}
@@ -98,7 +98,7 @@ def imports_of(module: str, path: Path, modules: dict[str, Path]) -> list[tuple[
 
 
 def top(module: str) -> str:
-    """``cnnkit.train.run`` -> ``train``; ``cnnkit.runs`` -> ``runs``; ``cnnkit`` -> ``""``."""
+    """``cnnkit.train.run`` -> ``train``; ``cnnkit.commands.train`` -> ``runs``; ``cnnkit`` -> ``""``."""
     parts = module.split(".")
     return parts[1] if len(parts) > 1 else ""
 
@@ -215,4 +215,4 @@ def test_no_import_cycle_between_modules(graph):
 def test_the_checks_catch_a_cycle_and_an_upward_import():
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": set()}) is None
-    assert LAYER["train"] > LAYER["inference"] > LAYER["data"] and LAYER["runs"] > LAYER["visualize"]
+    assert LAYER["train"] > LAYER["inference"] > LAYER["data"] and LAYER["commands"] > LAYER["visualize"]

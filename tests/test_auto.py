@@ -17,7 +17,7 @@ from cnnkit.config import load_run_config, make_config
 from cnnkit.data import DataSplits, ImageSet
 from cnnkit.models.efficientnet_lite import LITE_VARIANTS
 from cnnkit.train.callbacks import BestCheckpoint, EarlyStopping, TimeBudget
-from cnnkit.runs import train
+from cnnkit.commands.train import train
 
 
 def write_folder(root, size: int, mode: str, classes=("0", "1"), n: int = 6, seed: int = 0):

@@ -242,7 +242,7 @@ def test_foreign_safetensors_file_is_rejected_clearly(tmp_path):
 
 
 def test_explaining_an_onnx_export_asks_for_the_checkpoint(ckpt, tmp_path, images):
-    from cnnkit.explain import gradcam_figure
+    from cnnkit.commands.explain import gradcam_figure
 
     onnx_path = export_model(ckpt, "onnx", tmp_path / "m.onnx").path
     with pytest.raises(CheckpointError, match="Grad-CAM needs a PyTorch checkpoint.*onnxruntime"):

@@ -18,7 +18,7 @@ from cnnkit.data import DataSplits, load_data
 from cnnkit.errors import DataError
 from cnnkit.evaluate.label_issues import (COLUMNS, file_names, find_issues, fit_linear_head, issue_scores,
                                           out_of_fold_probs, read_issues, stratified_folds)
-from cnnkit.runs import train
+from cnnkit.commands.train import train
 from cnnkit.visualize.report import render_report
 
 from conftest import make_shapes

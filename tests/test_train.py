@@ -9,7 +9,7 @@ from cnnkit.data import DataSplits, ImageSet
 from cnnkit.data.loader import BatchLoader
 from cnnkit.errors import CheckpointError, ConfigError
 from cnnkit.models import build_model
-from cnnkit.runs import train
+from cnnkit.commands.train import train
 from cnnkit.train.callbacks import Callback
 from cnnkit.inference.checkpoint import load_checkpoint, load_train_state
 from cnnkit.evaluate.predict import predict_probs
@@ -422,7 +422,7 @@ def test_image_inputs_is_one_conversion_for_nhwc_arrays_and_nchw_batches():
 
 
 def test_bare_training_draws_nothing_and_the_run_layer_adds_pictures(tmp_path, shapes_splits):
-    from cnnkit.runs import write_run_outputs
+    from cnnkit.commands.train import write_run_outputs
     from cnnkit.train import train as train_only
 
     result = train_only(run_cfg(tmp_path, epochs=1, report=True), splits=shapes_splits, explicit_out=True)
@@ -449,7 +449,7 @@ def test_resume_resolves_the_runs_own_config_and_names_what_it_ignores(tmp_path,
 
 
 def test_finish_writes_the_outputs_while_the_run_still_holds_its_folder_lock(tmp_path, shapes_splits):
-    from cnnkit.runs import write_run_outputs
+    from cnnkit.commands.train import write_run_outputs
     from cnnkit.train import train as train_only
     from cnnkit.train.lock import FolderBusy, lock_run_folder
 

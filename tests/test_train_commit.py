@@ -22,7 +22,7 @@ from cnnkit.config import DataConfig, ModelConfig, OptimConfig, RunConfig, Train
 from cnnkit.errors import CheckpointError, ConfigError, DiskFullError
 from cnnkit.inference import checkpoint as ckpt
 from cnnkit.io import atomic_write_bytes
-from cnnkit.runs import train
+from cnnkit.commands.train import train
 from cnnkit.train.commit import MANIFEST, commit, commit_steps, read_commit
 from cnnkit.train.lock import lock_run_folder
 from cnnkit.train.resume import check_commit

@@ -136,7 +136,7 @@ def _imbalanced() -> DataSplits:
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    from cnnkit.runs import train
+    from cnnkit.commands.train import train
 
     out = tmp_path_factory.mktemp("trust") / "run"
     cfg = RunConfig(data=DataConfig(source="shapes"), model=ModelConfig(name="simple-cnn"),

@@ -16,8 +16,8 @@ from PIL import Image
 from cnnkit.cli import main
 from cnnkit.config import DataConfig, ModelConfig, OptimConfig, RunConfig, TrainConfig
 from cnnkit.evaluate.evaluate import evaluate
-from cnnkit.runs import train
-from cnnkit.runs import write_report_safely
+from cnnkit.commands.train import train
+from cnnkit.commands.train import write_report_safely
 from cnnkit.visualize.report import write_report
 
 from conftest import make_shapes

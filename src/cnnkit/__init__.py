@@ -20,7 +20,7 @@ __version__ = "0.1.0"
 # heavy entry points (they import torch) resolve on first use, so `import cnnkit` stays cheap
 _LAZY = {
     # (named apart from the subpackages cnnkit.train / cnnkit.evaluate, which would shadow them)
-    "train_model": ("cnnkit.runs", "train"),
+    "train_model": ("cnnkit.commands.train", "train"),
     "evaluate_model": ("cnnkit.evaluate.evaluate", "evaluate"),
     "predict": ("cnnkit.inference.load", "predict"),
     "Predictor": ("cnnkit.inference.torch_backend", "Predictor"),

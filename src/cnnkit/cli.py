@@ -92,7 +92,7 @@ def _note_ineffective(cfg, given: settings.Given) -> None:
 
 
 def cmd_train(a: argparse.Namespace) -> int:
-    from cnnkit.runs import train
+    from cnnkit.commands.train import train
     from cnnkit.train import Resume
 
     from cnnkit.runtime import distributed_from_env
@@ -130,7 +130,7 @@ def cmd_train(a: argparse.Namespace) -> int:
 
 
 def cmd_lr_find(a: argparse.Namespace) -> int:
-    from cnnkit.runs import LR_FIND_PNG, lr_find
+    from cnnkit.commands.train import LR_FIND_PNG, lr_find
 
     cfg = run_config_from_args(a)
     given = settings.given(a, a.run_config)
@@ -155,7 +155,7 @@ def cmd_lr_find(a: argparse.Namespace) -> int:
 def cmd_evaluate(a: argparse.Namespace) -> int:
     from cnnkit.evaluate.evaluate import evaluate
     from cnnkit.evaluate.metrics import format_report
-    from cnnkit.runs import write_evaluation
+    from cnnkit.commands.train import write_evaluation
 
     source = a.data or _run_source(a.checkpoint)
     metrics, _, _ = evaluate(a.checkpoint, source, split=a.split, tta=a.tta, device=a.device or "auto",
@@ -257,7 +257,7 @@ def cmd_relabel(a: argparse.Namespace) -> int:
 
 
 def cmd_inspect(a: argparse.Namespace) -> int:
-    from cnnkit.inspect_command import inspect_command
+    from cnnkit.commands.inspect import inspect_command
 
     inspect_command(a.data, samples=a.samples, n=a.n, data_dir=a.data_dir, cache_dir=a.cache_dir, json_out=a.json)
     return 0
@@ -306,31 +306,31 @@ def _save_picture(fig, out: str) -> int:
 
 
 def cmd_explain_sobel(a: argparse.Namespace) -> int:
-    from cnnkit.explain import sobel_figure
+    from cnnkit.commands.explain import sobel_figure
 
     return _save_picture(sobel_figure(a.image), a.out)
 
 
 def cmd_explain_filters(a: argparse.Namespace) -> int:
-    from cnnkit.explain import filters_figure
+    from cnnkit.commands.explain import filters_figure
 
     return _save_picture(filters_figure(a.checkpoint), a.out)
 
 
 def cmd_explain_features(a: argparse.Namespace) -> int:
-    from cnnkit.explain import features_figure
+    from cnnkit.commands.explain import features_figure
 
     return _save_picture(features_figure(a.checkpoint, a.image, a.layer), a.out)
 
 
 def cmd_explain_gradcam(a: argparse.Namespace) -> int:
-    from cnnkit.explain import gradcam_figure
+    from cnnkit.commands.explain import gradcam_figure
 
     return _save_picture(gradcam_figure(a.checkpoint, a.image, a.class_name), a.out)
 
 
 def cmd_explain_most_wrong(a: argparse.Namespace) -> int:
-    from cnnkit.explain import most_wrong_figure
+    from cnnkit.commands.explain import most_wrong_figure
 
     return _save_picture(most_wrong_figure(a.checkpoint, a.data, n=a.n, split=a.split, data_dir=a.data_dir), a.out)
 

@@ -419,7 +419,7 @@ def _load(recipe: Recipe, cfg: RunConfig, splits: DataSplits | None) -> DataSpli
 
 
 def _train_row(label: str, reported: float | None, cfg: RunConfig, splits: DataSplits) -> dict[str, Any]:
-    from cnnkit.runs import train
+    from cnnkit.commands.train import train
 
     start = time.perf_counter()
     result = train(cfg, splits=splits)

@@ -3,7 +3,7 @@
 :func:`inspect_data` computes a plain dict (counts per class and split, image size spread,
 unreadable files, exact and near duplicates across splits, class imbalance); :func:`render_inspection`
 prints it with rich (``cnnkit inspect``'s sample grid is drawn one layer up, by
-:mod:`cnnkit.inspect_command`).  Folders are inspected file by file (every file is opened and decoded, and
+:mod:`cnnkit.commands.inspect`).  Folders are inspected file by file (every file is opened and decoded, and
 its bytes hashed); named datasets are inspected as the arrays ``load_data`` returns.
 """
 

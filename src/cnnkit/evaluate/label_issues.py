@@ -14,7 +14,7 @@ The rows kept (:func:`find_issues`) are the scored images whose suggested label 
 given one - the model's answer disagrees with the label - most suspicious first; no other cut-off.
 As the suggested class is more probable than the given one, every row's score is above 0.5.
 All functions here work on arrays; the run folder's ``label_issues.csv`` is written by
-:mod:`cnnkit.runs`.
+:mod:`cnnkit.commands.train`.
 """
 
 from __future__ import annotations

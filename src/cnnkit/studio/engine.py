@@ -2,7 +2,7 @@
 
 The rest of the studio (jobs, runs, the web app) calls these functions only, so a rename in
 the library is a change of a few lines in this module.  It imports the modules behind the
-public names (``cnnkit.train_model`` is ``cnnkit.runs.train``...), not the package root, which
+public names (``cnnkit.train_model`` is ``cnnkit.commands.train.train``...), not the package root, which
 sits above the studio in the layer order.  Training goes through the same ``cnnkit.train_model``
 as ``cnnkit train``; evaluation, prediction, Grad-CAM, most-wrong and
 export are the library's own functions.
@@ -83,14 +83,14 @@ def check_config(cfg: RunConfig) -> None:
 
 def train(cfg: RunConfig, callbacks: Sequence[Callback]) -> Any:
     """The library's training run (the one ``cnnkit train`` makes) into a new run folder; its RunResult."""
-    from cnnkit.runs import train as train_model  # cnnkit.train_model
+    from cnnkit.commands.train import train as train_model  # cnnkit.train_model
 
     return train_model(cfg, callbacks=list(callbacks), explicit_out=True)
 
 
 def resume(run_dir: Path, callbacks: Sequence[Callback], epochs: int | None = None) -> Any:
     """``cnnkit train --resume RUN [--epochs N]``: the run's own settings, to its own epoch count unless given."""
-    from cnnkit.runs import train as train_model
+    from cnnkit.commands.train import train as train_model
     from cnnkit.train.resume import Resume
 
     return train_model(None, resume=Resume(run_dir, epochs, progress=False), callbacks=list(callbacks))

@@ -1,6 +1,6 @@
 """Training: ``train(RunConfig)`` runs a whole experiment; ``fit`` is the bare loop.
 
-(:func:`cnnkit.runs.train`, also ``cnnkit.train_model``, adds the finished run folder's pictures,
+(:func:`cnnkit.commands.train.train`, also ``cnnkit.train_model``, adds the finished run folder's pictures,
 metrics files and report.)
 """
 

@@ -4,7 +4,7 @@ In ``--transfer features`` mode the training and validation images are scored by
 cross-validated linear head on their cached features (seconds: the features are already on
 disk); in every mode the splits the model never fitted - validation (outside features mode)
 and test - are scored by the final, calibrated model.  See :mod:`cnnkit.evaluate.label_issues`
-for the score and the rows kept; :mod:`cnnkit.runs` writes them as ``label_issues.csv``.
+for the score and the rows kept; :mod:`cnnkit.commands.train` writes them as ``label_issues.csv``.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@
 (resume, paths, settings); device, precision and seed; the model and its preprocessing; data
 loaders; optimizer, schedule and augmentation; the run folder; callbacks; fit; finish (best
 weights back in, final evaluation).  Pictures, metrics files and the report of a finished run
-are drawn one layer up (:func:`cnnkit.runs.write_run_outputs`): :func:`cnnkit.runs.train`
+are drawn one layer up (:func:`cnnkit.commands.train.write_run_outputs`): :func:`cnnkit.commands.train.train`
 (= ``cnnkit.train_model``) hands that in as ``finish``, which :func:`train` calls while it still
 holds the run folder's lock.
 
@@ -138,7 +138,7 @@ def train(cfg: RunConfig | None, splits: DataSplits | None = None, resume: str |
     ``finish`` is called with the :class:`RunResult` after the final evaluation, before the run
     folder's lock is released, so that what it writes there (pictures, report) is written by the
     run that owns the folder.
-    ``cfg.model.name == "auto"`` lets :mod:`cnnkit.auto` choose the model and settings first
+    ``cfg.model.name == "auto"`` lets :mod:`cnnkit.train.auto` choose the model and settings first
     (``finish`` is then called for each stage it trains, in that stage's own folder).
     ``cfg.optim.lr == "auto"`` runs the learning-rate range test (:func:`find_lr`) once the model,
     data and optimizer are built, and trains at its suggestion; config.json records that number.

@@ -324,7 +324,7 @@ def write_report(run_dir: str | Path, data_source: str | None = None, *, evaluat
 
 
 def _auto_choice(run_dir: Path) -> dict | None:
-    """The auto.json of a run the automatic default planned (as :func:`cnnkit.auto.read_choice`), or None."""
+    """The auto.json of a run the automatic default planned (as :func:`cnnkit.train.auto.read_choice`), or None."""
     try:
         return json.loads((Path(run_dir) / "auto.json").read_text())
     except (OSError, ValueError):
