@@ -34,7 +34,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 ROOT = "cnnkit"
 
 LAYERS = [
-    {"errors", "io", "settings", "runtime"},
+    {"errors", "io", "settings", "runtime", "phases"},
     {"augment"},  # each augmentation declares its own settings; config assembles them into RunConfig
     {"config"},
     {"data", "models"},
