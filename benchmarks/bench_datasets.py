@@ -17,6 +17,10 @@ From Python (``benchmarks/`` on ``sys.path``)::
     from bench_datasets import DATASETS, build
     folder = build("signs32", Path(".bench-data"))     # -> .bench-data/signs32
 
+``DATASETS`` maps each name to a ``Dataset(description, builder, kind, version, on_request)``;
+``build`` raises ``DatasetError`` (one line naming the file) when a source is missing or the target
+folder exists but was not written here.
+
 The datasets, and the kind of data each one stands for:
 
 * ``cats-dogs`` - cats_and_dogs_filtered (2,000 train / 1,000 validation JPEGs, 2 classes) from
@@ -45,7 +49,8 @@ The datasets, and the kind of data each one stands for:
   small rotations, scales, flips and brightness changes; 600 / 200 / 200: **grey photographs
   (texture, microscopy, documents) at a medium size**, the kind of folder nobody tuned for.  Train,
   validation and test patches come from disjoint regions of each photo (the left 60% for train,
-  the right 40% split top/bottom for validation/test), so no test patch overlaps a training one.
+  the right 40% split top/bottom for validation/test), so no test patch overlaps a training one;
+  a near-blank patch (sky, empty paper) is drawn again.
 * ``photo-patches`` - the same recipe in colour, 160-240 px, 10 classes = 10 packaged colour photos
   (astronaut, coffee, cat, rocket, star field, tissue, retina, motorcycle, temple, flower); 400 / 200
   / 200: **a small set of larger colour photos**, the case where frozen features (and their
