@@ -10,7 +10,7 @@ hidden temporary folder next to it, then renamed into place; a ``.bench-dataset.
 it is complete and what it holds).  With no NAME it builds every dataset except the big
 ``cifar10-full``, which is built only when named.  ``--sheet`` also writes a contact sheet of a few
 images per class to ``ROOT/_sheets/<name>.png``.  Then it prints a table: name, kind, classes,
-train/validation/test counts, image size, colour, size on disk and build seconds.
+train/validation/test counts, image size, colour, total size of the image files and build seconds.
 
 From Python (``benchmarks/`` on ``sys.path``)::
 
@@ -659,12 +659,8 @@ def contact_sheet(folder: Path, out: Path, per_class: int = 8, cell: int = 64) -
     return out
 
 
-def _mb(n: int) -> str:
-    return f"{n / 1e6:.1f} MB"
-
-
 def table(root: Path, names: list[str]) -> str:
-    lines = ["| name | kind | classes | train | validation | test | image size | colour | on disk | build s |",
+    lines = ["| name | kind | classes | train | validation | test | image size | colour | files (MB) | build s |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for name in names:
         info = read_marker(root / name) if is_complete(name, root) else None
@@ -675,7 +671,7 @@ def table(root: Path, names: list[str]) -> str:
         n = {split: f"{count:,}" for split, count in info["counts"].items()}
         lines.append(f"| {name} | {info['kind']} | {info['classes']} | {n.get('train', '-')} | "
                      f"{n.get('validation', '-')} | {n.get('test', '-')} | {info['size']} | {info['colour']} | "
-                     f"{_mb(info['bytes'])} | {info['seconds']} |")
+                     f"{info['bytes'] / 1e6:.1f} | {info['seconds']} |")
     return "\n".join(lines)
 
 
