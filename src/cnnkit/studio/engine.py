@@ -18,8 +18,8 @@ import numpy as np
 
 from cnnkit.config import RunConfig, make_config
 from cnnkit.errors import CheckpointError, CnnkitError, ConfigError, DataError
-from cnnkit.train.auto import AUTO  # the automatic default: model and settings planned from the data
-from cnnkit.train.auto import DEFAULT_TIME as AUTO_TIME  # seconds it plans within when no budget is given
+from cnnkit.train.candidates import AUTO  # the automatic default: candidates raced on the data
+from cnnkit.train.candidates import DEFAULT_TIME as AUTO_TIME  # its budget when none is given
 from cnnkit.train.callbacks import Callback, Signal
 
 __all__ = ["Callback", "Signal", "CnnkitError", "ConfigError", "DataError", "CheckpointError",

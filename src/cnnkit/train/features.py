@@ -37,6 +37,7 @@ from cnnkit.data.loader import BatchLoader
 from cnnkit.data.types import DataSplits, ImageSet
 from cnnkit.errors import ConfigError
 from cnnkit.io import atomic_path
+from cnnkit.phases import phase
 from cnnkit.runtime import autocast
 
 log = logging.getLogger("cnnkit")
@@ -102,26 +103,30 @@ def compute_features(model: nn.Module, images: ImageSet, inputs: Any, device: to
     return _compute(model, images, inputs, device, amp, batch_size, engine)[0]
 
 
-def _compute(model: nn.Module, images: ImageSet, inputs: Any, device: torch.device, amp: torch.dtype | None,
-             batch_size: int, engine: str, runners: dict | None = None) -> tuple[np.ndarray, str]:
-    """(features, engine); ``runners`` keeps ONNX sessions by input shape across calls (train, then val)."""
+def _compute(model: Any, images: ImageSet, inputs: Any, device: torch.device, amp: torch.dtype | None,
+             batch_size: int, engine: str, runners: dict | None = None,
+             step: Callable[[int], None] | None = None) -> tuple[np.ndarray, str]:
+    """(features, engine); ``runners`` keeps ONNX sessions by backbone and input shape across calls
+    (train, then val); ``step(n)`` hears each batch of n images done."""
     model.eval()
     run = None
     if engine != "torch" and device.type == "cpu" and amp is None and len(images):
-        shape = (images.channels, *images.image_size)
+        shape = (getattr(model, "backbone", "model"), images.channels, *images.image_size)
         runners = {} if runners is None else runners
         if shape not in runners and (engine == "onnxruntime" or len(images) >= ONNX_MIN_IMAGES):
-            runners[shape] = onnx_runner(model.features, shape)
+            runners[shape] = onnx_runner(model.features, shape[1:])
         run = runners.get(shape)
     out = []
     for xb, _ in BatchLoader(images, batch_size, device).batches(0):
         x = inputs(xb)  # (B, C, H, W) float32, scaled and normalised
         if run is not None:
             out.append(run(x).reshape(len(x), -1))
-            continue
-        with autocast(device, amp):
-            f = model.features(x)
-        out.append(f.float().flatten(1).cpu().numpy())
+        else:
+            with autocast(device, amp):
+                f = model.features(x)
+            out.append(f.float().flatten(1).cpu().numpy())
+        if step is not None:
+            step(len(x))
     feats = np.concatenate(out) if out else np.zeros((0, 0), np.float32)
     return feats, "onnxruntime" if run is not None else "torch"
 
@@ -135,11 +140,15 @@ def _update_tensor(h: "hashlib._Hash", t: torch.Tensor) -> None:
 
 def features_key(model: nn.Module, images: ImageSet, amp: torch.dtype | None, norm: Any = None) -> str:
     """Content hash of (backbone weights and structure, images, normalisation, autocast dtype)."""
+    return _part_key(getattr(model, "backbone", type(model).__name__), model.features, images, amp, norm)
+
+
+def _part_key(name: str, features: nn.Module, images: ImageSet, amp: torch.dtype | None, norm: Any) -> str:
     h = hashlib.blake2b(digest_size=16)
-    h.update(f"v{FEATURES_VERSION}|{getattr(model, 'backbone', type(model).__name__)}|{amp}|{norm}".encode())
-    h.update(repr(model.features).encode())  # the layers kept (--cut) and the pooling
-    for name, t in model.features.state_dict().items():
-        h.update(name.encode())
+    h.update(f"v{FEATURES_VERSION}|{name}|{amp}|{norm}".encode())
+    h.update(repr(features).encode())  # the layers kept (--cut) and the pooling
+    for key, t in features.state_dict().items():
+        h.update(key.encode())
         _update_tensor(h, t)
     arr = np.ascontiguousarray(images.images)
     h.update(f"{arr.shape}".encode())
@@ -150,16 +159,62 @@ def features_key(model: nn.Module, images: ImageSet, amp: torch.dtype | None, no
     return h.hexdigest()
 
 
+class _Part(nn.Module):
+    """One backbone's ``features`` seen as a model of its own (what the cache keys and computes)."""
+
+    def __init__(self, name: str, features: nn.Module):
+        super().__init__()
+        self.backbone, self.features = name, features
+
+
+def feature_parts(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """(name, features module) of each backbone whose features ``model.features`` concatenates:
+    one for a single backbone, several for a :class:`~cnnkit.models.concat.ConcatModel`."""
+    parts = getattr(model, "feature_parts", None)
+    return list(parts) if parts else [(getattr(model, "backbone", "model"), model.features)]
+
+
 def cached_features(model: nn.Module, images: ImageSet, inputs: Any, device: torch.device,
                     amp: torch.dtype | None, cache_dir: str | Path, runners: dict | None = None) -> tuple[np.ndarray, dict]:
     """Features of ``images`` from the cache, else computed and cached; returns (features, info).
 
-    ``info["seconds"]`` is the whole call; ``info["pass_seconds"]`` the backbone pass alone (what
+    A model of several backbones (``feature_parts``) caches each one's features under its own key
+    and returns them side by side, so that a concatenation reuses the single backbones' entries.
+    ``info["seconds"]`` is the whole call; ``info["pass_seconds"]`` the backbone passes alone (what
     another pass over as many images would cost again; no ONNX export, no hashing).
     """
+    parts = feature_parts(model)
+    if len(parts) == 1:
+        return _cached_part(model, images, inputs, device, amp, cache_dir, runners)
+    norm = getattr(model, "input_norm", None)
+    runners = {} if runners is None else runners
+    found = [_cached_part(_PartView(_Part(name, f), norm), images, inputs, device, amp, cache_dir, runners)
+             for name, f in parts]
+    feats = np.concatenate([f for f, _ in found], axis=1)
+    infos = [i for _, i in found]
+    return feats, {"path": [i["path"] for i in infos], "reused": all(i["reused"] for i in infos),
+                   "seconds": round(sum(i["seconds"] for i in infos), 3), "shape": list(feats.shape),
+                   "engine": ",".join(dict.fromkeys(i["engine"] for i in infos)),
+                   "pass_seconds": round(sum(i["pass_seconds"] for i in infos), 3)}
+
+
+class _PartView:
+    """A part with its model's input normalisation, as :func:`_cached_part` reads a model."""
+
+    def __init__(self, part: _Part, norm: Any):
+        self.part, self.input_norm = part, norm
+        self.backbone, self.features = part.backbone, part.features
+
+    def eval(self) -> None:
+        self.part.eval()
+
+
+def _cached_part(model: Any, images: ImageSet, inputs: Any, device: torch.device, amp: torch.dtype | None,
+                 cache_dir: str | Path, runners: dict | None = None) -> tuple[np.ndarray, dict]:
     t0 = time.perf_counter()
-    key = features_key(model, images, amp, model.input_norm)
-    path = Path(cache_dir) / "features" / f"{getattr(model, 'backbone', 'model')}-{key}.npy"
+    name = getattr(model, "backbone", "model")
+    key = _part_key(getattr(model, "backbone", type(model).__name__), model.features, images, amp, model.input_norm)
+    path = Path(cache_dir) / "features" / f"{name}-{key}.npy"
     feats = None
     if path.is_file():
         try:
@@ -172,12 +227,13 @@ def cached_features(model: nn.Module, images: ImageSet, inputs: Any, device: tor
     reused = feats is not None
     engine, pass_seconds = "cache", 0.0
     if feats is None:
-        shape = (images.channels, *images.image_size)
+        shape = (name, images.channels, *images.image_size)  # one ONNX session per backbone and input shape
         if (runners is not None and device.type == "cpu" and amp is None and shape not in runners
                 and len(images) >= ONNX_MIN_IMAGES):
-            runners[shape] = onnx_runner(model.features, shape)  # the export, before the clock starts
+            runners[shape] = onnx_runner(model.features, shape[1:])  # the export, before the clock starts
         t1 = time.perf_counter()
-        feats, engine = _compute(model, images, inputs, device, amp, EXTRACT_BATCH, "auto", runners)
+        with phase(f"feature pass ({name})", total=len(images), unit="images") as step:
+            feats, engine = _compute(model, images, inputs, device, amp, EXTRACT_BATCH, "auto", runners, step)
         pass_seconds = time.perf_counter() - t1
         with atomic_path(path) as tmp:
             with open(tmp, "wb") as fh:

@@ -46,6 +46,7 @@ from cnnkit.inference import checkpoint as ckpt
 from cnnkit.inference.calibrated import calibrated_bytes
 from cnnkit.inference.preprocess import ImageInputs
 from cnnkit.models import ModelDefaults, build_model, default_config
+from cnnkit.train.candidates import AUTO
 from cnnkit.train.callbacks import BestCheckpoint, Callback, EarlyStopping, History, Progress, TimeBudget
 from cnnkit.train.checks import check_settings, check_splits, monitor_key, portable_paths
 from cnnkit.train.commit import commit, read_commit
@@ -138,17 +139,15 @@ def train(cfg: RunConfig | None, splits: DataSplits | None = None, resume: str |
     ``finish`` is called with the :class:`RunResult` after the final evaluation, before the run
     folder's lock is released, so that what it writes there (pictures, report) is written by the
     run that owns the folder.
-    ``cfg.model.name == "auto"`` lets :mod:`cnnkit.train.auto` choose the model and settings first
-    (``finish`` is then called for each stage it trains, in that stage's own folder).
+    ``cfg`` names one explicit model: the automatic default (``auto``) is a race of such configs,
+    run one level up (:mod:`cnnkit.commands.auto`).
     ``cfg.optim.lr == "auto"`` runs the learning-rate range test (:func:`find_lr`) once the model,
     data and optimizer are built, and trains at its suggestion; config.json records that number.
     """
     started = time.perf_counter()  # --time counts from here: loading and feature extraction included
-    if cfg is not None and cfg.model.name == "auto" and resume is None:
-        from cnnkit.train.auto import train_auto
-
-        return train_auto(cfg, train, model_input_config, splits=splits, callbacks=callbacks,
-                          explicit_out=explicit_out, finish=finish)
+    if cfg is not None and cfg.model.name == AUTO and resume is None:
+        raise ConfigError("train() trains one explicit model: the automatic default is cnnkit.train_model "
+                          "(cnnkit.commands.auto.train_auto), or name a model")
     rank, world = _dist_info()
     resume = as_resume(resume, cfg)
     cfg = _resolve_config(cfg, resume, announce=rank == 0)  # the run's own when resuming; checked
@@ -188,13 +187,13 @@ def find_lr(cfg: RunConfig, splits: DataSplits | None = None, *, sweeps: int = 1
     would build: its model (the head on cached features in ``--transfer features`` mode), data,
     optimizer and augmentation.  Returns the result and ``cfg`` as resolved, at the suggested rate.
 
-    Writes nothing (a features-mode test fills the features cache as training would); ``--model
-    auto`` tests the model the automatic plan would train first.  ``sweeps`` > 1 repeats the sweep
+    Writes nothing (a features-mode test fills the features cache as training would).  ``sweeps`` > 1 repeats the sweep
     over other batch orders and suggests the geometric median.  One process (under torchrun every
     rank would test alone).
     """
-    if cfg.model.name == "auto":
-        cfg, splits = _planned(cfg, splits)
+    if cfg.model.name == AUTO:
+        raise ConfigError("lr-find tests one model: name it with --model (the automatic default races several, "
+                          "each at its own rate)")
     cfg = _with_lr(_resolve_config(cfg, None, announce=False), UNIT_LR)
     env = _setup_runtime(cfg, 0, 1)
     cfg, splits, built, _, parts = _prepare(cfg, splits, env)
@@ -229,21 +228,6 @@ def _finds_lr(cfg: RunConfig, resume: Resume | None) -> bool:
 
 def _with_lr(cfg: RunConfig, lr: float) -> RunConfig:
     return dataclasses.replace(cfg, optim=dataclasses.replace(cfg.optim, lr=lr))
-
-
-def _planned(cfg: RunConfig, splits: DataSplits | None) -> tuple[RunConfig, DataSplits | None]:
-    """``--model auto``: the config of the plan's first stage (said as ``train`` says it), and the
-    Python API's arrays brought to its size."""
-    from cnnkit.train.auto import data_stats, plan_run
-
-    plan = plan_run(cfg, data_stats(cfg.data, splits))
-    print(plan.line, file=sys.stderr, flush=True)
-    if splits is not None:
-        from cnnkit.data.arrays import conform_splits
-
-        data = model_input_config(plan.first).data
-        splits = conform_splits(splits, data.image_size, data.channels)
-    return plan.first, splits
 
 
 def _range_test(cfg: RunConfig, built: Built, parts: Parts, env: Env, sweeps: int, progress: bool,
