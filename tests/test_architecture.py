@@ -36,7 +36,7 @@ ROOT = "cnnkit"
 LAYERS = [
     {"errors", "io", "settings", "runtime", "phases"},
     {"augment"},  # each augmentation declares its own settings; config assembles them into RunConfig
-    {"config"},
+    {"config", "run_folder"},  # run_folder: the run folder's file names and records
     {"data", "models"},
     {"inference"},
     {"train", "evaluate", "visualize"},

@@ -32,7 +32,10 @@ from cnnkit.config import RunConfig, save_json
 from cnnkit.data import DataSplits
 from cnnkit.io import atomic_write_text
 from cnnkit.models.custom import trusted_code
+from cnnkit.run_folder import (CONFUSION_CSV, CONFUSION_PNG, CURVES, HISTORY_JSON, LR_FIND_JSON, LR_FIND_PNG, METRICS,
+                               REPORT, check_usable, claim, usable)
 from cnnkit.train.callbacks import Callback
+from cnnkit.train.lock import RunLock
 from cnnkit.train.resume import Resume
 from cnnkit.train.run import RunResult
 from cnnkit.train.run import train as train_only
@@ -42,15 +45,17 @@ log = logging.getLogger("cnnkit")
 __all__ = ["lr_find", "train", "write_curves", "write_evaluation", "write_label_issues", "write_lr_find",
            "write_report_safely", "write_run_outputs"]
 
-LR_FIND_JSON, LR_FIND_PNG = "lr_find.json", "lr_find.png"
 
 
 def train(cfg: RunConfig | None, splits: DataSplits | None = None, resume: str | Path | Resume | None = None,
-          callbacks: list[Callback] | None = None, explicit_out: bool = False) -> RunResult:
+          callbacks: list[Callback] | None = None, explicit_out: bool = False,
+          folder: RunLock | None = None) -> RunResult:
     """Train as :func:`cnnkit.train.train` does and write the run folder's pictures, metrics and report
-    (under the folder's lock, for each stage of an automatic run)."""
+    (under the folder's lock, for each stage of an automatic run); ``folder``: one already claimed."""
+    if cfg is not None and explicit_out and resume is None and folder is None:
+        check_usable(Path(cfg.train.out))  # a person's folder is refused before any work
     return train_only(cfg, splits, resume=resume, callbacks=callbacks, explicit_out=explicit_out,
-                      finish=write_run_outputs)
+                      finish=write_run_outputs, folder=folder)
 
 
 def write_run_outputs(result: RunResult) -> None:
@@ -83,7 +88,7 @@ def write_report_safely(run_dir: Path, evaluation: tuple) -> None:
 
         write_report(run_dir, evaluation=evaluation)
     except Exception as exc:  # noqa: BLE001 - the trained weights and metrics are already on disk
-        log.warning("could not write %s: %s: %s", run_dir / "report.html", type(exc).__name__, exc)
+        log.warning("could not write %s: %s: %s", run_dir / REPORT, type(exc).__name__, exc)
 
 
 def write_label_issues(run_dir: Path, rows: list, announce: bool = False) -> Path:
@@ -103,22 +108,22 @@ def write_evaluation(folder: Path, metrics: dict, prefix: str = "") -> None:
     from cnnkit.visualize.confusion import plot_confusion_matrix
     from cnnkit.visualize.figures import save_figure
 
-    save_json(metrics, folder / f"{prefix}metrics.json")
+    save_json(metrics, folder / f"{prefix}{METRICS}")
     cm = np.asarray(metrics["confusion_matrix"])
     header = "true\\pred," + ",".join(metrics["classes"])
     rows = [f"{c}," + ",".join(str(v) for v in row) for c, row in zip(metrics["classes"], cm)]
-    atomic_write_text(folder / f"{prefix}confusion_matrix.csv", "\n".join([header, *rows]) + "\n")
+    atomic_write_text(folder / f"{prefix}{CONFUSION_CSV}", "\n".join([header, *rows]) + "\n")
     fig = plot_confusion_matrix(cm, metrics["classes"], title=f"{metrics.get('split', '')} accuracy {metrics['accuracy']:.4f}")
-    save_figure(fig, folder / f"{prefix}confusion_matrix.png")
+    save_figure(fig, folder / f"{prefix}{CONFUSION_PNG}")
 
 
 def write_curves(run_dir: Path, title: str = "") -> None:
     from cnnkit.visualize.curves import plot_curves
     from cnnkit.visualize.figures import save_figure
 
-    path = run_dir / "history.json"
+    path = run_dir / HISTORY_JSON
     if path.exists():
-        save_figure(plot_curves(json.loads(path.read_text()), title), run_dir / "curves.png")
+        save_figure(plot_curves(json.loads(path.read_text()), title), run_dir / CURVES)
 
 
 # ----------------------------------------------------------------------------- the learning-rate range test
@@ -132,8 +137,11 @@ def lr_find(cfg: RunConfig, splits: DataSplits | None = None, out: str | Path | 
     """
     from cnnkit.train.run import find_lr
 
+    if out is not None:
+        check_usable(Path(out))  # a person's folder is refused before the test runs
     found, resolved = find_lr(cfg, splits, sweeps=sweeps, steps=steps, progress=progress)
     folder = _lr_find_dir(resolved, out)
+    claim(folder, "lr-find")
     write_lr_find(folder, found, resolved)
     return found, folder
 
@@ -165,4 +173,5 @@ def _lr_find_dir(cfg: RunConfig, out: str | Path | None) -> Path:
     from cnnkit.train.folder import default_run_dir, numbered_dirs
 
     base = default_run_dir(cfg, False)
-    return next(f for f in numbered_dirs(base.parent / f"{base.name}-lr-find") if not (f / LR_FIND_JSON).exists())
+    return next(f for f in numbered_dirs(base.parent / f"{base.name}-lr-find")
+                if usable(f) and not (f / LR_FIND_JSON).exists())

@@ -28,7 +28,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import statistics
 import sys
 import time
 from dataclasses import dataclass, field, fields
@@ -36,14 +35,15 @@ from pathlib import Path
 from typing import Any, Callable
 
 from cnnkit.config import AugmentConfig, DataConfig, ModelConfig, OptimConfig, RunConfig, TrainConfig, save_json
+from cnnkit.data.types import PHOTO_MIN_SIDE  # a median shorter side above it is a photo: pretrained features pay off
+from cnnkit.run_folder import AUTO as AUTO_JSON
+from cnnkit.run_folder import FEATURES, claim
 
 AUTO = "auto"
 DEFAULT_TIME = 300.0  # seconds: a person waits at the terminal for it (see README, "The automatic default")
-PHOTO_MIN_SIDE = 64  # median shorter side above this is a photo: pretrained features pay off
 SMALL_GREY_SIDE = 28  # grey images up to this size get the quarter-width net
 MIN_FINETUNE_EPOCHS = 3  # fewer fine-tuning epochs than this rarely beat the frozen features
 MAX_FINETUNE_EPOCHS = 10
-HEADER_SAMPLE = 200  # image headers read for the size and colour statistics
 FEATURE_EPOCHS = 10  # head epochs on cached features: cheap, and the best epoch is kept
 SCRATCH_IMAGES_SEEN = 300_000  # from-scratch epochs: about this many images in all, 8 to 50 epochs
 FEW_IMAGES = 20_000  # small colour images up to this many: pretrained features beat training from scratch
@@ -74,61 +74,13 @@ class DataStats:
         return f"{kind} ({len(self.classes)} classes, {self.train:,} train images, {size})"
 
 
-# name -> (classes, train, val, grey, (H, W)); their loaders decode only at the planned size anyway
-_DIGITS = tuple(str(i) for i in range(10))
-_FASHION = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
-_CIFAR = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
-NAMED_STATS: dict[str, tuple[tuple[str, ...], int, int, bool, tuple[int, int]]] = {
-    "mnist": (_DIGITS, 60_000, 0, True, (28, 28)),
-    "fashion-mnist": (_FASHION, 60_000, 0, True, (28, 28)),
-    "cifar10": (_CIFAR, 50_000, 0, False, (32, 32)),
-    "mnist-mini": (_DIGITS, 4_000, 0, True, (28, 28)),
-    "digits": (_DIGITS, 1_438, 0, True, (8, 8)),
-    "cats-vs-dogs": (("cats", "dogs"), 2_000, 1_000, False, (374, 500)),
-    "horses-vs-humans": (("horses", "humans"), 1_027, 256, False, (300, 300)),
-}
-
-
 def data_stats(data: DataConfig, splits: Any = None) -> DataStats:
-    """Classes, counts, greyness and median size of ``data`` (or of ``splits`` given in Python)."""
-    if splits is not None:
-        train = splits.train
-        h, w = train.image_size
-        return DataStats(tuple(train.classes), len(train), len(splits.val) if splits.val is not None else 0,
-                         train.channels == 1, (h, w), where="arrays")
-    if data.source in NAMED_STATS:
-        classes, n_train, n_val, grey, size = NAMED_STATS[data.source]
-        return DataStats(classes, n_train, n_val, grey, size, sizes_vary=data.source == "cats-vs-dogs", where="dataset")
-    return _folder_stats(data)
+    """Classes, counts, greyness and median size of ``data`` (or of ``splits`` given in Python):
+    :func:`cnnkit.data.describe.describe`, which every source answers without decoding."""
+    from cnnkit.data.describe import describe
 
-
-def _folder_stats(data: DataConfig) -> DataStats:
-    from cnnkit.data.cache import cache_root
-    from cnnkit.data.decode import BadImage, probe
-    from cnnkit.data.download import extract
-    from cnnkit.data.folders import list_images
-
-    path = Path(data.source).expanduser()
-    root = extract(path, cache_root(data.cache_dir)) if path.is_file() else path
-    listing = list_images(root)  # DataError with one clear line when it is not an image folder
-    files = listing.files
-    step = max(1, len(files) // HEADER_SAMPLE)
-    infos = []
-    for f in files[::step][:HEADER_SAMPLE]:  # headers only, spread over classes and splits
-        try:
-            infos.append(probe(f.path))
-        except BadImage:
-            continue  # the loader reports bad files; one unreadable header says nothing about the rest
-    if not infos:
-        from cnnkit.errors import DataError
-
-        raise DataError(f"{root}: none of the sampled image files could be read")
-    hs, ws = [i.height for i in infos], [i.width for i in infos]
-    size = (int(statistics.median(hs)), int(statistics.median(ws)))
-    n_train = sum(1 for f in files if f.split == "train")
-    n_val = sum(1 for f in files if f.split == "val")
-    return DataStats(tuple(listing.classes), n_train, n_val, all(i.grey for i in infos), size,
-                     sizes_vary=len(set(zip(hs, ws))) > 1)
+    d = describe(data, splits)
+    return DataStats(d.classes, d.train, d.val, d.grey, d.size, sizes_vary=d.sizes_vary, where=d.where)
 
 
 # ----------------------------------------------------------------------------- planning
@@ -156,8 +108,10 @@ def _user_changes(section: Any) -> dict[str, Any]:
 
 def _merge(planned: RunConfig, user: RunConfig) -> RunConfig:
     """``planned`` with every explicitly set field of ``user`` on top (the model name stays planned)."""
-    parts = {}
+    parts = {"given": user.given}
     for f in fields(RunConfig):
+        if f.name == "given":
+            continue
         changes = _user_changes(getattr(user, f.name))
         changes.pop("name", None) if f.name == "model" else None
         parts[f.name] = dataclasses.replace(getattr(planned, f.name), **changes)
@@ -343,7 +297,8 @@ def _say(cfg: RunConfig, text: str) -> None:
 
 def _write_choice(run_dir: Path | None, record: dict) -> None:
     if run_dir is not None:
-        save_json(record, Path(run_dir) / "auto.json")
+        claim(run_dir)  # the marker first: a folder cnnkit writes is a run folder
+        save_json(record, Path(run_dir) / AUTO_JSON)
 
 
 def _run_folder(cfg: RunConfig, explicit_out: bool) -> Path | None:
@@ -433,7 +388,7 @@ def _stage(name: str, cfg: RunConfig, result) -> dict:
 
 
 def _features_info(run_dir: Path | None) -> dict | None:
-    path = Path(run_dir) / "features.json" if run_dir is not None else None
+    path = Path(run_dir) / FEATURES if run_dir is not None else None
     if path is None or not path.is_file():
         return None
     return json.loads(path.read_text())
@@ -441,7 +396,7 @@ def _features_info(run_dir: Path | None) -> dict | None:
 
 def read_choice(run_dir: str | Path) -> dict | None:
     """The ``auto.json`` a planned run wrote, or None (a run with an explicit model)."""
-    path = Path(run_dir) / "auto.json"
+    path = Path(run_dir) / AUTO_JSON
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError):
