@@ -6,7 +6,7 @@ is an edge.  The rules:
 
 1. Each top-level module or subpackage belongs to a layer (bottom to top)::
 
-       errors, io, settings, runtime  <  augment  <  config  <  data, models  <  inference
+       errors, io, settings, runtime  <  augment  <  config, run_folder  <  data, models  <  inference
        <  train, evaluate, visualize  <  commands, recipes, serve, studio
        <  cli, __main__, the package root (cnnkit/__init__.py)
 

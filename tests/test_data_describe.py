@@ -70,7 +70,7 @@ def test_every_source_declares_a_description_that_matches_its_loader(name, tmp_p
 
 def test_a_source_cannot_be_registered_without_a_description():
     with pytest.raises(TypeError):
-        Source(lambda cfg: None)  # noqa: the missing description is the point
+        Source(lambda cfg: None)  # the missing description is the point
 
 
 def save(path: Path, size: tuple[int, int], grey: bool = False) -> None:
