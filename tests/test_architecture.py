@@ -6,7 +6,7 @@ is an edge.  The rules:
 
 1. Each top-level module or subpackage belongs to a layer (bottom to top)::
 
-       errors, io, settings, runtime  <  augment  <  config  <  data, models  <  inference
+       errors, io, settings, runtime  <  augment  <  config, run_folder  <  data, models  <  inference
        <  train, evaluate, visualize  <  commands, recipes, serve, studio
        <  cli, __main__, the package root (cnnkit/__init__.py)
 
@@ -36,7 +36,7 @@ ROOT = "cnnkit"
 LAYERS = [
     {"errors", "io", "settings", "runtime", "phases"},
     {"augment"},  # each augmentation declares its own settings; config assembles them into RunConfig
-    {"config"},
+    {"config", "run_folder"},  # run_folder: the run folder's file names and records
     {"data", "models"},
     {"inference"},
     {"train", "evaluate", "visualize"},

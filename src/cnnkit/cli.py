@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import signal
 import sys
 import threading
@@ -13,7 +12,6 @@ from typing import Sequence
 
 from cnnkit import config as C
 from cnnkit import settings
-from cnnkit.augment.presets import write_out_cleared
 from cnnkit.errors import CnnkitError
 
 MAIN_DEFAULT = "mnist-mini"
@@ -55,24 +53,38 @@ def _add_train_flags(p: argparse.ArgumentParser, config: type, resume: bool = Tr
 
 
 def _build(base, given: settings.Given, extra: dict | None = None):
-    """``base`` with the flags given (and ``extra`` keys) applied, checked; errors name the flag."""
+    """``base`` with the flags given (and ``extra`` keys) applied once, checked; errors name the flag.
+
+    Every key set joins the config's ``given`` (:func:`cnnkit.config.configure`), whatever its value.
+    """
     try:
-        cfg = C.override(base, {**given.values, **(extra or {})})
-        augment = {k.split(".", 1)[1]: v for k, v in given.values.items() if k.startswith("augment.")}
-        cfg = dataclasses.replace(cfg, augment=write_out_cleared(cfg.augment, augment))
-        if "model.pretrained" not in given.values and cfg.model.transfer != "none" and not cfg.model.weights:
-            cfg = C.override(cfg, {"model.pretrained": True})  # a transfer mode means pretrained weights unless --no-pretrained
-        C.validate(cfg)
+        return C.configure(base, {**given.values, **(extra or {})})
     except settings.SettingError as exc:
         raise exc.named(given.flags) from None
-    return cfg
 
 
 def run_config_from_args(a: argparse.Namespace) -> C.RunConfig:
     """Defaults <- --config file <- flags given on the command line."""
+    return _train_config(a)[0]
+
+
+def _train_config(a: argparse.Namespace) -> tuple[C.RunConfig, settings.Given]:
+    """The run config of ``train`` / ``lr-find`` and the flags that made it: defaults <- --config file
+    (its settings count as given) <- the data named and the flags given."""
     cls = a.run_config
+    given = settings.given(a, cls)
     base = C.load_run_config(a.config, cls) if a.config else cls()
-    return _build(base, settings.given(a, cls), {"data.source": a.data} if a.data is not None else None)
+    return _build(base, given, {"data.source": a.data} if a.data is not None else None), given
+
+
+def _checked(a: argparse.Namespace, cfg: C.RunConfig, given: settings.Given) -> None:
+    """What a new run says and checks before it starts: the flags that change nothing for this model,
+    and a model builder named only by a --config file (imported only with --trust-code)."""
+    _note_ineffective(cfg, given)
+    if a.config and "model.name" not in given.values:  # the builder comes from a file, not from the user
+        from cnnkit.models.custom import check_trusted
+
+        check_trusted(cfg.model.name, a.config)
 
 
 def _note_ineffective(cfg, given: settings.Given) -> None:
@@ -97,19 +109,14 @@ def cmd_train(a: argparse.Namespace) -> int:
 
     from cnnkit.runtime import distributed_from_env
 
-    cfg = run_config_from_args(a)
-    given = settings.given(a, a.run_config)
+    cfg, given = _train_config(a)
     resume = None
     if a.resume:  # the run's own settings; only --epochs (default: the run's own) and --quiet apply
         kept = {"--epochs", "--quiet"}
         ignored = (["--config"] if a.config else []) + [f for f in given.order if f not in kept]
         resume = Resume(a.resume, given.values.get("train.epochs"), cfg.train.progress, tuple(ignored))
     else:
-        _note_ineffective(cfg, given)
-        if a.config and "model.name" not in given.values:  # the builder comes from a file, not from the user
-            from cnnkit.models.custom import check_trusted
-
-            check_trusted(cfg.model.name, a.config)
+        _checked(a, cfg, given)
     with distributed_from_env() as (rank, _):
         try:
             result = train(cfg, resume=resume, explicit_out="train.out" in given.values)
@@ -132,13 +139,8 @@ def cmd_train(a: argparse.Namespace) -> int:
 def cmd_lr_find(a: argparse.Namespace) -> int:
     from cnnkit.commands.train import LR_FIND_PNG, lr_find
 
-    cfg = run_config_from_args(a)
-    given = settings.given(a, a.run_config)
-    _note_ineffective(cfg, given)
-    if a.config and "model.name" not in given.values:
-        from cnnkit.models.custom import check_trusted
-
-        check_trusted(cfg.model.name, a.config)
+    cfg, given = _train_config(a)
+    _checked(a, cfg, given)
     if a.sweeps < 1:
         raise CnnkitError(f"--sweeps {a.sweeps}: must be at least 1")
     try:
@@ -228,7 +230,7 @@ def cmd_summary(a: argparse.Namespace) -> int:
 def cmd_augment_preview(a: argparse.Namespace) -> int:
     from cnnkit.visualize.augment_preview import write_augment_preview
 
-    cfg = _build(a.run_config(data=C.DataConfig(source=a.data)), settings.given(a, a.run_config))
+    cfg = _build(a.run_config(), settings.given(a, a.run_config), {"data.source": a.data})
     out = write_augment_preview(cfg.data, cfg.augment, a.out, n_aug=a.n_aug, n_images=a.n_images, seed=a.seed)
     print(f"wrote {out}")
     return 0

@@ -17,7 +17,7 @@ import dataclasses
 import json
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, ClassVar, Mapping
+from typing import Any, ClassVar, Iterable, Mapping
 
 from cnnkit.augment.transforms import AugmentConfig
 from cnnkit.errors import ConfigError
@@ -55,6 +55,13 @@ def hidden_sizes(value: Any) -> Any:
     if isinstance(value, int) and not isinstance(value, bool):
         value = (value,)
     return tuple(h for h in value if h != 0) if isinstance(value, (list, tuple)) else value
+
+
+def key_set(value: Any) -> Any:
+    """Dotted keys as written -> a sorted tuple without repeats (anything else: the check names it)."""
+    if isinstance(value, (list, tuple, set, frozenset)) and all(isinstance(k, str) for k in value):
+        return tuple(sorted(set(value)))
+    return value
 
 
 # which models are backbones is the model registry's knowledge: the CLI supplies the condition
@@ -176,6 +183,9 @@ class RunConfig:
     train: TrainConfig = section(TrainConfig, "training")
     augment: AugmentConfig = section(AugmentConfig, "augmentation (Keras ImageDataGenerator names; applied per "
                                                     "batch on the device)")
+    # what the person named, whatever the value (a flag equal to its default too): a plan keeps these
+    given: tuple[str, ...] = setting((), "the settings the user named, as sorted dotted keys (flags, make_config "
+                                     "keywords, --config keys)", cli=False, coerce=key_set)
 
 
 @dataclass(frozen=True)
@@ -249,10 +259,13 @@ def save_json(obj: Any, path: str | Path) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
 
 
-def load_run_config(path: str | Path, cls: type = RunConfig) -> Any:
+def load_run_config(path: str | Path, cls: type = RunConfig, *, named: bool = True) -> Any:
     """A checked run config from a JSON file (any run's ``config.json``); unknown keys are ignored.
 
     A file that cannot be read or a value that cannot be used is a ConfigError naming the file.
+    ``named``: every setting the file holds counts as given by the user (added to ``given``, with
+    the file's own ``given``), as a ``--config`` file's settings do; False reads a run's record back
+    as it was saved.
     """
     from cnnkit.settings import load
 
@@ -263,9 +276,62 @@ def load_run_config(path: str | Path, cls: type = RunConfig) -> Any:
     if not isinstance(data, Mapping):
         raise ConfigError(f"{path}: a run config is a JSON object of sections, not {type(data).__name__}")
     try:
-        return load(cls, data)
+        cfg = load(cls, data)
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
+    return _named_in_file(cfg, data) if named else cfg
+
+
+def _named_in_file(cfg: Any, data: Mapping[str, Any]) -> Any:
+    from cnnkit.settings import walk
+
+    known = {s.key for s in walk(type(cfg))} - {"given"}
+    return with_given(cfg, [k for k in dotted_keys(data) if k in known])
+
+
+def dotted_keys(data: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """The dotted keys of a nested mapping's leaves: {"train": {"epochs": 1}} -> ["train.epochs"]."""
+    out: list[str] = []
+    for key, value in data.items():
+        if isinstance(value, Mapping):
+            out += dotted_keys(value, f"{prefix}{key}.")
+        else:
+            out.append(f"{prefix}{key}")
+    return out
+
+
+# ---------------------------------------------------------------- settings named by the user
+
+
+def with_given(cfg: Any, keys: Iterable[str]) -> Any:
+    """``cfg`` with the dotted ``keys`` added to ``cfg.given``, the settings the user named."""
+    return dataclasses.replace(cfg, given=key_set((*cfg.given, *keys)))
+
+
+def named_defaults(cfg: Any) -> Any:
+    """``cfg`` with the defaults that follow from the settings the user named, where the user did not
+    name them: a transfer mode means the backbone's pretrained weights, unless ``model.pretrained`` is
+    named or ``model.weights`` gives other ones."""
+    if "model.pretrained" not in cfg.given and cfg.model.transfer != "none" and not cfg.model.weights:
+        cfg = override(cfg, {"model.pretrained": True})
+    return cfg
+
+
+def configure(base: Any, changes: Mapping[str, Any]) -> Any:
+    """``base`` with the settings a person named (``changes``, by dotted key), in one step, checked.
+
+    The keys join ``given``; an augmentation preset is written out where a named value clears one
+    of its fields (``--augment standard --no-hflip``); then :func:`named_defaults`.  Used by the
+    command line (flags) and :func:`make_config` (keywords) alike.
+    """
+    from cnnkit.augment.presets import write_out_cleared
+
+    cfg = with_given(override(base, changes), [k for k in changes if k != "given"])
+    augment = {k.split(".", 1)[1]: v for k, v in changes.items() if k.startswith("augment.")}
+    cfg = dataclasses.replace(cfg, augment=write_out_cleared(cfg.augment, augment))
+    cfg = named_defaults(cfg)
+    validate(cfg)
+    return cfg
 
 
 # flat names that differ from the field name, or that would be ambiguous
@@ -280,6 +346,7 @@ def make_config(base: Any = None, **flat: Any) -> Any:
     Each name is a field of one section (``epochs`` -> train, ...); a name in several sections
     sets each (``seed``: the data split seed and the training seed; ``image_size``: the data's
     and the model's).  ``base`` (default ``RunConfig()``, or a subclass instance) is the start.
+    Every name given joins ``given`` (as its dotted keys), whatever its value; see :func:`configure`.
     """
     from cnnkit.settings import walk
 
@@ -291,12 +358,10 @@ def make_config(base: Any = None, **flat: Any) -> Any:
         if not owners:
             raise ConfigError(f"unknown setting {name!r}")
         changes.update({k: value for k in owners})
-    cfg = override(base, changes)
-    validate(cfg)
-    return cfg
+    return configure(base, changes)
 
 
 __all__ = ["AMP_MODES", "COMPILE_MODES", "OPTIMIZERS", "SCHEDULES", "TRANSFER_MODES", "AugmentConfig", "DataConfig",
-           "ModelConfig", "OptimConfig", "Preprocess", "RunConfig", "SettingError", "TrainConfig", "from_dict",
-           "hidden_sizes", "image_pair", "load_run_config", "make_config", "override", "replace", "save_json",
-           "to_dict", "validate"]
+           "ModelConfig", "OptimConfig", "Preprocess", "RunConfig", "SettingError", "TrainConfig", "configure",
+           "dotted_keys", "from_dict", "hidden_sizes", "image_pair", "key_set", "load_run_config", "make_config", "named_defaults",
+           "override", "replace", "save_json", "to_dict", "validate", "with_given"]

@@ -28,7 +28,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Mapping
 
-from cnnkit.config import AugmentConfig, DataConfig, ModelConfig, OptimConfig, RunConfig, TrainConfig, override
+from cnnkit.config import (AugmentConfig, DataConfig, ModelConfig, OptimConfig, RunConfig, TrainConfig, dotted_keys,
+                           override, with_given)
 from cnnkit.data.types import DataSplits
 from cnnkit.errors import ConfigError, DataError, WeightsError
 
@@ -367,7 +368,7 @@ def recipe_config(recipe: Recipe, fast: bool = False, data_dir: str | None = Non
     cfg = recipe.fast if fast else recipe.config
     if data_dir:
         cfg = override(cfg, {"data.data_dir": str(data_dir)})
-    return override(cfg, overrides or {})
+    return with_given(override(cfg, overrides or {}), dotted_keys(overrides or {}))  # named: a plan keeps them
 
 
 def _runs(recipe: Recipe, cfg: RunConfig) -> list[tuple[str, float | None, RunConfig]]:

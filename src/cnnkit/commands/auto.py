@@ -50,14 +50,14 @@ from cnnkit.data.arrays import conform_splits
 from cnnkit.errors import ConfigError
 from cnnkit.io import atomic_write_text
 from cnnkit.phases import phase
+from cnnkit.run_folder import AUTO as AUTO_JSON
+from cnnkit.run_folder import CANDIDATES, CONFIG, HISTORY_CSV, HISTORY_JSON, LEADERBOARD, LOCK
 from cnnkit.train import candidates as C
 from cnnkit.train.candidates import Candidate
 from cnnkit.train.folder import claim_fresh_dir, default_run_dir
 from cnnkit.train.run import RunResult
 from cnnkit.train.run import train as train_one
 
-AUTO_JSON, LEADERBOARD = "auto.json", "leaderboard.csv"
-CANDIDATES = "candidates"
 LEADERBOARD_COLUMNS = ("rank", "name", "kind", "model", "transfer", "score", "score_kind", "cv", "seconds", "epochs",
                        "stopped", "chosen")
 ESTIMATE_SHARE = 0.08  # of the budget for each from-scratch estimate
@@ -164,9 +164,9 @@ class Race:
 
     def _data(self, splits: DataSplits | None) -> Data:
         """Describe (no pixels decoded), then decode once for each family that can run."""
-        from cnnkit.train.auto import data_stats  # the data's own description (classes, counts, colour, size)
+        from cnnkit.data.describe import describe
 
-        description = data_stats(self.user.data, splits)
+        description = describe(self.user.data, splits)  # classes, counts, colour, size: no pixels decoded
         user = self.user
         channels_given = C.is_given(user, "data.channels")
         augment_given = any(k.startswith("augment.") for k in getattr(user, "given", ()))
@@ -218,7 +218,7 @@ class Race:
         n = len(own.train)
         share = ESTIMATE_SHARE * self.clock.budget
         m = min(n, int(share / (ESTIMATE_EPOCHS * rate)))
-        if m < 20 * k:
+        if m < min(n, 20 * k):
             self._note(f"{name} from scratch: {rate * 1000:.1f} ms per image, too slow to estimate in "
                               f"{share:.0f} s")
             return
@@ -565,7 +565,7 @@ class Race:
         """The chosen candidate's files become the run folder's top level (each moved atomically)."""
         src = Path(chosen.run_dir)
         for entry in sorted(src.iterdir()):
-            if entry.name == ".lock":
+            if entry.name == LOCK:
                 continue
             target = self.run_dir / entry.name
             if target.exists():
@@ -577,7 +577,7 @@ class Race:
 
     def _tidy(self, chosen: Candidate) -> None:
         """Candidates not chosen keep their config and history (all their files with ``keep_candidates``)."""
-        keep = {"config.json", "history.csv", "history.json"}
+        keep = {CONFIG, HISTORY_CSV, HISTORY_JSON}
         for cand in self.board:
             if cand is chosen or cand.run_dir is None or self.keep:
                 continue

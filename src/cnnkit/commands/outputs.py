@@ -23,11 +23,12 @@ import numpy as np
 from cnnkit.config import RunConfig, save_json
 from cnnkit.io import atomic_write_text
 from cnnkit.models.custom import trusted_code
+from cnnkit.run_folder import (CONFUSION_CSV, CONFUSION_PNG, CURVES, HISTORY_JSON, LR_FIND_JSON, LR_FIND_PNG,
+                               METRICS, REPORT)
 from cnnkit.train.run import RunResult
 
 log = logging.getLogger("cnnkit")
 
-LR_FIND_JSON, LR_FIND_PNG = "lr_find.json", "lr_find.png"
 
 __all__ = ["LR_FIND_JSON", "LR_FIND_PNG", "write_curves", "write_evaluation", "write_label_issues",
            "write_lr_find_picture", "write_report_safely", "write_run_outputs", "title"]
@@ -63,7 +64,7 @@ def write_report_safely(run_dir: Path, evaluation: tuple) -> None:
 
         write_report(run_dir, evaluation=evaluation)
     except Exception as exc:  # noqa: BLE001 - the trained weights and metrics are already on disk
-        log.warning("could not write %s: %s: %s", run_dir / "report.html", type(exc).__name__, exc)
+        log.warning("could not write %s: %s: %s", run_dir / REPORT, type(exc).__name__, exc)
 
 
 def write_label_issues(run_dir: Path, rows: list, announce: bool = False) -> Path:
@@ -83,22 +84,22 @@ def write_evaluation(folder: Path, metrics: dict, prefix: str = "") -> None:
     from cnnkit.visualize.confusion import plot_confusion_matrix
     from cnnkit.visualize.figures import save_figure
 
-    save_json(metrics, folder / f"{prefix}metrics.json")
+    save_json(metrics, folder / f"{prefix}{METRICS}")
     cm = np.asarray(metrics["confusion_matrix"])
     header = "true\\pred," + ",".join(metrics["classes"])
     rows = [f"{c}," + ",".join(str(v) for v in row) for c, row in zip(metrics["classes"], cm)]
-    atomic_write_text(folder / f"{prefix}confusion_matrix.csv", "\n".join([header, *rows]) + "\n")
+    atomic_write_text(folder / f"{prefix}{CONFUSION_CSV}", "\n".join([header, *rows]) + "\n")
     fig = plot_confusion_matrix(cm, metrics["classes"], title=f"{metrics.get('split', '')} accuracy {metrics['accuracy']:.4f}")
-    save_figure(fig, folder / f"{prefix}confusion_matrix.png")
+    save_figure(fig, folder / f"{prefix}{CONFUSION_PNG}")
 
 
 def write_curves(run_dir: Path, title: str = "") -> None:
     from cnnkit.visualize.curves import plot_curves
     from cnnkit.visualize.figures import save_figure
 
-    path = run_dir / "history.json"
+    path = run_dir / HISTORY_JSON
     if path.exists():
-        save_figure(plot_curves(json.loads(path.read_text()), title), run_dir / "curves.png")
+        save_figure(plot_curves(json.loads(path.read_text()), title), run_dir / CURVES)
 
 
 def write_lr_find_picture(folder: Path, title: str = "") -> None:

@@ -21,8 +21,10 @@ from cnnkit.commands.outputs import (LR_FIND_JSON, LR_FIND_PNG, write_curves, wr
                                      title, write_lr_find_picture, write_report_safely, write_run_outputs)
 from cnnkit.config import RunConfig, save_json
 from cnnkit.data import DataSplits
+from cnnkit.run_folder import check_usable, claim, usable
 from cnnkit.train.callbacks import Callback
 from cnnkit.train.candidates import AUTO
+from cnnkit.train.lock import RunLock
 from cnnkit.train.resume import Resume
 from cnnkit.train.run import RunResult
 from cnnkit.train.run import train as train_only
@@ -32,16 +34,20 @@ __all__ = ["LR_FIND_JSON", "LR_FIND_PNG", "lr_find", "train", "write_curves", "w
 
 
 def train(cfg: RunConfig | None, splits: DataSplits | None = None, resume: str | Path | Resume | None = None,
-          callbacks: list[Callback] | None = None, explicit_out: bool = False) -> RunResult:
+          callbacks: list[Callback] | None = None, explicit_out: bool = False,
+          folder: RunLock | None = None) -> RunResult:
     """Train as :func:`cnnkit.train.train` does and write the run folder's pictures, metrics and report
     (under the folder's lock); with no model named (``auto``), race the automatic default's
-    candidates and write the chosen one's (:func:`cnnkit.commands.auto.train_auto`)."""
+    candidates and write the chosen one's (:func:`cnnkit.commands.auto.train_auto`).  ``folder``: a run
+    folder already claimed and locked by the caller."""
+    if cfg is not None and explicit_out and resume is None and folder is None:
+        check_usable(Path(cfg.train.out))  # a person's folder is refused before any work
     if cfg is not None and cfg.model.name == AUTO and resume is None:
         from cnnkit.commands.auto import train_auto
 
         return train_auto(cfg, splits, callbacks=callbacks, explicit_out=explicit_out)
     return train_only(cfg, splits, resume=resume, callbacks=callbacks, explicit_out=explicit_out,
-                      finish=write_run_outputs)
+                      finish=write_run_outputs, folder=folder)
 
 
 # ----------------------------------------------------------------------------- the learning-rate range test
@@ -55,8 +61,11 @@ def lr_find(cfg: RunConfig, splits: DataSplits | None = None, out: str | Path | 
     """
     from cnnkit.train.run import find_lr
 
+    if out is not None:
+        check_usable(Path(out))  # a person's folder is refused before the test runs
     found, resolved = find_lr(cfg, splits, sweeps=sweeps, steps=steps, progress=progress)
     folder = _lr_find_dir(resolved, out)
+    claim(folder, "lr-find")
     write_lr_find(folder, found, resolved)
     return found, folder
 
@@ -78,4 +87,5 @@ def _lr_find_dir(cfg: RunConfig, out: str | Path | None) -> Path:
     from cnnkit.train.folder import default_run_dir, numbered_dirs
 
     base = default_run_dir(cfg, False)
-    return next(f for f in numbered_dirs(base.parent / f"{base.name}-lr-find") if not (f / LR_FIND_JSON).exists())
+    return next(f for f in numbered_dirs(base.parent / f"{base.name}-lr-find")
+                if usable(f) and not (f / LR_FIND_JSON).exists())

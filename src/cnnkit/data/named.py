@@ -27,7 +27,7 @@ from cnnkit.data.cache import cache_root
 from cnnkit.data.download import data_root, download, extract, mirrored, verify_compressed_tail
 from cnnkit.data.folders import find_root, list_images, list_split_folders
 from cnnkit.data.images import fill_splits, load_listing
-from cnnkit.data.types import DataSplits, ImageSet
+from cnnkit.data.types import DataDescription, DataSplits, ImageSet, Source
 from cnnkit.errors import DataError
 
 
@@ -337,10 +337,19 @@ def load_horses_vs_humans(cfg: DataConfig, mirror: str | None = None) -> DataSpl
     return load_listing(listing, cfg)
 
 
-NAMED: dict[str, Callable[..., DataSplits]] = {
-    "mnist": load_mnist,
-    "fashion-mnist": load_fashion_mnist,
-    "cifar10": load_cifar10,
-    "cats-vs-dogs": load_cats_vs_dogs,
-    "horses-vs-humans": load_horses_vs_humans,
+def _dataset(classes: tuple[str, ...], train: int, val: int, test: int, grey: bool, size: tuple[int, int],
+             sizes_vary: bool = False) -> DataDescription:
+    return DataDescription(classes, train, val, test, grey, size, sizes_vary, where="dataset")
+
+
+# name -> its loader and what the official files hold (counts per split, colour, median size): the
+# automatic default plans from the description without downloading or decoding anything
+NAMED: dict[str, Source] = {
+    "mnist": Source(load_mnist, _dataset(DIGITS, 60_000, 0, 10_000, True, (28, 28))),
+    "fashion-mnist": Source(load_fashion_mnist, _dataset(FASHION_CLASSES, 60_000, 0, 10_000, True, (28, 28))),
+    "cifar10": Source(load_cifar10, _dataset(CIFAR10_CLASSES, 50_000, 0, 10_000, False, (32, 32))),
+    "cats-vs-dogs": Source(load_cats_vs_dogs, _dataset(("cats", "dogs"), 2_000, 1_000, 0, False, (374, 500),
+                                                        sizes_vary=True)),
+    "horses-vs-humans": Source(load_horses_vs_humans, _dataset(("horses", "humans"), 1_027, 256, 0, False,
+                                                                (300, 300))),
 }

@@ -14,7 +14,7 @@ from cnnkit.data.cache import cache_root
 from cnnkit.data.download import extract
 from cnnkit.data.images import check_fractions, load_folder
 from cnnkit.data.named import DIGITS, NAMED
-from cnnkit.data.types import DataSplits, ImageSet
+from cnnkit.data.types import DataDescription, DataSplits, ImageSet, Source
 from cnnkit.errors import CnnkitError, ConfigError, DataError, DiskFullError
 from cnnkit.io import atomic_path
 
@@ -54,8 +54,12 @@ def sklearn_digits(cache_dir: str | None = None) -> ImageSet:
     return ImageSet(x, d.target.astype(np.int64), DIGITS)
 
 
-# name -> loader returning one labelled set (split by DataConfig.val_split/test_split)
-SINGLE_SET = {"mnist-mini": mnist_mini, "digits": sklearn_digits}
+# name -> a loader of one labelled set (cache_dir -> ImageSet; split by split_packaged) and its description:
+# train = what is left after the fixed 20% test split, from which validation is split off
+SINGLE_SET: dict[str, Source] = {
+    "mnist-mini": Source(mnist_mini, DataDescription(DIGITS, 4_000, 0, 1_000, True, (28, 28), False, "package")),
+    "digits": Source(sklearn_digits, DataDescription(DIGITS, 1_438, 0, 359, True, (8, 8), False, "package")),
+}
 
 
 PACKAGED_TEST_FRACTION = 0.2
@@ -121,9 +125,9 @@ def load_data(cfg: DataConfig) -> DataSplits:
         raise ConfigError(f"--label-map {cfg.label_map}: a label map applies to image folders, not to {cfg.source!r}")
     if cfg.source in SINGLE_SET:
         check_fractions(cfg)
-        data = SINGLE_SET[cfg.source](cfg.cache_dir)
+        data = SINGLE_SET[cfg.source].load(cfg.cache_dir)
         return conform_splits(split_packaged(data, cfg), cfg.image_size, cfg.channels)
-    return NAMED[cfg.source](cfg)
+    return NAMED[cfg.source].load(cfg)
 
 
 SOURCES = tuple(SINGLE_SET) + tuple(NAMED)

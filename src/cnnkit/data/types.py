@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -59,6 +59,56 @@ class DataSplits:
     @property
     def classes(self) -> tuple[str, ...]:
         return self.train.classes
+
+
+PHOTO_MIN_SIDE = 64  # a median shorter side above this is a photo (pretrained features pay off); else "images"
+WHERE = ("folder", "dataset", "package", "arrays")  # where a description's data lives
+
+
+@dataclass(frozen=True)
+class DataDescription:
+    """What is known of a data source before anything is decoded (:func:`cnnkit.data.describe.describe`).
+
+    ``train``/``val``/``test``: images in the source's own splits (``val`` 0: a validation split is
+    taken off the training images; ``test`` 0: none, or split off too); ``size``: the median (H, W).
+    """
+
+    classes: tuple[str, ...]
+    train: int
+    val: int
+    test: int
+    grey: bool
+    size: tuple[int, int]  # median (H, W)
+    sizes_vary: bool
+    where: str  # one of WHERE
+
+    def __post_init__(self) -> None:
+        if self.where not in WHERE:
+            raise ValueError(f"where={self.where!r}: one of {', '.join(WHERE)}")
+
+    @property
+    def photos(self) -> bool:
+        return min(self.size) > PHOTO_MIN_SIDE
+
+    @property
+    def digits(self) -> bool:
+        """Classes named 0-9: mirrored digits are other symbols (no flips)."""
+        return all(c.strip().isdigit() for c in self.classes)
+
+    def text(self) -> str:
+        """``colour photos (2 classes, 2,000 train images, median 374x500 px)``."""
+        kind = ("grey" if self.grey else "colour") + (" photos" if self.photos else " images")
+        h, w = self.size
+        size = f"median {h}x{w} px" if self.sizes_vary else f"{h}x{w} px"
+        return f"{kind} ({len(self.classes)} classes, {self.train:,} train images, {size})"
+
+
+@dataclass(frozen=True)
+class Source:
+    """A data source by name: its loader and its description, declared together (a registry entry)."""
+
+    load: Callable[..., Any]  # named datasets: DataConfig -> DataSplits; packaged sets: cache_dir -> ImageSet
+    description: DataDescription
 
 
 def class_index(classes: tuple[str, ...] | list[str], name: str | None) -> int | None:

@@ -27,8 +27,8 @@ import numpy as np
 import torch
 
 from cnnkit.data.label_map import data_relative
+from cnnkit.run_folder import LABEL_ISSUES  # noqa: F401 - in the run folder; imported from here as before
 
-LABEL_ISSUES = "label_issues.csv"  # in the run folder
 DEFAULT_FOLDS = 5
 COLUMNS = ("file", "split", "given", "suggested", "score")
 LBFGS_ITERATIONS = 100  # full-batch steps per fold: a convex problem, converged well before this

@@ -20,6 +20,7 @@ from cnnkit.config import RunConfig, make_config
 from cnnkit.errors import CheckpointError, CnnkitError, ConfigError, DataError
 from cnnkit.train.candidates import AUTO  # the automatic default: candidates raced on the data
 from cnnkit.train.candidates import DEFAULT_TIME as AUTO_TIME  # its budget when none is given
+from cnnkit.run_folder import BEST, CONFIG, LAST
 from cnnkit.train.callbacks import Callback, Signal
 
 __all__ = ["Callback", "Signal", "CnnkitError", "ConfigError", "DataError", "CheckpointError",
@@ -28,8 +29,7 @@ __all__ = ["Callback", "Signal", "CnnkitError", "ConfigError", "DataError", "Che
            "model_service", "most_wrong", "export_onnx", "checkpoint_file", "png_bytes", "CHECKPOINT", "LAST"]
 
 OFFLINE_DATASETS = ("mnist-mini", "digits")  # ship inside installed packages: no download
-CHECKPOINT = "best.safetensors"
-LAST = "last.safetensors"
+CHECKPOINT = BEST
 
 
 def augment_presets() -> list[str]:
@@ -101,7 +101,7 @@ def saved_epochs(run_dir: Path) -> int | None:
     from cnnkit.config import load_run_config
 
     try:
-        return int(load_run_config(run_dir / "config.json").train.epochs)
+        return int(load_run_config(run_dir / CONFIG).train.epochs)
     except (OSError, ValueError, TypeError):
         return None
 
@@ -133,7 +133,7 @@ def evaluate(run_dir: Path) -> tuple[dict, np.ndarray, Any]:
     from cnnkit.config import load_run_config
     from cnnkit.evaluate.evaluate import evaluate as evaluate_model  # cnnkit.evaluate_model
 
-    source = load_run_config(run_dir / "config.json").data.source
+    source = load_run_config(run_dir / CONFIG).data.source
     return evaluate_model(run_dir, source, device="cpu")
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from cnnkit.run_folder import CONFIG, HISTORY_JSON, METRICS, STATE
 from cnnkit.studio import engine
 from cnnkit.studio.paths import PathError, relative_to, resolve_under
 
@@ -35,8 +36,8 @@ def open_run(runs_dir: Path, name: str) -> Path:
     if not name or "/" in name.replace("\\", "/"):
         raise PathError(f"{name!r}: not a run name")
     run_dir = resolve_under(runs_dir, name)
-    if not (run_dir / "config.json").is_file():
-        raise PathError(f"{name!r}: not a run folder (no config.json)", 404)
+    if not (run_dir / CONFIG).is_file():
+        raise PathError(f"{name!r}: not a run folder (no {CONFIG})", 404)
     return run_dir
 
 
@@ -53,19 +54,19 @@ def _data_label(source: str, root: Path) -> str:
 
 def summary(run_dir: Path, root: Path, active: dict[Path, str]) -> dict[str, Any]:
     """Key numbers of one run: model, data, accuracy, epochs, date, state."""
-    cfg = _read_json(run_dir / "config.json") or {}
-    history = _read_json(run_dir / "history.json") or []
-    metrics = _read_json(run_dir / "metrics.json") or {}
+    cfg = _read_json(run_dir / CONFIG) or {}
+    history = _read_json(run_dir / HISTORY_JSON) or []
+    metrics = _read_json(run_dir / METRICS) or {}
     planned = (cfg.get("train") or {}).get("epochs")
     done = len(history)
-    stamp = max((p.stat().st_mtime for p in (run_dir / "history.json", run_dir / "config.json") if p.exists()),
+    stamp = max((p.stat().st_mtime for p in (run_dir / HISTORY_JSON, run_dir / CONFIG) if p.exists()),
                 default=0.0)
     last = history[-1] if history else {}
     state = active.get(run_dir.resolve()) or active.get(run_dir)
     if state is None:
         if metrics:
             state = "done"
-        elif (run_dir / "train_state.pt").is_file() and planned is not None and done < planned:
+        elif (run_dir / STATE).is_file() and planned is not None and done < planned:
             state = "stopped"
         else:
             state = "incomplete" if not (run_dir / engine.CHECKPOINT).is_file() else "done"
@@ -91,18 +92,18 @@ def list_runs(runs_dir: Path, root: Path, active: dict[Path, str]) -> list[dict[
     if not runs_dir.is_dir():
         return []
     runs = [summary(p, root, active) for p in runs_dir.iterdir()
-            if p.is_dir() and not p.name.startswith(".") and (p / "config.json").is_file()]
+            if p.is_dir() and not p.name.startswith(".") and (p / CONFIG).is_file()]
     return sorted(runs, key=lambda r: -r["timestamp"])
 
 
 def details(run_dir: Path, root: Path, active: dict[Path, str]) -> dict[str, Any]:
     """The summary plus history, saved metrics and the settings that matter to a reader."""
-    cfg = _read_json(run_dir / "config.json") or {}
+    cfg = _read_json(run_dir / CONFIG) or {}
     train, optim, aug = cfg.get("train") or {}, cfg.get("optim") or {}, cfg.get("augment") or {}
     return {
         **summary(run_dir, root, active),
-        "history": _read_json(run_dir / "history.json") or [],
-        "metrics": _read_json(run_dir / "metrics.json"),
+        "history": _read_json(run_dir / HISTORY_JSON) or [],
+        "metrics": _read_json(run_dir / METRICS),
         "settings": {"batch_size": train.get("batch_size"), "optimizer": optim.get("name"), "lr": optim.get("lr"),
                      "schedule": optim.get("schedule"), "augment": aug.get("preset"), "seed": train.get("seed")},
         "files": sorted(p.name for p in run_dir.iterdir() if p.is_file() and not p.name.startswith(".")),

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from cnnkit.run_folder import STATE
 from cnnkit.studio import engine
 from cnnkit.studio.jobs import JobQueue
 from cnnkit.studio.paths import PathError, relative_to, resolve_under, scrub
@@ -85,7 +86,7 @@ class Studio:
 
     def resume(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
         run_dir = open_run(self.runs_dir, name)
-        if not (run_dir / "train_state.pt").is_file():
+        if not (run_dir / STATE).is_file():
             raise PathError(f"run {name!r} has no saved training state to resume (it stopped before its first "
                             "epoch ended)", 409)
         epochs = _positive(body.get("epochs"), "epochs", integer=True)

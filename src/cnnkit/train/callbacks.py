@@ -18,6 +18,7 @@ from typing import Any, Mapping
 
 from cnnkit.errors import ConfigError
 from cnnkit.io import atomic_write_bytes
+from cnnkit.run_folder import HISTORY_CSV, HISTORY_JSON
 
 
 @dataclass
@@ -289,7 +290,7 @@ class History(Callback):
         writer = csv.DictWriter(buf, fieldnames=keys)
         writer.writeheader()
         writer.writerows(self.rows)
-        return {"history.csv": buf.getvalue().encode(), "history.json": (json.dumps(self.rows, indent=1) + "\n").encode()}
+        return {HISTORY_CSV: buf.getvalue().encode(), HISTORY_JSON: (json.dumps(self.rows, indent=1) + "\n").encode()}
 
     def write(self) -> None:
         for name, data in self.files().items():

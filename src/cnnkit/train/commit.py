@@ -25,8 +25,9 @@ from typing import Callable, Iterator, Mapping
 
 from cnnkit.errors import CheckpointError, DiskFullError
 from cnnkit.io import atomic_write_bytes
+from cnnkit.run_folder import COMMIT
 
-MANIFEST = "commit.json"
+MANIFEST = COMMIT  # the run folder's commit.json
 STAGED = ".new"  # suffix of a file written for a commit that is not placed yet
 FORMAT = "cnnkit-commit-1"
 

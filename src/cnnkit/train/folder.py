@@ -7,13 +7,12 @@ import re
 from pathlib import Path
 from typing import Any, Iterator
 
-from cnnkit.config import Preprocess, RunConfig, save_json
+from cnnkit.config import Preprocess, RunConfig
 from cnnkit.data import DataSplits
 from cnnkit.data.skipped import skipped_text
 from cnnkit.errors import ConfigError
-from cnnkit.inference import checkpoint as ckpt
 from cnnkit.io import atomic_write_text
-from cnnkit.train.commit import MANIFEST
+from cnnkit.run_folder import COMMIT, LAST, SKIPPED, RunFolder, check_usable, claim, usable
 from cnnkit.train.lock import FolderBusy, RunLock, lock_run_folder
 
 
@@ -34,29 +33,40 @@ def numbered_dirs(base: Path) -> Iterator[Path]:
 
 def holds_run(folder: Path) -> bool:
     """True when ``folder`` has a committed epoch (or the last checkpoint of an older cnnkit's run)."""
-    return (folder / MANIFEST).exists() or (folder / ckpt.LAST).exists()
+    return (folder / COMMIT).exists() or (folder / LAST).exists()
 
 
-def claim_fresh_dir(base: Path, explicit: bool) -> RunLock:
-    """Lock an unused run folder: ``base``, else base-2, base-3 ... (explicit --out must not hold a run).
+def _free(folder: Path) -> bool:
+    """A numbered candidate cnnkit may take: new, empty, or a run folder without a committed epoch."""
+    return usable(folder) and not holds_run(folder)
 
-    Whether a folder is used is decided while holding its lock, so two runs started together
-    never pick the same one; an explicit ``--out`` that another run is writing is a ConfigError.
+
+def claim_fresh_dir(base: Path, explicit: bool, kind: str = "train") -> RunLock:
+    """Lock an unused run folder and mark it as cnnkit's: ``base``, else base-2, base-3 ...
+
+    An explicit ``--out`` must be new, empty or a cnnkit run folder (a person's folder is refused,
+    untouched), and must not hold a run already.  Whether a folder is used is decided while holding
+    its lock, so two runs started together never pick the same one; an explicit ``--out`` that
+    another run is writing is a ConfigError.  The marker (:func:`cnnkit.run_folder.claim`) is the
+    first file written.
     """
     if explicit:
+        check_usable(base)
         lock = lock_run_folder(base)
         if holds_run(base):
             lock.release()
             raise ConfigError(f"{base} already holds a run; use --resume {base} to continue it or choose another --out")
+        claim(base, kind)
         return lock
     for folder in numbered_dirs(base):
-        if holds_run(folder):
+        if not _free(folder):
             continue
         try:
             lock = lock_run_folder(folder)
         except FolderBusy:  # another run is starting in it now: take the next number
             continue
-        if not holds_run(folder):
+        if _free(folder):
+            claim(folder, kind)
             return lock
         lock.release()
     raise AssertionError("unreachable")
@@ -66,10 +76,11 @@ def write_run_start(run_dir: Path, cfg: RunConfig, preprocess: Preprocess, split
                     features_info: dict[str, Any] | None) -> None:
     """config.json, preprocess.json, classes.txt (and features.json, skipped.txt where they apply)."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    save_json(cfg, run_dir / "config.json")
-    save_json(preprocess, run_dir / "preprocess.json")
+    folder = RunFolder(run_dir)
+    folder.write_config(cfg)
+    folder.write_preprocess(preprocess)
     if features_info is not None:
-        save_json(features_info, run_dir / "features.json")
-    atomic_write_text(run_dir / "classes.txt", "\n".join(preprocess.classes) + "\n")
+        folder.write_features(features_info)
+    folder.write_classes(preprocess.classes)
     if splits.skipped:
-        atomic_write_text(run_dir / "skipped.txt", skipped_text(splits.skipped))
+        atomic_write_text(run_dir / SKIPPED, skipped_text(splits.skipped))

@@ -12,13 +12,13 @@ import socket
 from pathlib import Path
 
 from cnnkit.errors import ConfigError
+from cnnkit.run_folder import LOCK
 
 try:
     import fcntl
 except ImportError:  # Windows: no flock; folders are not locked there
     fcntl = None
 
-LOCK = ".lock"
 
 
 class RunLock:

@@ -17,6 +17,7 @@ from cnnkit.config import RunConfig, load_run_config, replace
 from cnnkit.errors import CheckpointError
 from cnnkit.inference import checkpoint as ckpt
 from cnnkit.models.custom import check_trusted
+from cnnkit.run_folder import CONFIG
 from cnnkit.train.callbacks import Callback
 from cnnkit.train.commit import MANIFEST, Commit, read_commit, recover
 from cnnkit.train.loop import FitState
@@ -52,11 +53,11 @@ def as_resume(resume: str | Path | Resume | None, cfg: RunConfig | None) -> Resu
 
 def resumed_config(run_dir: str | Path, epochs: int | None = None, progress: bool | None = None) -> RunConfig:
     """The config saved in ``run_dir``, for ``--resume``: its own epoch count unless ``epochs`` is given."""
-    path = Path(run_dir) / "config.json"
+    path = Path(run_dir) / CONFIG
     if not path.is_file():
         raise CheckpointError(f"{run_dir}: not a run folder (no config.json) to resume")
     try:
-        saved = load_run_config(path)
+        saved = load_run_config(path, named=False)  # the run's record as saved
     except (ValueError, TypeError) as exc:
         raise CheckpointError(f"{path}: unreadable run config ({exc})") from None
     check_trusted(saved.model.name, path)  # a downloaded run folder's own module runs only with --trust-code

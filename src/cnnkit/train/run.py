@@ -46,6 +46,7 @@ from cnnkit.inference import checkpoint as ckpt
 from cnnkit.inference.calibrated import calibrated_bytes
 from cnnkit.inference.preprocess import ImageInputs
 from cnnkit.models import ModelDefaults, build_model, default_config
+from cnnkit.run_folder import LR_FIND_JSON
 from cnnkit.train.candidates import AUTO
 from cnnkit.train.callbacks import BestCheckpoint, Callback, EarlyStopping, History, Progress, TimeBudget
 from cnnkit.train.checks import check_settings, check_splits, monitor_key, portable_paths
@@ -129,7 +130,7 @@ class Parts:
 
 def train(cfg: RunConfig | None, splits: DataSplits | None = None, resume: str | Path | Resume | None = None,
           callbacks: list[Callback] | None = None, explicit_out: bool = False,
-          finish: Finish | None = None) -> RunResult:
+          finish: Finish | None = None, folder: RunLock | None = None) -> RunResult:
     """Train a model as ``cfg`` says; return the run folder, history and final metrics.
 
     ``splits`` may be passed directly (Python API); otherwise ``cfg.data`` is loaded.
@@ -143,6 +144,8 @@ def train(cfg: RunConfig | None, splits: DataSplits | None = None, resume: str |
     run one level up (:mod:`cnnkit.commands.auto`).
     ``cfg.optim.lr == "auto"`` runs the learning-rate range test (:func:`find_lr`) once the model,
     data and optimizer are built, and trains at its suggestion; config.json records that number.
+    ``folder``: a run folder the caller has already claimed and locked
+    (:func:`cnnkit.train.folder.claim_fresh_dir`); the run writes there and leaves the lock to the caller.
     """
     started = time.perf_counter()  # --time counts from here: loading and feature extraction included
     if cfg is not None and cfg.model.name == AUTO and resume is None:
@@ -161,7 +164,7 @@ def train(cfg: RunConfig | None, splits: DataSplits | None = None, resume: str |
         cfg, built, parts = _at_lr(cfg, built, parts, lr)
         if env.writer:
             print(f"cnnkit: --lr auto: {lr:.1e}, {_found_text(found)}", file=sys.stderr, flush=True)
-    lock = _run_folder(cfg, resume, explicit_out, env)  # locked until this run returns
+    lock = folder or _run_folder(cfg, resume, explicit_out, env)  # locked until this run returns
     try:
         run_dir = lock.folder if lock is not None else None
         history = History(None)  # its files are committed with each epoch's checkpoints
@@ -170,14 +173,14 @@ def train(cfg: RunConfig | None, splits: DataSplits | None = None, resume: str |
         if run_dir is not None:
             write_run_start(run_dir, cfg, built.preprocess, splits, parts.features_info)
             if found is not None:
-                save_json(found.to_dict(), run_dir / "lr_find.json")
+                save_json(found.to_dict(), run_dir / LR_FIND_JSON)
         state = _fit(cfg, built, parts, env, cbs, history, run_dir, state)
         result = _finish(cfg, splits, built, parts, env, run_dir, history, state)
         if finish is not None:
             finish(result)  # still under the lock
         return result
     finally:
-        if lock is not None:
+        if lock is not None and lock is not folder:  # a folder handed in stays the caller's
             lock.release()
 
 

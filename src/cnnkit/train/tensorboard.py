@@ -29,10 +29,11 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
+from cnnkit.run_folder import TENSORBOARD
 from cnnkit.train.callbacks import Callback, Signal
 
 FILE_VERSION = b"brain.Event:2"
-LOG_DIR = "tensorboard"
+LOG_DIR = TENSORBOARD
 
 
 def _crc32c_table() -> list[int]:

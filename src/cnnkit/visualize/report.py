@@ -24,10 +24,10 @@ from cnnkit.data.types import ImageSet
 from cnnkit.errors import CheckpointError, CnnkitError, ConfigError
 from cnnkit.io import atomic_write_text
 from cnnkit.inference.checkpoint import Checkpoint, load_checkpoint
+from cnnkit.run_folder import AUTO, CONFIG, CURVES, HISTORY_JSON, METRICS, REPORT
 
 log = logging.getLogger("cnnkit")
 
-REPORT = "report.html"
 Evaluation = tuple[dict, np.ndarray, ImageSet]  # (metrics, probs (N,K), evaluated images), as evaluate() returns
 
 _STYLE = """
@@ -120,8 +120,8 @@ def _reliability_section(probs: np.ndarray, labels: np.ndarray) -> str:
 
 
 def _curves_uri(run_dir: Path, history: list[dict], title: str) -> str | None:
-    if (run_dir / "curves.png").is_file():
-        return png_data_uri((run_dir / "curves.png").read_bytes())
+    if (run_dir / CURVES).is_file():
+        return png_data_uri((run_dir / CURVES).read_bytes())
     if history:
         from cnnkit.visualize.curves import plot_curves
 
@@ -255,16 +255,16 @@ def render_report(run_dir: str | Path, data_source: str | None = None, evaluatio
     from cnnkit.visualize.samples import plot_samples
 
     run_dir = Path(run_dir)
-    if not (run_dir / "config.json").is_file():
-        raise CheckpointError(f"{run_dir}: not a run folder (no config.json)")
-    cfg = load_run_config(run_dir / "config.json")
-    history = json.loads((run_dir / "history.json").read_text()) if (run_dir / "history.json").is_file() else []
+    if not (run_dir / CONFIG).is_file():
+        raise CheckpointError(f"{run_dir}: not a run folder (no {CONFIG})")
+    cfg = load_run_config(run_dir / CONFIG)
+    history = json.loads((run_dir / HISTORY_JSON).read_text()) if (run_dir / HISTORY_JSON).is_file() else []
     note = ""
     if evaluation is None:
         evaluation, note = _evaluate_run(run_dir, cfg, data_source)
     metrics = evaluation[0] if evaluation is not None else None
-    if metrics is None and (run_dir / "metrics.json").is_file():
-        metrics = json.loads((run_dir / "metrics.json").read_text())
+    if metrics is None and (run_dir / METRICS).is_file():
+        metrics = json.loads((run_dir / METRICS).read_text())
     title = f"{cfg.model.name} on {Path(cfg.data.source).name}"
 
     parts = [f"<h1>cnnkit run: {html.escape(title)}</h1>",
@@ -324,8 +324,8 @@ def write_report(run_dir: str | Path, data_source: str | None = None, *, evaluat
 
 
 def _auto_choice(run_dir: Path) -> dict | None:
-    """The auto.json of a run the automatic default planned (as :func:`cnnkit.train.auto.read_choice`), or None."""
+    """The auto.json of a run the automatic default planned (as :func:`cnnkit.commands.auto.read_choice`), or None."""
     try:
-        return json.loads((Path(run_dir) / "auto.json").read_text())
+        return json.loads((Path(run_dir) / AUTO).read_text())
     except (OSError, ValueError):
         return None
