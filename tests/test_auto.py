@@ -90,6 +90,57 @@ def test_race_folder_holds_the_chosen_model_and_every_candidate_in_the_leaderboa
     assert record["elapsed_s"] <= 1.05 * 120.0 + 5.0
 
 
+def test_a_named_setting_survives_planning_at_any_value():
+    from cnnkit.config import TrainConfig
+    from cnnkit.train import candidates as C
+
+    default_epochs = TrainConfig().epochs  # named at its default value: still the user's
+    user = make_config(data="somewhere", epochs=default_epochs, optimizer="adam", lr=0.01, batch_size=16)
+    assert {"train.epochs", "optim.name", "optim.lr", "train.batch_size"} <= set(user.given)
+    features = C.features_config(user, "efficientnet_lite0")
+    planned = [features, C.scratch_config(user, False, (32, 32), 3, True, 17, 100),
+               C.finetune_config(features, user, 5)]
+    for cfg in planned:
+        assert (cfg.train.epochs, cfg.optim.name, cfg.optim.lr, cfg.train.batch_size) == \
+            (default_epochs, "adam", 0.01, 16)
+    plain = C.scratch_config(make_config(data="somewhere"), False, (32, 32), 3, True, 17, 100)
+    assert plain.train.epochs == 17 and plain.optim.name == "adamw"  # not named: planned
+
+
+def grey_splits(labels_shift: int = 0) -> DataSplits:
+    """3 classes of 12x12 grey squares (class c: a bright block at row 4c); the validation labels
+    shifted by ``labels_shift`` (the reported split, poisoned)."""
+    rng = np.random.default_rng(0)
+
+    def images(n):
+        y = np.arange(n) % 3
+        x = rng.integers(0, 50, (n, 12, 12, 1)).astype(np.uint8)
+        for i, c in enumerate(y):
+            x[i, 4 * c: 4 * c + 4, 2:10] = 220
+        return x, y
+
+    xt, yt = images(120)
+    xv, yv = images(30)
+    classes = ("a", "b", "c")
+    return DataSplits(ImageSet(xt, yt, classes), ImageSet(xv, (yv + labels_shift) % 3, classes))
+
+
+def test_selection_never_reads_the_reported_split(tmp_path):
+    """The same race with the reported split's labels scrambled scores and chooses exactly the same."""
+    boards, metrics = [], []
+    for shift in (0, 1):
+        cfg = make_config(data="arrays", out=str(tmp_path / f"race{shift}"), cache_dir=str(tmp_path / "cache"),
+                          channels=1, epochs=6, batch_size=16, time=600.0, progress=False, report=False)
+        result = cnnkit.train_model(cfg, splits=grey_splits(shift))
+        boards.append([(r["name"], r["score"], r["chosen"]) for r in read_board(result.run_dir)])
+        metrics.append(result.metrics)
+        for sub in (result.run_dir / "candidates").glob("*"):  # epochs named: every candidate kept them
+            assert load_run_config(sub / "config.json").train.epochs == 6
+    assert boards[0] == boards[1] and metrics[0]["split"] == "val"
+    assert max(float(score) for _, score, _ in boards[0]) > 0.6  # a real race, not a tie of chance scores
+    assert metrics[0]["accuracy"] > metrics[1]["accuracy"]  # the reported split itself did change
+
+
 def test_race_stays_within_a_short_budget(tmp_path):
     folder = write_folder(tmp_path / "data", 24, "RGB", classes=("a", "b"), n=60)
     budget = 40.0

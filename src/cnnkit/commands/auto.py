@@ -242,11 +242,12 @@ class Race:
         epochs = min(C.scratch_epochs_wanted(len(own.train)), int(0.95 * left / epoch))
         flips = leader.extra.get("flips", True)
         name = f"{leader.cfg.model.name}, {'flips' if flips else 'no flips'}"
-        if epochs <= leader.epochs and len(own.train) <= leader.extra.get("images", 0):
-            self._note(f"{name}: no time for a longer run than the estimate ({left:.0f} s left)")
-            return
         cfg = C.scratch_config(self.user, self.grey, own.train.image_size, own.train.channels, flips, max(1, epochs),
                                len(own.train))
+        if cfg.train.epochs <= leader.epochs and len(own.train) <= leader.extra.get("images", 0):
+            self._note(f"{name}: the estimate already ran every image for {leader.epochs} epochs; no longer run "
+                       f"({'the epochs were named' if C.is_given(self.user, 'train.epochs') else f'{left:.0f} s left'})")
+            return
         self._train(Candidate(name, "scratch", cfg, extra={"flips": flips, "images": len(own.train)}), own,
                     allowance=left + self.overhead)
 
@@ -483,9 +484,10 @@ class Race:
         pool = [c for c in self.board if c.kind in kinds and c.score is not None]
         if not pool:
             return None
-        key = (lambda c: (c.cv if c.cv is not None else c.score, -c.seconds)) if set(kinds) <= {"features", "concat"} \
-            else (lambda c: (c.score, -c.seconds))
-        return max(pool, key=key)
+        heads = set(kinds) <= {"features", "concat"}
+        # ties: a complete measurement over an estimate, then the earlier (cheaper) candidate
+        return max(pool, key=lambda c: (c.cv if heads and c.cv is not None else c.score, not c.estimate,
+                                        -self.board.index(c)))
 
     def _leader(self) -> Candidate | None:
         scratch, features = self._best("scratch"), self._best("features")
@@ -508,7 +510,7 @@ class Race:
         if not finalists:
             raise ConfigError("the automatic default could not train any candidate within "
                               f"{self.clock.budget:.0f} s: give it more --time or name a model with --model")
-        chosen = max(finalists, key=lambda c: (c.score, -c.seconds))
+        chosen = max(finalists, key=lambda c: (c.score, not c.estimate, -self.board.index(c)))
         chosen.chosen = True
         return chosen
 
