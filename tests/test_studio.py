@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import time
 import zipfile
 from pathlib import Path
@@ -43,10 +44,21 @@ def png(image: np.ndarray) -> bytes:
 
 
 FOLDER = {"kind": "folder", "path": "shapes"}
+BASE = "http://127.0.0.1:8765"  # the studio answers only to the address it is bound to
+
+
+def page_token(html: str) -> str:
+    """The session token the studio writes into its page (what the page's script sends back)."""
+    match = re.search(r'<meta name="cnnkit-token" content="([^"]+)">', html)
+    assert match, "the page carries no session token"
+    return match.group(1)
 
 
 def studio_client(root: Path, cache: Path, **kwargs) -> TestClient:
-    return TestClient(create_studio_app(root, cache_dir=str(cache), **kwargs))
+    """A client that talks as the studio's own page does: its Origin, and the token read from the page."""
+    client = TestClient(create_studio_app(root, cache_dir=str(cache), **kwargs), base_url=BASE)
+    client.headers.update({"Origin": BASE, "X-Cnnkit-Token": page_token(client.get("/").text)})
+    return client
 
 
 def events_of(client: TestClient, job_id: int) -> list[dict]:

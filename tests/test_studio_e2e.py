@@ -86,7 +86,8 @@ def test_folder_to_trained_model_to_prediction_in_the_browser(studio, tmp_path):
         page.click("#tabs button[data-tab='try']")
         image = next((root / "shapes" / "bright").iterdir())
         assert page.text_content("#try-title") == run
-        with httpx.Client() as client:
+        token = page.get_attribute("meta[name=cnnkit-token]", "content")
+        with httpx.Client(headers={"Origin": url.rstrip("/"), "X-Cnnkit-Token": token}) as client:
             expected = client.post(f"{url}api/runs/{run}/predict", params={"gradcam": "false"},
                                    files={"file": (image.name, image.read_bytes(), "image/png")}).json()["top"]
         page.set_input_files("#try-file", str(image))

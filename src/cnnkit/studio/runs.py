@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from cnnkit.studio import engine
-from cnnkit.studio.paths import PathError, relative_to, resolve_under
+from cnnkit.studio.paths import PathError, inside, relative_to, resolve_under
 
 MAX_CELL_IMAGES = 200
 
@@ -90,8 +90,9 @@ def list_runs(runs_dir: Path, root: Path, active: dict[Path, str]) -> list[dict[
     """Every run folder under ``runs_dir``, newest first."""
     if not runs_dir.is_dir():
         return []
+    base = runs_dir.resolve()
     runs = [summary(p, root, active) for p in runs_dir.iterdir()
-            if p.is_dir() and not p.name.startswith(".") and (p / "config.json").is_file()]
+            if p.is_dir() and not p.name.startswith(".") and (p / "config.json").is_file() and inside(base, p)]
     return sorted(runs, key=lambda r: -r["timestamp"])
 
 
@@ -147,8 +148,8 @@ class Evaluation:
 class RunCache:
     """Evaluations and loaded models per run, rebuilt when the run's checkpoint changes."""
 
-    def __init__(self, max_upload_bytes: int):
-        self.max_upload_bytes = max_upload_bytes
+    def __init__(self, max_upload_bytes: int, root: Path | None = None):
+        self.max_upload_bytes, self.root = max_upload_bytes, root  # root: the data a run may be evaluated on
         self._lock = threading.Lock()
         self._locks: dict[Path, threading.Lock] = {}
         self._evals: dict[Path, Evaluation] = {}
@@ -168,7 +169,7 @@ class RunCache:
             cached = self._evals.get(run_dir)
             if cached is not None and cached.stamp == stamp:
                 return cached
-            metrics, probs, data = engine.evaluate(run_dir)
+            metrics, probs, data = engine.evaluate(run_dir, self.root)
             ev = Evaluation(metrics, probs, np.asarray(data.labels), probs.argmax(axis=1), data, stamp)
             self._evals[run_dir] = ev
             return ev

@@ -5,8 +5,10 @@ const $ = (id) => document.getElementById(id);
 const state = { source: null, sourceLabel: "", run: null, job: null, stream: null, info: null, history: [], live: null };
 
 // ------------------------------------------------------------------ helpers
+// the server wrote this process's session token into the page; only this page's script can read it
+const TOKEN = (document.querySelector("meta[name=cnnkit-token]") || {}).content || "";
 async function api(path, options = {}) {
-  const res = await fetch(path, options);
+  const res = await fetch(path, { ...options, headers: { ...(options.headers || {}), "X-Cnnkit-Token": TOKEN } });
   const type = res.headers.get("content-type") || "";
   const body = type.includes("json") ? await res.json() : await res.text();
   if (!res.ok) throw new Error((body && body.detail) || `${res.status} ${res.statusText}`);
@@ -161,10 +163,12 @@ $("model").addEventListener("change", modelChanged);
 function formSettings(defaults) {
   const body = { source: state.source };
   if (!defaults) {
+    // numbers go as JSON numbers (the server checks types as the CLI does); an empty field: the default
+    const number = (id) => ($(id).value.trim() === "" ? null : Number($(id).value));
     body.model = $("model").value;
-    body.epochs = $("epochs").value;
+    body.epochs = number("epochs");
     body.augment = $("augment").value;
-    body.time_budget = $("budget").value;
+    body.time_budget = number("budget");
   }
   return body;
 }
