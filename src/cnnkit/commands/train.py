@@ -32,6 +32,7 @@ from cnnkit.config import RunConfig, save_json
 from cnnkit.data import DataSplits
 from cnnkit.io import atomic_write_text
 from cnnkit.models.custom import trusted_code
+from cnnkit.phases import phase
 from cnnkit.train.callbacks import Callback
 from cnnkit.train.resume import Resume
 from cnnkit.train.run import RunResult
@@ -62,13 +63,17 @@ def write_run_outputs(result: RunResult) -> None:
         return  # not the writing process, or nothing held out to evaluate on
     cfg = result.config
     title = _title(cfg)
-    write_evaluation(result.run_dir, result.metrics)
-    write_curves(result.run_dir, title)
-    if (result.run_dir / LR_FIND_JSON).exists():  # trained with --lr auto: its range test's picture
-        write_lr_find_picture(result.run_dir, title)
-    if cfg.train.report:
-        with trusted_code(cfg.model.name):  # this run has just imported its builder: its report may load it
-            write_report_safely(result.run_dir, result.evaluation)
+    with phase("report", total=3 if cfg.train.report else 2, unit="files") as step:
+        write_evaluation(result.run_dir, result.metrics)
+        step()
+        write_curves(result.run_dir, title)
+        if (result.run_dir / LR_FIND_JSON).exists():  # trained with --lr auto: its range test's picture
+            write_lr_find_picture(result.run_dir, title)
+        step()
+        if cfg.train.report:
+            with trusted_code(cfg.model.name):  # this run has just imported its builder: its report may load it
+                write_report_safely(result.run_dir, result.evaluation)
+            step()
 
 
 def _title(cfg: RunConfig) -> str:

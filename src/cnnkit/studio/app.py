@@ -35,7 +35,7 @@ from cnnkit.io import finite_json
 from cnnkit.serve.limits import BodyLimit
 from cnnkit.studio import engine
 from cnnkit.studio.guard import Guard, new_token
-from cnnkit.studio.paths import PathError, browse, relative_to, scrub_tree
+from cnnkit.studio.paths import PathError, relative_to, scrub_tree
 from cnnkit.studio.runs import details, list_runs, open_run
 from cnnkit.studio.service import Studio
 from cnnkit.studio.uploads import DEFAULT_QUOTA, ZipLimits, safe_name
@@ -229,13 +229,13 @@ def _add_data_routes(app: FastAPI, studio: Studio) -> None:
 
     @app.get("/api/browse")
     def browse_folder(path: str = "") -> dict:
-        return browse(studio.root, path)
+        return studio.browse(path)
 
     @app.post("/api/inspect")
     async def inspect(request: Request) -> dict:
         source, label = studio.source((await _json_body(request)).get("source") or {})
         report = await run_in_threadpool(engine.inspect, source, studio.cache_dir, studio.data_dir, studio.root)
-        return {**scrub_tree(report, studio.bases), "label": label}
+        return {**scrub_tree(report, studio.bases), "label": label, "training_size": engine.training_size(report)}
 
     @app.get("/api/samples.png", response_class=Response)
     async def samples(kind: str = "folder", path: str = "", name: str = "") -> Response:
@@ -318,6 +318,10 @@ def _add_run_routes(app: FastAPI, studio: Studio) -> None:
     def run_details(name: str) -> dict:
         return details(run(name), studio.root, studio.jobs.active_run_dirs())
 
+    @app.delete("/api/runs/{name}")
+    def delete_run(name: str) -> dict:
+        return studio.delete_run(name)
+
     @app.post("/api/runs/{name}/resume")
     async def resume(request: Request, name: str) -> dict:
         body = await _json_body(request) if await request.body() else {}
@@ -360,6 +364,9 @@ def _add_run_routes(app: FastAPI, studio: Studio) -> None:
         run_dir = run(name)
         data, filename = await _read_upload(file, studio.max_upload_bytes, "image")
         service = await run_in_threadpool(studio.cache.service, run_dir)
+        too_large = await run_in_threadpool(engine.pixel_limit_error, data, service.max_pixels)
+        if too_large:
+            raise PathError(f"{filename}: {too_large}", 413)
         result = await run_in_threadpool(service.predict, data, filename, top_k)
         if gradcam and service.gradcam:
             png, cls, method = await run_in_threadpool(service.gradcam_png, data, filename, None)

@@ -26,7 +26,7 @@ from cnnkit.train.callbacks import Callback, Signal
 
 __all__ = ["Callback", "Signal", "CnnkitError", "ConfigError", "DataError", "CheckpointError",
            "AUTO", "AUTO_TIME", "OFFLINE_DATASETS", "FORM_SETTINGS", "check_form_value", "confined", "augment_presets", "dataset_names", "default_model", "default_epochs", "model_names", "build_config",
-           "check_config", "train", "resume", "saved_epochs", "inspect", "sample_grid_png", "evaluate",
+           "check_config", "train", "resume", "saved_epochs", "saved_settings", "training_size", "pixel_limit_error", "inspect", "sample_grid_png", "evaluate",
            "model_service", "most_wrong", "export_onnx", "checkpoint_file", "png_bytes", "CHECKPOINT", "LAST"]
 
 OFFLINE_DATASETS = ("mnist-mini", "digits")  # ship inside installed packages: no download
@@ -139,12 +139,20 @@ def resume(run_dir: Path, callbacks: Sequence[Callback], epochs: int | None = No
 
 def saved_epochs(run_dir: Path) -> int | None:
     """Epochs the run folder's config asks for (None if unreadable)."""
+    return saved_settings(run_dir).get("epochs")
+
+
+def saved_settings(run_dir: Path) -> dict[str, Any]:
+    """What the run folder's config says it trains with: model, epochs, augment, time_budget, source
+    (empty when unreadable)."""
     from cnnkit.config import load_run_config
 
     try:
-        return int(load_run_config(run_dir / "config.json").train.epochs)
-    except (OSError, ValueError, TypeError):
-        return None
+        cfg = load_run_config(run_dir / "config.json")
+    except (OSError, ValueError, TypeError, CnnkitError):
+        return {}
+    return {"model": cfg.model.name, "epochs": int(cfg.train.epochs), "augment": cfg.augment.preset,
+            "time_budget": cfg.train.time, "source": cfg.data.source}
 
 
 def inspect(source: str, cache_dir: str | None = None, data_dir: str | None = None,
@@ -154,6 +162,42 @@ def inspect(source: str, cache_dir: str | None = None, data_dir: str | None = No
 
     with confined(source, root):
         return inspect_data(source, data_dir=data_dir, cache_dir=cache_dir)
+
+
+def training_size(report: dict[str, Any]) -> dict[str, Any] | None:
+    """The size (H, W) training resizes this data to when no image size is set, and why.
+
+    One size in the data: that size.  Several: the library's mixed-size default.  A model with
+    a fixed input (a pretrained backbone) and auto's plan may choose another; the page says so."""
+    from cnnkit.data.cache import MIXED_SIZE_DEFAULT
+
+    sizes = report.get("sizes") or {}
+    if not sizes.get("distinct"):
+        return None
+    if sizes["distinct"] == 1:
+        h, w = sizes["median_hw"]
+        return {"size": [h, w], "why": "every image has this size"}
+    return {"size": list(MIXED_SIZE_DEFAULT),
+            "why": f"the images have {sizes['distinct']} different sizes, so each is resized to this one"}
+
+
+def pixel_limit_error(data: bytes, limit: int) -> str | None:
+    """"too large: 36 MP; the limit is 16 MP" when the image's header declares more than ``limit`` pixels
+    (the same rule for every format: a JPEG is not let through because it could be decoded smaller)."""
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            pixels = im.width * im.height
+    except Exception:  # noqa: BLE001 - not an image at all: the decoder says why, in its own words
+        return None
+    if pixels <= limit:
+        return None
+    return f"too large: {_megapixels(pixels)} MP; the limit is {_megapixels(limit)} MP"
+
+
+def _megapixels(n: int) -> str:
+    return f"{n / 1e6:.3g}"
 
 
 def sample_grid_png(source: str, n: int = 16, cache_dir: str | None = None, data_dir: str | None = None,

@@ -8,6 +8,7 @@ It is recomputed when the checkpoint file changes (a resumed run).
 
 from __future__ import annotations
 
+import csv
 import json
 import threading
 from dataclasses import dataclass
@@ -21,6 +22,10 @@ from cnnkit.studio import engine
 from cnnkit.studio.paths import PathError, inside, relative_to, resolve_under
 
 MAX_CELL_IMAGES = 200
+# a candidate of the automatic default, as auto.json and leaderboard.csv write it
+CANDIDATE_COLUMNS = ("name", "kind", "model", "transfer", "score", "score_kind", "seconds", "epochs", "stopped",
+                     "chosen")
+MAX_CANDIDATES = 50
 
 
 def _read_json(path: Path) -> Any:
@@ -40,7 +45,7 @@ def open_run(runs_dir: Path, name: str) -> Path:
     return run_dir
 
 
-def _data_label(source: str, root: Path) -> str:
+def data_label(source: str, root: Path) -> str:
     """A dataset name as is; a folder as its path under the root (else only its name)."""
     path = Path(source)
     if not path.is_absolute():
@@ -72,7 +77,7 @@ def summary(run_dir: Path, root: Path, active: dict[Path, str]) -> dict[str, Any
     return {
         "name": run_dir.name,
         "model": (cfg.get("model") or {}).get("name", ""),
-        "data": _data_label(str((cfg.get("data") or {}).get("source", "")), root),
+        "data": data_label(str((cfg.get("data") or {}).get("source", "")), root),
         "accuracy": metrics.get("accuracy"),
         "split": metrics.get("split"),
         "val_acc": last.get("val_acc"),
@@ -96,6 +101,36 @@ def list_runs(runs_dir: Path, root: Path, active: dict[Path, str]) -> list[dict[
     return sorted(runs, key=lambda r: -r["timestamp"])
 
 
+def _leaderboard(path: Path) -> list[dict[str, Any]] | None:
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            return list(csv.DictReader(fh))[:MAX_CANDIDATES]
+    except (OSError, ValueError, csv.Error):
+        return None
+
+
+def auto_choice(run_dir: Path) -> dict[str, Any] | None:
+    """What the automatic default chose and why (``auto.json``, with ``leaderboard.csv``'s candidates
+    when the record has none); None for a run with an explicit model.  Older records, which keep
+    their reasons as a list and have no candidates, read as a line and a reason."""
+    record = _read_json(run_dir / "auto.json")
+    record = record if isinstance(record, dict) else None
+    rows = record.get("candidates") if record is not None else None
+    if not isinstance(rows, list):
+        rows = _leaderboard(run_dir / "leaderboard.csv") if (run_dir / "leaderboard.csv").is_file() else None
+    if record is None and rows is None:
+        return None
+    record = record or {}
+    reason = record.get("reason")
+    if not isinstance(reason, str):
+        reason = "; ".join(str(r) for r in record.get("reasons") or [] if r)
+    line = str(record.get("line") or "")
+    return {"line": line.removeprefix("cnnkit: ").removeprefix("auto: "), "reason": reason,
+            "chosen": record.get("chosen"), "budget_s": record.get("budget_s"), "elapsed_s": record.get("elapsed_s"),
+            "candidates": [{c: row.get(c) for c in CANDIDATE_COLUMNS} for row in rows or []
+                           if isinstance(row, dict)][:MAX_CANDIDATES]}
+
+
 def details(run_dir: Path, root: Path, active: dict[Path, str]) -> dict[str, Any]:
     """The summary plus history, saved metrics and the settings that matter to a reader."""
     cfg = _read_json(run_dir / "config.json") or {}
@@ -107,6 +142,7 @@ def details(run_dir: Path, root: Path, active: dict[Path, str]) -> dict[str, Any
         "settings": {"batch_size": train.get("batch_size"), "optimizer": optim.get("name"), "lr": optim.get("lr"),
                      "schedule": optim.get("schedule"), "augment": aug.get("preset"), "seed": train.get("seed")},
         "files": sorted(p.name for p in run_dir.iterdir() if p.is_file() and not p.name.startswith(".")),
+        "auto": auto_choice(run_dir),
     }
 
 

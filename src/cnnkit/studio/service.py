@@ -7,6 +7,7 @@ plumbing (routes, errors, uploads, streams) is in ``app``.
 from __future__ import annotations
 
 import re
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -14,9 +15,9 @@ from typing import Any
 
 from cnnkit.studio import engine
 from cnnkit.studio.jobs import JobQueue
-from cnnkit.studio.paths import PathError, relative_to, resolve_under, scrub
-from cnnkit.studio.runs import RunCache, open_run
-from cnnkit.studio.uploads import DEFAULT_QUOTA, ZipLimits, extract_zip
+from cnnkit.studio.paths import PathError, browse, inside, relative_to, resolve_under, scrub
+from cnnkit.studio.runs import RunCache, data_label, open_run, summary
+from cnnkit.studio.uploads import DEFAULT_QUOTA, UPLOADS, ZipLimits, extract_zip
 
 FIELDS = ("source", *engine.FORM_SETTINGS)  # what a job request may hold
 
@@ -64,6 +65,14 @@ class Studio:
             return str(folder), relative_to(self.root, folder) or self.root.name
         raise PathError("source: give {'kind': 'folder', 'path': ...} or {'kind': 'named', 'name': ...}", 422)
 
+    def browse(self, relative: str) -> dict[str, Any]:
+        """A folder's listing for the page: the runs folder is left out (runs are not data), and
+        ``uploads/`` is marked as a folder of datasets rather than one (``"dataset": false``)."""
+        listing = browse(self.root, relative)
+        runs = self.bases[self.runs_dir] if inside(self.root, self.runs_dir) else None
+        listing["folders"] = [{**f, "dataset": f["path"] != UPLOADS} for f in listing["folders"] if f["path"] != runs]
+        return listing
+
     def unpack(self, spool: Any, filename: str) -> Path:
         """An uploaded zip unpacked under ``uploads/``, within the per-archive limits and the quota."""
         with self._upload_lock:
@@ -110,10 +119,26 @@ class Studio:
             epochs = None
         else:
             engine.check_form_value("epochs", epochs)
-        shown = {"epochs": epochs or engine.saved_epochs(run_dir), "resume": True}
+        saved = engine.saved_settings(run_dir)
+        shown = {"data": self.data_label(saved.get("source", "")), "model": saved.get("model"),
+                 "epochs": epochs or saved.get("epochs"), "augment": saved.get("augment"),
+                 "time_budget": saved.get("time_budget"), "resume": True}
         job = self.jobs.submit("resume", run_dir, name, shown,
                                lambda cbs: engine.resume(run_dir, cbs, epochs, self.root))
         return {**job.public(), "position": self._position(job.id)}
+
+    def data_label(self, source: str) -> str:
+        """A run's data as the page names it: a dataset name, or a folder's path under the root."""
+        return data_label(source, self.root)
+
+    def delete_run(self, name: str) -> dict[str, Any]:
+        """Remove a run that never finished an epoch (no checkpoint, nothing to resume, no job on it)."""
+        run_dir = open_run(self.runs_dir, name)
+        state = summary(run_dir, self.root, self.jobs.active_run_dirs())["state"]
+        if state != "incomplete":
+            raise PathError(f"run {name!r} is {state}: only a run that never finished an epoch is deleted here", 409)
+        shutil.rmtree(run_dir)
+        return {"deleted": name}
 
     def _position(self, job_id: int) -> int:
         return next((j["position"] for j in self.jobs.jobs() if j["id"] == job_id), -1)

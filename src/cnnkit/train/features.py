@@ -37,6 +37,7 @@ from cnnkit.data.loader import BatchLoader
 from cnnkit.data.types import DataSplits, ImageSet
 from cnnkit.errors import ConfigError
 from cnnkit.io import atomic_path
+from cnnkit.phases import phase
 from cnnkit.runtime import autocast
 
 log = logging.getLogger("cnnkit")
@@ -114,14 +115,16 @@ def _compute(model: nn.Module, images: ImageSet, inputs: Any, device: torch.devi
             runners[shape] = onnx_runner(model.features, shape)
         run = runners.get(shape)
     out = []
-    for xb, _ in BatchLoader(images, batch_size, device).batches(0):
-        x = inputs(xb)  # (B, C, H, W) float32, scaled and normalised
-        if run is not None:
-            out.append(run(x).reshape(len(x), -1))
-            continue
-        with autocast(device, amp):
-            f = model.features(x)
-        out.append(f.float().flatten(1).cpu().numpy())
+    with phase("feature pass", total=len(images), unit="images") as step:
+        for xb, _ in BatchLoader(images, batch_size, device).batches(0):
+            x = inputs(xb)  # (B, C, H, W) float32, scaled and normalised
+            if run is not None:
+                out.append(run(x).reshape(len(x), -1))
+            else:
+                with autocast(device, amp):
+                    f = model.features(x)
+                out.append(f.float().flatten(1).cpu().numpy())
+            step(len(x))
     feats = np.concatenate(out) if out else np.zeros((0, 0), np.float32)
     return feats, "onnxruntime" if run is not None else "torch"
 
