@@ -283,7 +283,7 @@ def test_jobs_wait_in_a_queue_and_stop_cancels_or_stops(client):
 
 
 def test_a_stopped_run_resumes_to_its_epoch_count(client, root):
-    job = client.post("/api/jobs", json={"source": FOLDER, "model": "mlp", "epochs": 40}).json()
+    job = client.post("/api/jobs", json={"source": FOLDER, "model": "mlp", "epochs": 40, "time_budget": 600}).json()
     end = time.monotonic() + 60
     while not (root / "runs" / job["run"] / "train_state.pt").exists() and time.monotonic() < end:
         time.sleep(0.02)
@@ -293,6 +293,9 @@ def test_a_stopped_run_resumes_to_its_epoch_count(client, root):
     assert listed["state"] == "stopped" and listed["resumable"] and listed["epochs"] < 40
     resumed = client.post(f"/api/runs/{job['run']}/resume", json={}).json()
     assert resumed["kind"] == "resume"
+    # the resumed job shows the run's own settings: its budget, model and epochs
+    assert resumed["settings"] == {"data": "shapes", "model": "mlp", "epochs": 40, "augment": "none",
+                                   "time_budget": 600, "resume": True}
     assert wait_state(client, resumed["id"], ("done", "error", "stopped"))["state"] == "done"
     history = json.loads((root / "runs" / job["run"] / "history.json").read_text())
     assert [h["epoch"] for h in history] == list(range(1, 41))

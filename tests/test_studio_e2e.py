@@ -96,6 +96,13 @@ def test_folder_to_trained_model_to_prediction_in_the_browser(studio, tmp_path):
         assert shown == [t["class"] for t in expected]
         page.wait_for_function("!document.getElementById('try-cam').hidden && document.getElementById('try-cam').naturalWidth > 0")
         assert page.get_attribute("#dl-onnx", "href").endswith("/download/onnx")
+        # a rejected file leaves neither the last picture nor its caption
+        page.set_input_files("#try-file", files=[{"name": "notes.png", "mimeType": "image/png", "buffer": b"plain text"}])
+        page.wait_for_selector("#try-status[data-state='error']")
+        assert "not an image" in page.text_content("#try-status")
+        assert page.is_hidden("#try-preview") and page.is_hidden("#try-cam") and page.text_content("#try-caption") == ""
+        page.set_input_files("#try-file", str(image))
+        page.wait_for_selector("#try-status[data-state='done']")
         page.screenshot(path=str(shots / "studio-4-try.png"))
 
         # past runs: the run is listed with its numbers
@@ -117,6 +124,15 @@ def test_phone_queue_stop_reload_and_a_cross_site_form(studio, tmp_path):
         errors = []
         page.on("response", lambda r: errors.append(r.url) if r.status >= 400 else None)
         page.goto(url)
+        # before any run, Try asks for one and nothing can be downloaded
+        page.click("#tabs button[data-tab='try']")
+        assert page.is_visible("#try-ask") and page.text_content("#try-title") == "(no run chosen)"
+        assert page.get_attribute("#dl-onnx", "href") is None and page.get_attribute("#dl-onnx", "aria-disabled") == "true"
+        page.focus("#tabs button[data-tab='try']")  # the tabs answer the arrow keys, Home and End
+        page.keyboard.press("ArrowLeft")
+        assert page.get_attribute("#tabs button[data-tab='review']", "aria-selected") == "true"
+        page.keyboard.press("Home")
+        assert page.get_attribute("#tabs button[data-tab='data']", "aria-selected") == "true"
         # the chosen data survives a reload
         page.click("#folders button[data-path='shapes']")
         page.wait_for_selector("#inspection[data-state='done']")
@@ -179,6 +195,13 @@ def test_phone_queue_stop_reload_and_a_cross_site_form(studio, tmp_path):
         page.click("#tabs button[data-tab='review']")
         page.wait_for_selector("#review-body[data-state='done']")
         _fits(page, 390)
+        # thumbnails are buttons: reachable by keyboard, and they open the Grad-CAM
+        page.focus("#most-wrong button.thumb")
+        page.keyboard.press("Enter")
+        page.wait_for_function("document.getElementById('cam-img').complete && document.getElementById('cam-img').naturalWidth > 0")
+        assert "p(" in page.text_content("#most-wrong figcaption")
+        assert page.get_attribute("#confusion td.cell button", "aria-label").endswith("show them")
+        assert "epoch" in page.get_attribute("#review-acc", "aria-label")
         page.screenshot(path=str(shots / "studio-phone-review.png"), full_page=True)
 
 
