@@ -139,7 +139,6 @@ def test_phone_queue_stop_reload_and_a_cross_site_form(studio, tmp_path):
         assert "Training uses 16×16 pixels" in page.text_content("#train-size")
         assert "within a split" in page.text_content("#dups")
         _fits(page, 390)
-        page.screenshot(path=str(shots / "studio-phone-data.png"), full_page=True)
         page.reload()
         page.wait_for_selector("#inspection[data-state='done']")
         assert page.text_content("#train-source") == "shapes" and page.text_content("#source-label") == "shapes"
@@ -168,7 +167,7 @@ def test_phone_queue_stop_reload_and_a_cross_site_form(studio, tmp_path):
         page.wait_for_selector("#job-state[data-state='running']")
         page.wait_for_function("Number(document.getElementById('curve-acc').dataset.points) >= 1")
         _fits(page, 390)
-        page.screenshot(path=str(shots / "studio-phone-train.png"), full_page=True)
+        page.screenshot(path=str(shots / "studio-phone.png"))
         page.click("#stop")
         page.wait_for_selector("#job-state[data-state='stopped']")
         assert not page.is_hidden("#resume")  # it finished an epoch: resumable
@@ -202,7 +201,6 @@ def test_phone_queue_stop_reload_and_a_cross_site_form(studio, tmp_path):
         assert "p(" in page.text_content("#most-wrong figcaption")
         assert page.get_attribute("#confusion td.cell button", "aria-label").endswith("show them")
         assert "epoch" in page.get_attribute("#review-acc", "aria-label")
-        page.screenshot(path=str(shots / "studio-phone-review.png"), full_page=True)
 
 
 def test_stop_during_the_feature_pass_leaves_no_empty_run(studio, tmp_path):
@@ -219,6 +217,8 @@ def test_stop_during_the_feature_pass_leaves_no_empty_run(studio, tmp_path):
         page.click("#start")
         page.wait_for_function("document.getElementById('phase-name').textContent === 'feature pass'", timeout=120_000)
         run = page.text_content("#job-run")
+        page.evaluate("window.scrollTo(0, 0)")
+        page.screenshot(path=str(_shots(tmp_path) / "studio-phase.png"), clip={"x": 0, "y": 0, "width": 1280, "height": 460})
         page.click("#stop")
         page.wait_for_selector("#job-state[data-state='stopped']", timeout=60_000)
         assert "nothing to resume" in page.text_content("#job-state") and page.is_hidden("#resume")

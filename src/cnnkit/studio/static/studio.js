@@ -303,11 +303,14 @@ function onPhase(e) {
   // a stack by depth: the innermost running phase is shown, with a bar and the time left
   state.phases = state.phases.filter((p) => p.depth < e.depth || (p.depth === e.depth && p.name === e.name && e.kind !== "end"));
   if (e.kind !== "end") {
+    e.received = performance.now() / 1000;  // the page counts the seconds between events itself
     const i = state.phases.findIndex((p) => p.depth === e.depth);
     if (i >= 0) state.phases[i] = e; else state.phases.push(e);
   }
   showPhase();
 }
+const replaying = (p) => !["running", "stopping"].includes($("job-state").dataset.state) || p.received === undefined;
+setInterval(() => { if (state.phases.length) showPhase(); }, 1000);
 function showPhase() {
   const p = state.phases[state.phases.length - 1];
   $("phase").hidden = !p;
@@ -316,8 +319,9 @@ function showPhase() {
   const known = p.total !== null && p.total !== undefined && p.total > 0;
   const frac = known ? Math.min(1, p.done / p.total) : null;
   $("phase-count").textContent = known ? `${p.done}/${p.total} ${p.unit}` : p.done ? `${p.done} ${p.unit}` : "";
-  $("phase-left").textContent = p.eta !== null && p.eta !== undefined && p.kind !== "start" ? `· about ${secs(p.eta)} left`
-    : `· ${secs(p.elapsed || 0)} so far`;
+  const since = replaying(p) ? 0 : performance.now() / 1000 - p.received;
+  $("phase-left").textContent = p.eta !== null && p.eta !== undefined && p.kind !== "start" ? `· about ${secs(p.eta - since)} left`
+    : `· ${secs((p.elapsed || 0) + since)} so far`;
   $("phase-bar").classList.toggle("busy", !known);
   $("phase-progress").style.width = known ? `${(100 * frac).toFixed(1)}%` : "30%";
   if (known) $("phase-bar").setAttribute("aria-valuenow", String(Math.round(100 * frac)));
@@ -331,7 +335,7 @@ function onEvent(e) {
       setJobState("queued");
       $("job-detail").textContent = `position ${e.position} in the queue`;
       break;
-    case "running": setJobState("running"); $("job-detail").textContent = "loading the data…"; break;
+    case "running": setJobState("running"); $("job-detail").textContent = "preparing the data and the model…"; break;
     case "phase": onPhase(e); break;
     case "begin": job.epochs = e.epochs; job.steps = e.steps; break;
     case "epoch_begin":
