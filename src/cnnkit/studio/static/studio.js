@@ -427,7 +427,9 @@ function renderAuto(box, auto) {
 
 function progress(epochsDone, fraction, full) {
   const total = (state.job && state.job.epochs) || 1;
-  $("job-progress").style.width = `${full ? 100 : Math.min(100, (100 * (epochsDone + fraction)) / total)}%`;
+  const value = full ? 100 : Math.min(100, (100 * (epochsDone + fraction)) / total);
+  $("job-progress").style.width = `${value}%`;
+  $("job-bar").setAttribute("aria-valuenow", String(Math.round(value)));
 }
 
 let queueTimer = null;
