@@ -6,6 +6,7 @@ Set CNNKIT_STUDIO_SCREENSHOTS=docs to keep the screenshot of each step there.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -191,8 +192,20 @@ def test_phone_queue_stop_reload_and_a_cross_site_form(studio, tmp_path):
         page.locator(f"#runs-table tr[data-run='{first}'] button", has_text="try").click()
         assert page.text_content("#try-title") == first and page.is_hidden("#try-ask")
         _fits(page, 390)
+        # what auto chose, and why: the line and the candidates' table of the run's auto.json
+        (root / "runs" / first / "auto.json").write_text(json.dumps({
+            "line": "cnnkit: auto: mlp (the best of 2 candidates within 60 s)", "reason": "highest val_acc",
+            "chosen": "mlp", "budget_s": 60, "elapsed_s": 12.5, "candidates": [
+                {"name": "mlp", "kind": "scratch", "model": "mlp", "transfer": "none", "score": 0.5,
+                 "score_kind": "val_acc", "seconds": 4.2, "epochs": 1, "stopped": "stopped", "chosen": True},
+                {"name": "features", "kind": "features", "model": "efficientnet_lite0", "transfer": "features",
+                 "score": 0.25, "score_kind": "val_acc", "seconds": 8.3, "epochs": 3, "stopped": "budget",
+                 "chosen": False}]}))
         page.click("#tabs button[data-tab='review']")
         page.wait_for_selector("#review-body[data-state='done']")
+        assert page.text_content("#review-auto .auto-line") == "mlp (the best of 2 candidates within 60 s)"
+        assert page.locator("#review-auto table tr").count() == 3
+        assert "chosen" in page.text_content("#review-auto tr.chosen") and "0.5000 val_acc" in page.text_content("#review-auto")
         _fits(page, 390)
         # thumbnails are buttons: reachable by keyboard, and they open the Grad-CAM
         page.focus("#most-wrong button.thumb")

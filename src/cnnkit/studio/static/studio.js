@@ -539,13 +539,13 @@ async function loadReview() {
   status.textContent = "Evaluating the best checkpoint on the run's held-out images…";
   try {
     const run = await api(runUrl());
+    renderAuto($("review-auto"), run.auto);
     const rows = run.history || [];
     drawChart($("review-acc"), rows, [["acc", "train", "#2f6fdf"], ["val_acc", "validation", "#e0742b"]], null, "acc", [0, 1]);
     drawChart($("review-loss"), rows, [["loss", "train", "#2f6fdf"], ["val_loss", "validation", "#e0742b"]], null, "loss");
     const ev = await api(runUrl("/evaluation"));
     $("metrics").textContent = `${run.model} on ${run.data}: ${ev.split} accuracy ${pct(ev.accuracy)} on ${ev.n} images, ` +
       `loss ${num(ev.loss)}, macro F1 ${num(ev.macro_f1, 3)}; ${run.epochs}/${run.epochs_planned} epochs (${run.state})`;
-    renderAuto($("review-auto"), run.auto);
     renderConfusion(ev);
     renderPerClass(ev);
     const wrong = await api(runUrl("/most-wrong?n=16"));
