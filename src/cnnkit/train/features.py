@@ -112,7 +112,8 @@ def _compute(model: nn.Module, images: ImageSet, inputs: Any, device: torch.devi
         shape = (images.channels, *images.image_size)
         runners = {} if runners is None else runners
         if shape not in runners and (engine == "onnxruntime" or len(images) >= ONNX_MIN_IMAGES):
-            runners[shape] = onnx_runner(model.features, shape)
+            with phase("backbone export to ONNX"):  # seconds, before the first image goes through
+                runners[shape] = onnx_runner(model.features, shape)
         run = runners.get(shape)
     out = []
     with phase("feature pass", total=len(images), unit="images") as step:
@@ -178,7 +179,8 @@ def cached_features(model: nn.Module, images: ImageSet, inputs: Any, device: tor
         shape = (images.channels, *images.image_size)
         if (runners is not None and device.type == "cpu" and amp is None and shape not in runners
                 and len(images) >= ONNX_MIN_IMAGES):
-            runners[shape] = onnx_runner(model.features, shape)  # the export, before the clock starts
+            with phase("backbone export to ONNX"):  # seconds, before the first image goes through
+                runners[shape] = onnx_runner(model.features, shape)  # the export, before the clock starts
         t1 = time.perf_counter()
         feats, engine = _compute(model, images, inputs, device, amp, EXTRACT_BATCH, "auto", runners)
         pass_seconds = time.perf_counter() - t1
