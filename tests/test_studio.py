@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import time
 import zipfile
 from pathlib import Path
@@ -43,10 +44,21 @@ def png(image: np.ndarray) -> bytes:
 
 
 FOLDER = {"kind": "folder", "path": "shapes"}
+BASE = "http://127.0.0.1:8765"  # the studio answers only to the address it is bound to
+
+
+def page_token(html: str) -> str:
+    """The session token the studio writes into its page (what the page's script sends back)."""
+    match = re.search(r'<meta name="cnnkit-token" content="([^"]+)">', html)
+    assert match, "the page carries no session token"
+    return match.group(1)
 
 
 def studio_client(root: Path, cache: Path, **kwargs) -> TestClient:
-    return TestClient(create_studio_app(root, cache_dir=str(cache), **kwargs))
+    """A client that talks as the studio's own page does: its Origin, and the token read from the page."""
+    client = TestClient(create_studio_app(root, cache_dir=str(cache), **kwargs), base_url=BASE)
+    client.headers.update({"Origin": BASE, "X-Cnnkit-Token": page_token(client.get("/").text)})
+    return client
 
 
 def events_of(client: TestClient, job_id: int) -> list[dict]:
@@ -99,7 +111,7 @@ def trained(tmp_path_factory):
 def test_browse_lists_folders_and_refuses_paths_outside_the_root(client, root, tmp_path):
     listing = client.get("/api/browse").json()
     shapes = next(f for f in listing["folders"] if f["name"] == "shapes")
-    assert shapes == {"name": "shapes", "path": "shapes", "folders": 2, "images": 0}
+    assert shapes == {"name": "shapes", "path": "shapes", "folders": 2, "images": 0, "dataset": True}
     inner = client.get("/api/browse", params={"path": "shapes"}).json()
     assert inner["parent"] == "" and [f["images"] for f in inner["folders"]] == [10, 10]
 
@@ -192,8 +204,15 @@ def test_training_job_streams_epochs_then_done_and_writes_tensorboard_logs(train
     from cnnkit.train.tensorboard import read_scalars
 
     client, root, run, events = trained
-    types = [e["type"] for e in events]
+    types = [e["type"] for e in events if e["type"] != "phase"]
     assert types[:4] == ["queued", "running", "begin", "epoch_begin"]
+    # the work before and after the epochs is named, with progress: decoding, then evaluation and the report
+    phases = [(e["name"], e["kind"]) for e in events if e["type"] == "phase"]
+    names = list(dict.fromkeys(name for name, _ in phases))
+    assert names[0] == "reading image sizes" and "decoding" in names and names[-2:] == ["evaluation", "report"]
+    decoding = [e for e in events if e["type"] == "phase" and e["name"] == "decoding"]
+    assert decoding[0]["kind"] == "start" and decoding[-1]["kind"] == "end" and decoding[-1]["done"] == 20
+    assert decoding[-1]["total"] == 20 and decoding[-1]["unit"] == "images" and decoding[-1]["eta"] == 0
     assert [e["epoch"] for e in events if e["type"] == "epoch"] == [1, 2]
     assert types[-1] == "done" and events[-1]["epochs_run"] == 2
     assert [e["n"] for e in events] == list(range(1, len(events) + 1))
@@ -204,7 +223,8 @@ def test_training_job_streams_epochs_then_done_and_writes_tensorboard_logs(train
     assert len(logs) == 1
     scalars = read_scalars(logs[0])
     assert [s for s, tag, _ in scalars if tag == "val_acc"] == [1, 2]
-    assert next(v for s, tag, v in scalars if tag == "loss" and s == 2) == pytest.approx(events[types.index("epoch", 6)]["loss"], rel=1e-6)
+    epochs = [e for e in events if e["type"] == "epoch"]
+    assert next(v for s, tag, v in scalars if tag == "loss" and s == 2) == pytest.approx(epochs[1]["loss"], rel=1e-6)
 
     # a reload reattaches: the same events again from the start, or from the last one seen
     again = events_of(client, 1)
@@ -263,7 +283,7 @@ def test_jobs_wait_in_a_queue_and_stop_cancels_or_stops(client):
 
 
 def test_a_stopped_run_resumes_to_its_epoch_count(client, root):
-    job = client.post("/api/jobs", json={"source": FOLDER, "model": "mlp", "epochs": 40}).json()
+    job = client.post("/api/jobs", json={"source": FOLDER, "model": "mlp", "epochs": 40, "time_budget": 600}).json()
     end = time.monotonic() + 60
     while not (root / "runs" / job["run"] / "train_state.pt").exists() and time.monotonic() < end:
         time.sleep(0.02)
@@ -273,6 +293,9 @@ def test_a_stopped_run_resumes_to_its_epoch_count(client, root):
     assert listed["state"] == "stopped" and listed["resumable"] and listed["epochs"] < 40
     resumed = client.post(f"/api/runs/{job['run']}/resume", json={}).json()
     assert resumed["kind"] == "resume"
+    # the resumed job shows the run's own settings: its budget, model and epochs
+    assert resumed["settings"] == {"data": "shapes", "model": "mlp", "epochs": 40, "augment": "none",
+                                   "time_budget": 600, "resume": True}
     assert wait_state(client, resumed["id"], ("done", "error", "stopped"))["state"] == "done"
     history = json.loads((root / "runs" / job["run"] / "history.json").read_text())
     assert [h["epoch"] for h in history] == list(range(1, 41))
@@ -340,7 +363,11 @@ def test_predict_matches_the_library_and_downloads_are_the_run_files(trained, tm
     buf = io.BytesIO()
     Image.new("1", (5000, 5000)).save(buf, "PNG")  # a few KB declaring 25 MP, over the pixel cap
     bomb = client.post(f"/api/runs/{run}/predict", files={"file": ("bomb.png", buf.getvalue(), "image/png")})
-    assert bomb.status_code == 413 and "exceeds the limit of" in bomb.json()["detail"]
+    assert bomb.status_code == 413 and bomb.json()["detail"] == "bomb.png: too large: 25 MP; the limit is 16.8 MP"
+    buf = io.BytesIO()
+    Image.new("RGB", (5000, 5000)).save(buf, "JPEG", quality=10)  # a JPEG could be decoded smaller: the same rule
+    bomb = client.post(f"/api/runs/{run}/predict", files={"file": ("bomb.jpg", buf.getvalue(), "image/jpeg")})
+    assert bomb.status_code == 413 and bomb.json()["detail"] == "bomb.jpg: too large: 25 MP; the limit is 16.8 MP"
     assert client.post(f"/api/runs/{run}/predict").status_code == 400
 
     ckpt = client.get(f"/api/runs/{run}/download/checkpoint")

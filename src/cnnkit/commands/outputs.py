@@ -23,6 +23,7 @@ import numpy as np
 from cnnkit.config import RunConfig, save_json
 from cnnkit.io import atomic_write_text
 from cnnkit.models.custom import trusted_code
+from cnnkit.phases import phase
 from cnnkit.run_folder import (CONFUSION_CSV, CONFUSION_PNG, CURVES, HISTORY_JSON, LR_FIND_JSON, LR_FIND_PNG,
                                METRICS, REPORT)
 from cnnkit.train.run import RunResult
@@ -43,13 +44,17 @@ def write_run_outputs(result: RunResult) -> None:
         return  # not the writing process, or nothing held out to evaluate on
     cfg = result.config
     picture_title = title(cfg)
-    write_evaluation(result.run_dir, result.metrics)
-    write_curves(result.run_dir, picture_title)
-    if (result.run_dir / LR_FIND_JSON).exists():  # trained with --lr auto: its range test's picture
-        write_lr_find_picture(result.run_dir, picture_title)
-    if cfg.train.report:
-        with trusted_code(cfg.model.name):  # this run has just imported its builder: its report may load it
-            write_report_safely(result.run_dir, result.evaluation)
+    with phase("report", total=3 if cfg.train.report else 2, unit="files") as step:
+        write_evaluation(result.run_dir, result.metrics)
+        step()
+        write_curves(result.run_dir, picture_title)
+        if (result.run_dir / LR_FIND_JSON).exists():  # trained with --lr auto: its range test's picture
+            write_lr_find_picture(result.run_dir, picture_title)
+        step()
+        if cfg.train.report:
+            with trusted_code(cfg.model.name):  # this run has just imported its builder: its report may load it
+                write_report_safely(result.run_dir, result.evaluation)
+            step()
 
 
 def title(cfg: RunConfig) -> str:

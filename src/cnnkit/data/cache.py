@@ -32,6 +32,7 @@ from cnnkit.data.decode import TARGET_LIMIT, BadImage, ImageInfo, decode, parall
 from cnnkit.data.folders import FileEntry, FileListing
 from cnnkit.errors import DataError
 from cnnkit.io import atomic_path, atomic_write_text, ensure_free_space, remove_orphaned_temps, reserve
+from cnnkit.phases import phase
 
 log = logging.getLogger("cnnkit.data")
 
@@ -136,12 +137,14 @@ def _probe_all(files: list[FileEntry], strict: bool, skipped: list[tuple[str, st
             return str(exc)
 
     good, infos = [], []
-    for f, res in zip(files, parallel_map(one, files, workers)):
-        if isinstance(res, str):
-            _report_bad(f.path, res, strict, skipped)
-        else:
-            good.append(f)
-            infos.append(res)
+    with phase("reading image sizes", total=len(files), unit="images") as step:
+        for f, res in zip(files, parallel_map(one, files, workers)):
+            step()
+            if isinstance(res, str):
+                _report_bad(f.path, res, strict, skipped)
+            else:
+                good.append(f)
+                infos.append(res)
     return good, infos
 
 
@@ -160,10 +163,12 @@ def _decode_into(path: Path, files: list[FileEntry], size: tuple[int, int], chan
             return str(exc)
 
     bad = []
-    for i, reason in enumerate(parallel_map(one, range(len(files)), workers)):
-        if reason is not None:
-            _report_bad(files[i].path, reason, strict, skipped)
-            bad.append(i)
+    with phase("decoding", total=len(files), unit="images") as step:
+        for i, reason in enumerate(parallel_map(one, range(len(files)), workers)):
+            step()
+            if reason is not None:
+                _report_bad(files[i].path, reason, strict, skipped)
+                bad.append(i)
     if not bad:
         out.flush()
         del out

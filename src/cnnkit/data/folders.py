@@ -6,10 +6,13 @@ Nothing here opens an image; it only lists files, so it is cheap enough to run o
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import os
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 from cnnkit.errors import DataError
 
@@ -58,6 +61,36 @@ class FileListing:
 
     def splits(self) -> list[str]:
         return [s for s in SPLIT_NAMES if any(f.split == s for f in self.files)]
+
+
+# (real path of the folder, its name in messages) while a within() block runs
+_WITHIN: contextvars.ContextVar[tuple[str, str] | None] = contextvars.ContextVar("cnnkit_data_within", default=None)
+
+
+@contextlib.contextmanager
+def within(root: str | Path, name: str | None = None) -> Iterator[None]:
+    """List only what lies under ``root`` once links are followed, in this block (this thread/context).
+
+    A link to a file or folder outside is left out and reported like any other skipped file;
+    a dataset folder that is itself outside lists nothing.  The studio wraps the work it does
+    for a page in this, so a link inside a chosen folder cannot reach past its ``--root``.
+    """
+    token = _WITHIN.set((os.path.realpath(root), name or str(root)))
+    try:
+        yield
+    finally:
+        _WITHIN.reset(token)
+
+
+def _outside(path: str | Path) -> str | None:
+    """Why ``path`` is left out (a link leading outside the within() folder), or None."""
+    limit = _WITHIN.get()
+    if limit is None:
+        return None
+    real, root = os.path.realpath(path), limit[0]
+    if real == root or real.startswith(root.rstrip(os.sep) + os.sep):
+        return None
+    return f"a link that leads outside {limit[1]}: left out"
 
 
 def _decodable(name: str) -> bool:
@@ -114,10 +147,12 @@ def _scandir(folder: Path, walk: _Walk) -> list[os.DirEntry]:
         return []
     good = []
     for e in entries:
-        if _decodable(e.name):
-            good.append(e)
-        else:
+        if not _decodable(e.name):
             walk.problems.append((e.path, "name is not valid UTF-8: left out (rename it to use it)"))
+        elif e.is_symlink() and _outside(e.path):
+            walk.problems.append((e.path, _outside(e.path)))
+        else:
+            good.append(e)
     return sorted(good, key=lambda e: e.name)
 
 
@@ -209,6 +244,10 @@ def list_split_folders(folders: dict[str, Path], root: str | Path | None = None)
     link, in any split) is left out and reported, as are link loops and names that are not UTF-8.
     """
     walk = _Walk()
+    base = str(root if root is not None else next(iter(folders.values())))
+    outside = {s: _outside(f) for s, f in folders.items() if _outside(f)}
+    walk.problems.extend((str(folders[s]), why) for s, why in outside.items())
+    folders = {s: f for s, f in folders.items() if s not in outside}
     for folder in [root, *folders.values()] if root is not None else folders.values():
         walk.enter(Path(folder))  # a link back up to a split folder or the root is a loop
     per_split: dict[str, dict[str, list[tuple[str, os.stat_result]]]] = {}
@@ -238,7 +277,6 @@ def list_split_folders(folders: dict[str, Path], root: str | Path | None = None)
                     continue
                 first_path[key] = path
                 files.append(FileEntry(path, split, label, st.st_size, st.st_mtime_ns))
-    base = str(root if root is not None else next(iter(folders.values())))
     return FileListing(base, tuple(kept), files, walk.problems, walk.ignored)
 
 

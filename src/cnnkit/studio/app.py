@@ -29,19 +29,23 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from cnnkit.io import finite_json
+from cnnkit.serve.limits import BodyLimit
 from cnnkit.studio import engine
-from cnnkit.studio.paths import PathError, browse, relative_to, scrub_tree
+from cnnkit.studio.guard import Guard, new_token
+from cnnkit.studio.paths import PathError, relative_to, scrub_tree
 from cnnkit.studio.runs import details, list_runs, open_run
 from cnnkit.studio.service import Studio
-from cnnkit.studio.uploads import ZipLimits, extract_zip, safe_name
+from cnnkit.studio.uploads import DEFAULT_QUOTA, ZipLimits, safe_name
 
 MAX_IMAGE_UPLOAD = 10 * 1024 * 1024
 MAX_ZIP_UPLOAD = 512 * 1024 * 1024
+ZIP_UPLOAD_TIMEOUT = 900.0  # seconds a zip upload may take to arrive (512 MiB at ~0.6 MB/s)
 MULTIPART_SLACK = 64 * 1024
-STATIC = ("index.html", "studio.js", "studio.css")
+MAX_JSON_DEPTH = 32  # nesting a job request never needs; deeper is refused before it is walked
+STATIC = {"studio.js": "text/javascript", "studio.css": "text/css", "favicon.svg": "image/svg+xml"}
 SSE_WAIT_S = 10.0
 SHUTDOWN_WAIT_S = 30.0  # longest wait for a new event before a keep-alive comment
 
@@ -55,34 +59,18 @@ def _error(status: int, detail: str) -> StudioJSON:
     return StudioJSON({"detail": detail}, status_code=status)
 
 
-class BodyLimit:
-    """Refuse request bodies over the limit of their route before they are read or spooled to disk."""
+class RouteBodyLimits:
+    """serve's :class:`~cnnkit.serve.limits.BodyLimit` with a limit per route: a zip may be larger
+    than an image, and may take longer to arrive."""
 
-    def __init__(self, app: ASGIApp, limits: dict[str, int], default: int):
-        self.app, self.limits, self.default = app, limits, default
+    def __init__(self, app: ASGIApp, limits: dict[str, tuple[int, float]], default: int):
+        self.by_path = {path: BodyLimit(app, n + MULTIPART_SLACK, n, total_timeout=seconds)
+                        for path, (n, seconds) in limits.items()}
+        self.default = BodyLimit(app, default + MULTIPART_SLACK, default)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
-            await self.app(scope, receive, send)
-            return
-        limit = self.limits.get(scope["path"], self.default)
-        detail = f"upload too large: the limit is {limit / 1024 ** 2:.3g} MiB"
-        declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            await _error(413, detail)(scope, receive, send)
-            return
-        seen = 0
-
-        async def counted() -> Message:
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > limit:
-                    raise HTTPException(413, detail)
-            return message
-
-        await self.app(scope, counted, send)
+        limit = self.by_path.get(scope.get("path", ""), self.default) if scope["type"] == "http" else self.default
+        await limit(scope, receive, send)
 
 
 def _static(name: str) -> str:
@@ -97,10 +85,35 @@ def _validation_message(exc: RequestValidationError) -> str:
     return "; ".join(parts) or "invalid request"
 
 
+def _depth(text: bytes) -> int:
+    """The deepest nesting of brackets in a JSON text (strings skipped), without parsing it."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for byte in text:
+        if in_string:
+            escaped, in_string = (False, True) if escaped else (byte == 0x5C, byte != 0x22)
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):
+            depth += 1
+            deepest = max(deepest, depth)
+        elif byte in (0x5D, 0x7D):
+            depth -= 1
+    return deepest
+
+
 async def _json_body(request: Request) -> dict[str, Any]:
+    """The request's JSON object; 415 unless sent as ``application/json`` (an HTML form on another
+    site can send text/plain without asking, never application/json), 400 if it is not one object."""
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind != "application/json":
+        raise PathError(f"send the body as Content-Type: application/json (got {kind or 'none'!r})", 415)
+    raw = await request.body()
+    if _depth(raw) > MAX_JSON_DEPTH:
+        raise PathError(f"the JSON body is nested more than {MAX_JSON_DEPTH} levels deep", 400)
     try:
-        body = await request.json()
-    except ValueError:
+        body = json.loads(raw)
+    except (ValueError, RecursionError):
         raise PathError("the request body must be a JSON object", 400) from None
     if not isinstance(body, dict):
         raise PathError("the request body must be a JSON object", 400)
@@ -119,14 +132,24 @@ async def _read_upload(file: UploadFile | None, limit: int, what: str) -> tuple[
 
 def create_studio_app(root: str | Path, runs_dir: str | Path | None = None, cache_dir: str | None = None,
                       data_dir: str | None = None, max_upload_bytes: int = MAX_IMAGE_UPLOAD,
-                      max_zip_bytes: int = MAX_ZIP_UPLOAD, zip_limits: ZipLimits = ZipLimits()) -> FastAPI:
-    """The studio for data under ``root`` and runs under ``runs_dir`` (default ``root/runs``)."""
+                      max_zip_bytes: int = MAX_ZIP_UPLOAD, zip_limits: ZipLimits = ZipLimits(),
+                      host: str = "127.0.0.1", port: int | None = None,
+                      upload_quota: int = DEFAULT_QUOTA) -> FastAPI:
+    """The studio for data under ``root`` and runs under ``runs_dir`` (default ``root/runs``).
+
+    It answers only to ``host`` (and 127.0.0.1, localhost, [::1]) on ``port`` (None: any port),
+    and changes nothing unless asked by its own page (:mod:`cnnkit.studio.guard`).  Uploads
+    together may unpack to ``upload_quota`` bytes under ``root/uploads``.
+    """
     root = Path(root).expanduser()
     if not root.is_dir():
         raise engine.ConfigError(f"--root {root}: no such folder")
+    if upload_quota <= 0:
+        raise engine.ConfigError(f"--upload-quota must be more than 0, got {upload_quota / 1024 ** 3:g} GiB")
     runs = Path(runs_dir).expanduser() if runs_dir is not None else root / "runs"
     runs.mkdir(parents=True, exist_ok=True)
-    studio = Studio(root, runs, cache_dir, data_dir, max_upload_bytes, zip_limits)
+    studio = Studio(root, runs, cache_dir, data_dir, max_upload_bytes, zip_limits, upload_quota)
+    token = new_token()
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI):
@@ -139,11 +162,12 @@ def create_studio_app(root: str | Path, runs_dir: str | Path | None = None, cach
     # no /docs or /redoc: they load Swagger from a CDN, and the studio works offline
     app = FastAPI(title="cnnkit studio", docs_url=None, redoc_url=None, openapi_url=None,
                   default_response_class=StudioJSON, lifespan=lifespan)
-    app.state.studio = studio
-    app.add_middleware(BodyLimit, limits={"/api/upload": max_zip_bytes + MULTIPART_SLACK},
-                       default=max_upload_bytes + MULTIPART_SLACK)
+    app.state.studio, app.state.token = studio, token
+    app.add_middleware(RouteBodyLimits, limits={"/api/upload": (max_zip_bytes, ZIP_UPLOAD_TIMEOUT)},
+                       default=max_upload_bytes)
+    app.add_middleware(Guard, token=token, host=host, port=port)  # outermost: refused before a body is read
     _add_error_handlers(app, studio)
-    _add_page_routes(app)
+    _add_page_routes(app, token)
     _add_data_routes(app, studio)
     _add_job_routes(app, studio)
     _add_run_routes(app, studio)
@@ -173,17 +197,24 @@ def _add_error_handlers(app: FastAPI, studio: Studio) -> None:
         return _error(500, f"internal error ({type(exc).__name__}); the studio's log has the details")
 
 
-def _add_page_routes(app: FastAPI) -> None:
+def _add_page_routes(app: FastAPI, token: str) -> None:
+    # the page carries the session token its script sends back (X-Cnnkit-Token); never cached
+    page = _static("index.html").replace("{{token}}", token)
+
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    def index() -> str:
-        return _static("index.html")
+    def index() -> HTMLResponse:
+        return HTMLResponse(page, headers={"Cache-Control": "no-store", "X-Frame-Options": "DENY",
+                                           "Referrer-Policy": "no-referrer"})
 
     @app.get("/static/{name}", include_in_schema=False)
     def static(name: str) -> Response:
         if name not in STATIC:
             raise PathError(f"{name!r}: no such file", 404)
-        media = {"js": "text/javascript", "css": "text/css", "html": "text/html"}[name.rsplit(".", 1)[1]]
-        return Response(_static(name), media_type=f"{media}; charset=utf-8")
+        return Response(_static(name), media_type=f"{STATIC[name]}; charset=utf-8")
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    def favicon() -> Response:
+        return Response(_static("favicon.svg"), media_type="image/svg+xml")
 
 
 def _add_data_routes(app: FastAPI, studio: Studio) -> None:
@@ -193,22 +224,24 @@ def _add_data_routes(app: FastAPI, studio: Studio) -> None:
                 "models": [engine.AUTO, *engine.model_names()], "default_model": engine.default_model(),
                 "default_epochs": engine.default_epochs(), "auto_time": engine.AUTO_TIME,
                 "augment": engine.augment_presets(), "datasets": engine.dataset_names(),
-                "offline_datasets": list(engine.OFFLINE_DATASETS), "max_upload_bytes": studio.max_upload_bytes}
+                "offline_datasets": list(engine.OFFLINE_DATASETS), "max_upload_bytes": studio.max_upload_bytes,
+                "upload_quota_bytes": studio.upload_quota}
 
     @app.get("/api/browse")
     def browse_folder(path: str = "") -> dict:
-        return browse(studio.root, path)
+        return studio.browse(path)
 
     @app.post("/api/inspect")
     async def inspect(request: Request) -> dict:
         source, label = studio.source((await _json_body(request)).get("source") or {})
-        report = await run_in_threadpool(engine.inspect, source, studio.cache_dir, studio.data_dir)
-        return {**scrub_tree(report, studio.bases), "label": label}
+        report = await run_in_threadpool(engine.inspect, source, studio.cache_dir, studio.data_dir, studio.root)
+        return {**scrub_tree(report, studio.bases), "label": label, "training_size": engine.training_size(report)}
 
     @app.get("/api/samples.png", response_class=Response)
     async def samples(kind: str = "folder", path: str = "", name: str = "") -> Response:
         source, _ = studio.source({"kind": kind, "path": path, "name": name})
-        png = await run_in_threadpool(engine.sample_grid_png, source, 16, studio.cache_dir, studio.data_dir)
+        png = await run_in_threadpool(engine.sample_grid_png, source, 16, studio.cache_dir, studio.data_dir,
+                                      studio.root)
         return Response(png, media_type="image/png")
 
     @app.post("/api/upload")
@@ -217,7 +250,7 @@ def _add_data_routes(app: FastAPI, studio: Studio) -> None:
             raise PathError("no file uploaded: POST a .zip of class folders in the multipart field 'file'", 400)
         name = file.filename or "upload.zip"
         spool = file.file  # Starlette spooled it (to disk past 1 MiB); the body limit bounds its size
-        folder = await run_in_threadpool(extract_zip, spool, studio.root, name, studio.zip_limits)
+        folder = await run_in_threadpool(studio.unpack, spool, name)
         await file.close()
         return {"path": relative_to(studio.root, folder), "name": folder.name}
 
@@ -285,6 +318,10 @@ def _add_run_routes(app: FastAPI, studio: Studio) -> None:
     def run_details(name: str) -> dict:
         return details(run(name), studio.root, studio.jobs.active_run_dirs())
 
+    @app.delete("/api/runs/{name}")
+    def delete_run(name: str) -> dict:
+        return studio.delete_run(name)
+
     @app.post("/api/runs/{name}/resume")
     async def resume(request: Request, name: str) -> dict:
         body = await _json_body(request) if await request.body() else {}
@@ -327,6 +364,9 @@ def _add_run_routes(app: FastAPI, studio: Studio) -> None:
         run_dir = run(name)
         data, filename = await _read_upload(file, studio.max_upload_bytes, "image")
         service = await run_in_threadpool(studio.cache.service, run_dir)
+        too_large = await run_in_threadpool(engine.pixel_limit_error, data, service.max_pixels)
+        if too_large:
+            raise PathError(f"{filename}: {too_large}", 413)
         result = await run_in_threadpool(service.predict, data, filename, top_k)
         if gradcam and service.gradcam:
             png, cls, method = await run_in_threadpool(service.gradcam_png, data, filename, None)
@@ -364,13 +404,20 @@ def _header(text: str) -> str:
 
 
 def serve_studio(root: str | Path, host: str = "127.0.0.1", port: int = 8765, runs_dir: str | Path | None = None,
-                 cache_dir: str | None = None, data_dir: str | None = None, log_level: str = "warning") -> None:
+                 cache_dir: str | None = None, data_dir: str | None = None, log_level: str = "warning",
+                 upload_quota_gb: float | None = None) -> None:
     """Run the studio with uvicorn until interrupted (a running job keeps its last whole epoch)."""
     import uvicorn
 
+    from cnnkit.settings import check_number
+
     if not 0 <= port <= 65535:
         raise engine.ConfigError(f"--port must be 0-65535, got {port}")
-    app = create_studio_app(root, runs_dir, cache_dir, data_dir)
+    quota = DEFAULT_QUOTA
+    if upload_quota_gb is not None:
+        check_number("--upload-quota", upload_quota_gb, "(0, 1e6]")
+        quota = int(upload_quota_gb * 1024 ** 3)
+    app = create_studio_app(root, runs_dir, cache_dir, data_dir, host=host, port=port, upload_quota=quota)
     studio = app.state.studio
     print(f"cnnkit studio: http://{host}:{port}/  (data under {studio.root}, runs in {studio.runs_dir}; "
           "Ctrl+C stops)", flush=True)

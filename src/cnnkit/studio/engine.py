@@ -10,9 +10,11 @@ export are the library's own functions.
 
 from __future__ import annotations
 
+import contextlib
 import io
+import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -24,11 +26,45 @@ from cnnkit.run_folder import BEST, CONFIG, LAST
 from cnnkit.train.callbacks import Callback, Signal
 
 __all__ = ["Callback", "Signal", "CnnkitError", "ConfigError", "DataError", "CheckpointError",
-           "AUTO", "AUTO_TIME", "OFFLINE_DATASETS", "augment_presets", "dataset_names", "default_model", "default_epochs", "model_names", "build_config",
-           "check_config", "train", "resume", "saved_epochs", "inspect", "sample_grid_png", "evaluate",
+           "AUTO", "AUTO_TIME", "OFFLINE_DATASETS", "FORM_SETTINGS", "check_form_value", "confined", "augment_presets", "dataset_names", "default_model", "default_epochs", "model_names", "build_config",
+           "check_config", "train", "resume", "saved_epochs", "saved_settings", "training_size", "pixel_limit_error", "inspect", "sample_grid_png", "evaluate",
            "model_service", "most_wrong", "export_onnx", "checkpoint_file", "png_bytes", "CHECKPOINT", "LAST"]
 
 OFFLINE_DATASETS = ("mnist-mini", "digits")  # ship inside installed packages: no download
+# the form's fields -> the settings they set (checked as the CLI checks its flags)
+FORM_SETTINGS = {"model": "model.name", "epochs": "train.epochs", "augment": "augment.preset",
+                 "batch_size": "train.batch_size", "time_budget": "train.time"}
+ROOT_NAME = "the studio folder"
+
+
+def check_form_value(field: str, value: Any) -> None:
+    """ConfigError naming the form field unless ``value`` fits its setting (type, range, choices).
+
+    JSON gives the types as they are: ``"1e18"`` or ``true`` for epochs is not a whole number."""
+    from cnnkit.settings import SettingError, check_value, walk
+
+    key = FORM_SETTINGS[field]
+    spec = next(s for s in walk(RunConfig) if s.key == key)
+    try:
+        check_value(spec, value)
+    except SettingError as exc:
+        raise exc.named({key: field}) from None
+
+
+@contextlib.contextmanager
+def confined(source: str, root: Path | None) -> Iterator[None]:
+    """Data work on a folder source lists only what lies under ``root`` once links are followed
+    (a link in the folder that leads outside is left out and reported); a dataset name is not a folder."""
+    from cnnkit.data.folders import within
+
+    if root is None or source in dataset_names():
+        yield
+        return
+    real, base = os.path.realpath(source), os.path.realpath(root)
+    if real != base and not real.startswith(base.rstrip(os.sep) + os.sep):
+        raise DataError(f"the data of this run is outside {ROOT_NAME}: the studio opens only data under its root")
+    with within(root, ROOT_NAME):
+        yield
 CHECKPOINT = BEST
 
 
@@ -81,60 +117,113 @@ def check_config(cfg: RunConfig) -> None:
     monitor_key(cfg.train.monitor, True)
 
 
-def train(cfg: RunConfig, callbacks: Sequence[Callback]) -> Any:
-    """The library's training run (the one ``cnnkit train`` makes) into a new run folder; its RunResult."""
+def train(cfg: RunConfig, callbacks: Sequence[Callback], root: Path | None = None) -> Any:
+    """The library's training run (the one ``cnnkit train`` makes) into a new run folder; its RunResult.
+
+    ``root``: a folder source lists only the images under it (links out are left out)."""
     from cnnkit.commands.train import train as train_model  # cnnkit.train_model
 
-    return train_model(cfg, callbacks=list(callbacks), explicit_out=True)
+    with confined(cfg.data.source, root):
+        return train_model(cfg, callbacks=list(callbacks), explicit_out=True)
 
 
-def resume(run_dir: Path, callbacks: Sequence[Callback], epochs: int | None = None) -> Any:
+def resume(run_dir: Path, callbacks: Sequence[Callback], epochs: int | None = None, root: Path | None = None) -> Any:
     """``cnnkit train --resume RUN [--epochs N]``: the run's own settings, to its own epoch count unless given."""
     from cnnkit.commands.train import train as train_model
+    from cnnkit.config import load_run_config
     from cnnkit.train.resume import Resume
 
-    return train_model(None, resume=Resume(run_dir, epochs, progress=False), callbacks=list(callbacks))
+    with confined(load_run_config(run_dir / "config.json").data.source, root):
+        return train_model(None, resume=Resume(run_dir, epochs, progress=False), callbacks=list(callbacks))
 
 
 def saved_epochs(run_dir: Path) -> int | None:
     """Epochs the run folder's config asks for (None if unreadable)."""
+    return saved_settings(run_dir).get("epochs")
+
+
+def saved_settings(run_dir: Path) -> dict[str, Any]:
+    """What the run folder's config says it trains with: model, epochs, augment, time_budget, source
+    (empty when unreadable)."""
     from cnnkit.config import load_run_config
 
     try:
-        return int(load_run_config(run_dir / CONFIG).train.epochs)
-    except (OSError, ValueError, TypeError):
-        return None
+        cfg = load_run_config(run_dir / CONFIG)
+    except (OSError, ValueError, TypeError, CnnkitError):
+        return {}
+    return {"model": cfg.model.name, "epochs": int(cfg.train.epochs), "augment": cfg.augment.preset,
+            "time_budget": cfg.train.time, "source": cfg.data.source}
 
 
-def inspect(source: str, cache_dir: str | None = None, data_dir: str | None = None) -> dict[str, Any]:
+def inspect(source: str, cache_dir: str | None = None, data_dir: str | None = None,
+            root: Path | None = None) -> dict[str, Any]:
     """``cnnkit inspect``'s report as a dict (counts, sizes, problems, duplicates...)."""
     from cnnkit.data.inspection import inspect_data
 
-    return inspect_data(source, data_dir=data_dir, cache_dir=cache_dir)
+    with confined(source, root):
+        return inspect_data(source, data_dir=data_dir, cache_dir=cache_dir)
 
 
-def sample_grid_png(source: str, n: int = 16, cache_dir: str | None = None, data_dir: str | None = None) -> bytes:
+def training_size(report: dict[str, Any]) -> dict[str, Any] | None:
+    """The size (H, W) training resizes this data to when no image size is set, and why.
+
+    One size in the data: that size.  Several: the library's mixed-size default.  A model with
+    a fixed input (a pretrained backbone) and auto's plan may choose another; the page says so."""
+    from cnnkit.data.cache import MIXED_SIZE_DEFAULT
+
+    sizes = report.get("sizes") or {}
+    if not sizes.get("distinct"):
+        return None
+    if sizes["distinct"] == 1:
+        h, w = sizes["median_hw"]
+        return {"size": [h, w], "why": "every image has this size"}
+    return {"size": list(MIXED_SIZE_DEFAULT),
+            "why": f"the images have {sizes['distinct']} different sizes, so each is resized to this one"}
+
+
+def pixel_limit_error(data: bytes, limit: int) -> str | None:
+    """"too large: 36 MP; the limit is 16 MP" when the image's header declares more than ``limit`` pixels
+    (the same rule for every format: a JPEG is not let through because it could be decoded smaller)."""
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            pixels = im.width * im.height
+    except Exception:  # noqa: BLE001 - not an image at all: the decoder says why, in its own words
+        return None
+    if pixels <= limit:
+        return None
+    return f"too large: {_megapixels(pixels)} MP; the limit is {_megapixels(limit)} MP"
+
+
+def _megapixels(n: int) -> str:
+    return f"{n / 1e6:.3g}"
+
+
+def sample_grid_png(source: str, n: int = 16, cache_dir: str | None = None, data_dir: str | None = None,
+                    root: Path | None = None) -> bytes:
     """PNG of ``n`` training images with their class names (``cnnkit inspect --samples``)."""
     from cnnkit.config import DataConfig
+    from cnnkit.data import load_data
     from cnnkit.visualize.samples import plot_samples
 
     cfg = DataConfig(source=source, cache_dir=cache_dir, data_dir=data_dir, val_split=0.0, test_split=0.0)
-    from cnnkit.data import load_data
-
-    train_set = load_data(cfg).train
+    with confined(source, root):
+        train_set = load_data(cfg).train
     fig = plot_samples(train_set, n, title=f"{len(train_set)} training images, {len(train_set.classes)} classes")
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90)
     return buf.getvalue()
 
 
-def evaluate(run_dir: Path) -> tuple[dict, np.ndarray, Any]:
+def evaluate(run_dir: Path, root: Path | None = None) -> tuple[dict, np.ndarray, Any]:
     """(metrics, probs (N,K), evaluated ImageSet) of the run's best checkpoint on its own held-out split."""
     from cnnkit.config import load_run_config
     from cnnkit.evaluate.evaluate import evaluate as evaluate_model  # cnnkit.evaluate_model
 
     source = load_run_config(run_dir / CONFIG).data.source
-    return evaluate_model(run_dir, source, device="cpu")
+    with confined(source, root):
+        return evaluate_model(run_dir, source, device="cpu")
 
 
 def model_service(run_dir: Path, max_upload_bytes: int) -> Any:
@@ -161,6 +250,8 @@ def export_onnx(run_dir: Path) -> Path:
 
 def checkpoint_file(run_dir: Path) -> Path:
     path = run_dir / CHECKPOINT
+    if os.path.dirname(os.path.realpath(path)) != os.path.realpath(run_dir):
+        raise CheckpointError(f"{run_dir.name}: {CHECKPOINT} is a link that leads out of its run folder; not opened")
     if not path.is_file():
         raise CheckpointError(f"{run_dir.name}: no {CHECKPOINT} yet (the run has not finished an epoch)")
     return path

@@ -8,21 +8,28 @@ that only observe:
 * :class:`LiveProgress` turns the loop's callbacks into events (step, epoch, done);
 * a time budget is the run's own ``--time`` setting (``cfg.train.time``), kept by the library's
   :class:`~cnnkit.train.callbacks.TimeBudget` as in ``cnnkit train``;
-* a stop request is honoured at the next training step by raising :class:`StopRequested`, the
-  way Ctrl+C interrupts ``cnnkit train``: the run folder keeps its last whole epoch and
-  ``train(..., resume=run)`` continues it exactly (a Signal-stopped run counts as finished).
+* the named phases of the work (decoding, the feature pass, evaluation, the report: see
+  :mod:`cnnkit.phases`) become ``phase`` events, so the page shows what is happening, with a
+  bar and the time left, before and after the epochs;
+* a stop request is honoured at the next training step, or at the next progress of a phase
+  before training starts, by raising :class:`StopRequested`, the way Ctrl+C interrupts
+  ``cnnkit train``: the run folder keeps its last whole epoch and ``train(..., resume=run)``
+  continues it exactly (a Signal-stopped run counts as finished).  A new run stopped before
+  its first epoch ended has nothing to resume: its folder is removed, and the job says so.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
+import shutil
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from cnnkit.phases import PhaseEvent, listen
 from cnnkit.studio import engine
 
 log = logging.getLogger("cnnkit.studio")
@@ -31,8 +38,11 @@ STEP_EVERY_S = 0.5  # seconds between step events (reading the running means syn
 ACTIVE = ("queued", "running", "stopping")
 
 
-class StopRequested(Exception):
-    """Raised inside the loop at the next step after the user pressed stop."""
+class StopRequested(BaseException):
+    """Raised inside the work at the next step after the user pressed stop.
+
+    A BaseException, as Ctrl+C's KeyboardInterrupt is: no ``except Exception`` in the work it
+    interrupts (a phase's listener guard included) may swallow it."""
 
 
 @dataclass
@@ -62,8 +72,11 @@ class LiveProgress(engine.Callback):
         self._epochs = 0
         self._epoch = 0
         self._last = 0.0
+        self.training = False  # between the first step and the end of the epochs
+        self.trained = False  # the epochs are over: evaluation and the report finish even when stopped
 
     def on_train_begin(self, info: dict[str, Any]) -> None:
+        self.training, self.trained = True, False
         self._epochs = int(info.get("epochs", 0))
         self.emit(self.job, {"type": "begin", "epochs": self._epochs, "steps": info.get("steps")})
 
@@ -86,9 +99,23 @@ class LiveProgress(engine.Callback):
                              **{k: float(v) for k, v in logs.items()}})
         return None
 
+    def on_train_end(self, logs: dict[str, Any]) -> None:
+        self.training, self.trained = False, True
+
     def _check_stop(self) -> None:
         if self.job.stop_requested:
             raise StopRequested()
+
+    def on_phase(self, event: PhaseEvent) -> None:
+        """A named phase's start, progress or end -> a ``phase`` event (the page's bar and time left).
+
+        A stop asked for before the epochs start is honoured here, at the phase's next progress."""
+        if event.kind == "advance" and self.job.stop_requested and not self.trained:
+            raise StopRequested()
+        eta = event.eta
+        self.emit(self.job, {"type": "phase", "name": event.name, "kind": event.kind, "done": event.done,
+                             "total": event.total, "unit": event.unit, "elapsed": round(event.elapsed, 2),
+                             "eta": None if eta is None else round(eta, 1), "depth": event.depth})
 
 
 def _number(value: Any) -> Any:
@@ -213,11 +240,19 @@ class JobQueue:
             self._run(job)
 
     def _run(self, job: Job) -> None:
-        callbacks: list = [LiveProgress(job, self._emit)]  # the run itself writes its TensorBoard logs
+        live = LiveProgress(job, self._emit)  # the run itself writes its TensorBoard logs
         try:
-            result = job.start(callbacks)
+            with listen(live.on_phase):
+                result = job.start([live])
         except StopRequested:
-            self._finish(job, "stopped", "stopped; resume continues from the last whole epoch", {})
+            if job.kind == "train" and not (job.run_dir / "train_state.pt").is_file():
+                # a new run with no whole epoch: nothing to resume, so no half-made run is left behind
+                shutil.rmtree(job.run_dir, ignore_errors=True)
+                self._finish(job, "stopped", "stopped before the first epoch ended: there is nothing to resume, "
+                             "so the empty run was removed", {"resumable": False})
+            else:
+                self._finish(job, "stopped", "stopped; resume continues from the last whole epoch",
+                             {"resumable": True})
         except engine.CnnkitError as exc:
             self._finish(job, "error", self._scrub(str(exc)), {})
         except Exception as exc:  # noqa: BLE001 - the studio keeps serving; the log has the traceback

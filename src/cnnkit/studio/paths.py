@@ -2,6 +2,7 @@
 
 The client only ever sees and sends paths relative to a base folder ("pets/train", never
 "/home/..."); every one is resolved (following symlinks) and refused unless it stays inside.
+A folder's listing leaves out the links in it that lead outside, and says so.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from cnnkit.errors import CnnkitError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 MAX_LISTED = 500  # folders shown per directory in the browser
+MAX_PATH_CHARS = 1024  # longer client paths are refused before they reach the file system
+OUTSIDE = "a link that leads outside the studio folder: left out"
 
 
 class PathError(CnnkitError):
@@ -27,6 +30,8 @@ class PathError(CnnkitError):
 def resolve_under(base: Path, relative: str, must_exist: bool = True) -> Path:
     """``base / relative`` resolved; PathError unless it is ``base`` itself or inside it."""
     text = (relative or "").replace("\\", "/").strip()
+    if len(text) > MAX_PATH_CHARS:
+        raise PathError(f"path of {len(text):,} characters: the limit is {MAX_PATH_CHARS:,}", 414)
     if "\0" in text:
         raise PathError("path contains a NUL byte")
     pure = PurePosixPath(text)
@@ -35,12 +40,22 @@ def resolve_under(base: Path, relative: str, must_exist: bool = True) -> Path:
     if ".." in pure.parts:
         raise PathError(f"{text!r}: '..' is not allowed; paths stay inside the studio folder")
     base = base.resolve()
-    target = (base / pure).resolve()
-    if target != base and base not in target.parents:
+    try:
+        target = (base / pure).resolve()
+        exists = target.exists()
+    except (OSError, RuntimeError) as exc:  # a name too long, a link loop
+        raise PathError(f"{text!r}: cannot be opened ({getattr(exc, 'strerror', None) or exc})") from None
+    if not inside(base, target):
         raise PathError(f"{text!r}: leads outside the studio folder (a symbolic link?)", 403)
-    if must_exist and not target.exists():
+    if must_exist and not exists:
         raise PathError(f"{text!r}: no such file or folder", 404)
     return target
+
+
+def inside(base: Path, path: str | Path) -> bool:
+    """Whether ``path``, links followed, is ``base`` or under it (``base`` already resolved)."""
+    real = os.path.realpath(path)
+    return real == str(base) or real.startswith(str(base).rstrip(os.sep) + os.sep)
 
 
 def relative_to(base: Path, path: Path) -> str:
@@ -53,35 +68,54 @@ def _is_hidden(name: str) -> bool:
     return name.startswith(".") or name == "__MACOSX"
 
 
+def _is_dir(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False
+
+
+def _counts(base: Path, folder: Path) -> tuple[int, int]:
+    """(images, sub-folders) directly in ``folder``, leaving out links that lead outside ``base``."""
+    images = folders = 0
+    try:
+        with os.scandir(folder) as inner:
+            for f in inner:
+                if _is_hidden(f.name) or (f.is_symlink() and not inside(base, f.path)):
+                    continue
+                if _is_dir(f):
+                    folders += 1
+                elif Path(f.name).suffix.lower() in IMAGE_SUFFIXES:
+                    images += 1
+    except OSError:
+        pass
+    return images, folders
+
+
 def browse(base: Path, relative: str) -> dict[str, Any]:
-    """One folder's sub-folders, each with its count of image files and sub-folders (one level deep)."""
+    """One folder's sub-folders, each with its count of image files and sub-folders (one level deep).
+
+    ``left_out`` names the links here (to folders or images) that lead outside ``base``: they
+    are never listed, opened or counted."""
+    base = base.resolve()
     folder = resolve_under(base, relative)
     if not folder.is_dir():
         raise PathError(f"{relative!r}: not a folder")
-    entries = []
+    entries, left_out = [], []
     with os.scandir(folder) as it:
-        subdirs = sorted((e for e in it if not _is_hidden(e.name) and e.is_dir()), key=lambda e: e.name.lower())
+        visible = sorted((e for e in it if not _is_hidden(e.name)), key=lambda e: e.name.lower())
+    for e in visible:
+        if e.is_symlink() and not inside(base, e.path) and (_is_dir(e) or Path(e.name).suffix.lower() in IMAGE_SUFFIXES):
+            left_out.append({"name": e.name, "why": OUTSIDE})
+    subdirs = [e for e in visible if _is_dir(e) and inside(base, e.path)]
     for e in subdirs[:MAX_LISTED]:
-        try:
-            target = resolve_under(base, relative_to(base, folder / e.name))
-        except (PathError, ValueError):
-            continue  # a link out of the root is not shown at all
-        images = folders = 0
-        try:
-            with os.scandir(target) as inner:
-                for f in inner:
-                    if _is_hidden(f.name):
-                        continue
-                    if f.is_dir():
-                        folders += 1
-                    elif Path(f.name).suffix.lower() in IMAGE_SUFFIXES:
-                        images += 1
-        except OSError:
-            pass
+        target = Path(os.path.realpath(e.path))
+        images, folders = _counts(base, target)
         entries.append({"name": e.name, "path": relative_to(base, target), "folders": folders, "images": images})
     here = relative_to(base, folder)
     parent = None if not here else relative_to(base, folder.parent)
-    return {"path": here, "parent": parent, "folders": entries, "truncated": len(subdirs) > MAX_LISTED}
+    return {"path": here, "parent": parent, "folders": entries, "truncated": len(subdirs) > MAX_LISTED,
+            "left_out": left_out[:MAX_LISTED]}
 
 
 def scrub(text: str, bases: dict[Path, str]) -> str:

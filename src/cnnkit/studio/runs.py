@@ -8,6 +8,7 @@ It is recomputed when the checkpoint file changes (a resumed run).
 
 from __future__ import annotations
 
+import csv
 import json
 import threading
 from dataclasses import dataclass
@@ -19,9 +20,13 @@ import numpy as np
 
 from cnnkit.run_folder import CONFIG, HISTORY_JSON, METRICS, STATE
 from cnnkit.studio import engine
-from cnnkit.studio.paths import PathError, relative_to, resolve_under
+from cnnkit.studio.paths import PathError, inside, relative_to, resolve_under
 
 MAX_CELL_IMAGES = 200
+# a candidate of the automatic default, as auto.json and leaderboard.csv write it
+CANDIDATE_COLUMNS = ("name", "kind", "model", "transfer", "score", "score_kind", "seconds", "epochs", "stopped",
+                     "chosen")
+MAX_CANDIDATES = 50
 
 
 def _read_json(path: Path) -> Any:
@@ -41,7 +46,7 @@ def open_run(runs_dir: Path, name: str) -> Path:
     return run_dir
 
 
-def _data_label(source: str, root: Path) -> str:
+def data_label(source: str, root: Path) -> str:
     """A dataset name as is; a folder as its path under the root (else only its name)."""
     path = Path(source)
     if not path.is_absolute():
@@ -73,7 +78,7 @@ def summary(run_dir: Path, root: Path, active: dict[Path, str]) -> dict[str, Any
     return {
         "name": run_dir.name,
         "model": (cfg.get("model") or {}).get("name", ""),
-        "data": _data_label(str((cfg.get("data") or {}).get("source", "")), root),
+        "data": data_label(str((cfg.get("data") or {}).get("source", "")), root),
         "accuracy": metrics.get("accuracy"),
         "split": metrics.get("split"),
         "val_acc": last.get("val_acc"),
@@ -91,9 +96,40 @@ def list_runs(runs_dir: Path, root: Path, active: dict[Path, str]) -> list[dict[
     """Every run folder under ``runs_dir``, newest first."""
     if not runs_dir.is_dir():
         return []
+    base = runs_dir.resolve()
     runs = [summary(p, root, active) for p in runs_dir.iterdir()
-            if p.is_dir() and not p.name.startswith(".") and (p / CONFIG).is_file()]
+            if p.is_dir() and not p.name.startswith(".") and (p / CONFIG).is_file() and inside(base, p)]
     return sorted(runs, key=lambda r: -r["timestamp"])
+
+
+def _leaderboard(path: Path) -> list[dict[str, Any]] | None:
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            return list(csv.DictReader(fh))[:MAX_CANDIDATES]
+    except (OSError, ValueError, csv.Error):
+        return None
+
+
+def auto_choice(run_dir: Path) -> dict[str, Any] | None:
+    """What the automatic default chose and why (``auto.json``, with ``leaderboard.csv``'s candidates
+    when the record has none); None for a run with an explicit model.  Older records, which keep
+    their reasons as a list and have no candidates, read as a line and a reason."""
+    record = _read_json(run_dir / "auto.json")
+    record = record if isinstance(record, dict) else None
+    rows = record.get("candidates") if record is not None else None
+    if not isinstance(rows, list):
+        rows = _leaderboard(run_dir / "leaderboard.csv") if (run_dir / "leaderboard.csv").is_file() else None
+    if record is None and rows is None:
+        return None
+    record = record or {}
+    reason = record.get("reason")
+    if not isinstance(reason, str):
+        reason = "; ".join(str(r) for r in record.get("reasons") or [] if r)
+    line = str(record.get("line") or "")
+    return {"line": line.removeprefix("cnnkit: ").removeprefix("auto: "), "reason": reason,
+            "chosen": record.get("chosen"), "budget_s": record.get("budget_s"), "elapsed_s": record.get("elapsed_s"),
+            "candidates": [{c: row.get(c) for c in CANDIDATE_COLUMNS} for row in rows or []
+                           if isinstance(row, dict)][:MAX_CANDIDATES]}
 
 
 def details(run_dir: Path, root: Path, active: dict[Path, str]) -> dict[str, Any]:
@@ -107,6 +143,7 @@ def details(run_dir: Path, root: Path, active: dict[Path, str]) -> dict[str, Any
         "settings": {"batch_size": train.get("batch_size"), "optimizer": optim.get("name"), "lr": optim.get("lr"),
                      "schedule": optim.get("schedule"), "augment": aug.get("preset"), "seed": train.get("seed")},
         "files": sorted(p.name for p in run_dir.iterdir() if p.is_file() and not p.name.startswith(".")),
+        "auto": auto_choice(run_dir),
     }
 
 
@@ -148,8 +185,8 @@ class Evaluation:
 class RunCache:
     """Evaluations and loaded models per run, rebuilt when the run's checkpoint changes."""
 
-    def __init__(self, max_upload_bytes: int):
-        self.max_upload_bytes = max_upload_bytes
+    def __init__(self, max_upload_bytes: int, root: Path | None = None):
+        self.max_upload_bytes, self.root = max_upload_bytes, root  # root: the data a run may be evaluated on
         self._lock = threading.Lock()
         self._locks: dict[Path, threading.Lock] = {}
         self._evals: dict[Path, Evaluation] = {}
@@ -169,7 +206,7 @@ class RunCache:
             cached = self._evals.get(run_dir)
             if cached is not None and cached.stamp == stamp:
                 return cached
-            metrics, probs, data = engine.evaluate(run_dir)
+            metrics, probs, data = engine.evaluate(run_dir, self.root)
             ev = Evaluation(metrics, probs, np.asarray(data.labels), probs.argmax(axis=1), data, stamp)
             self._evals[run_dir] = ev
             return ev

@@ -114,7 +114,8 @@ def _compute(model: Any, images: ImageSet, inputs: Any, device: torch.device, am
         shape = (getattr(model, "backbone", "model"), images.channels, *images.image_size)
         runners = {} if runners is None else runners
         if shape not in runners and (engine == "onnxruntime" or len(images) >= ONNX_MIN_IMAGES):
-            runners[shape] = onnx_runner(model.features, shape[1:])
+            with phase("backbone export to ONNX"):  # seconds, before the first image goes through
+                runners[shape] = onnx_runner(model.features, shape[1:])
         run = runners.get(shape)
     out = []
     for xb, _ in BatchLoader(images, batch_size, device).batches(0):
@@ -230,7 +231,8 @@ def _cached_part(model: Any, images: ImageSet, inputs: Any, device: torch.device
         shape = (name, images.channels, *images.image_size)  # one ONNX session per backbone and input shape
         if (runners is not None and device.type == "cpu" and amp is None and shape not in runners
                 and len(images) >= ONNX_MIN_IMAGES):
-            runners[shape] = onnx_runner(model.features, shape[1:])  # the export, before the clock starts
+            with phase("backbone export to ONNX"):  # seconds, before the first image goes through
+                runners[shape] = onnx_runner(model.features, shape[1:])  # the export, before the clock starts
         t1 = time.perf_counter()
         with phase(f"feature pass ({name})", total=len(images), unit="images") as step:
             feats, engine = _compute(model, images, inputs, device, amp, EXTRACT_BATCH, "auto", runners, step)

@@ -48,6 +48,7 @@ from cnnkit.inference.preprocess import ImageInputs
 from cnnkit.models import ModelDefaults, build_model, default_config
 from cnnkit.run_folder import LR_FIND_JSON
 from cnnkit.train.candidates import AUTO
+from cnnkit.phases import phase
 from cnnkit.train.callbacks import BestCheckpoint, Callback, EarlyStopping, History, Progress, TimeBudget
 from cnnkit.train.checks import check_settings, check_splits, monitor_key, portable_paths
 from cnnkit.train.commit import commit, read_commit
@@ -471,8 +472,9 @@ def _finish(cfg: RunConfig, splits: DataSplits, built: Built, parts: Parts, env:
             record = read_commit(run_dir)
             data = calibrated_bytes(best, calibration["temperature"], calibration["min_confidence"])
             commit(run_dir, record.epoch if record else state.epoch, {ckpt.BEST: data})
-        evaluation = final_evaluation(model, splits, built.inputs, env.device, env.amp, cfg, calibration, val_logits,
-                                      parts.features_cache)
+        with phase("evaluation"):
+            evaluation = final_evaluation(model, splits, built.inputs, env.device, env.amp, cfg, calibration,
+                                          val_logits, parts.features_cache)
         if evaluation is not None and parts.class_weights is not None:
             evaluation[0]["class_weights"] = dict(zip(built.preprocess.classes, parts.class_weights.tolist()))
         issues = run_label_issues(cfg, splits, held_out_probs(evaluation, val_logits, calibration), parts.features_info)
