@@ -247,8 +247,10 @@ def test_the_form_offers_the_automatic_default_first_and_it_trains(client, root)
     assert wait_state(client, job["id"], ("done", "error", "stopped"))["state"] == "done"
     run = root / "runs" / job["run"]
     saved = json.loads((run / "config.json").read_text())
-    assert saved["model"]["name"] == "fast-cnn-small" and saved["train"]["time"] == 60  # planned within the budget
-    assert json.loads((run / "auto.json").read_text())["line"].startswith("cnnkit: auto:")
+    record = json.loads((run / "auto.json").read_text())
+    chosen = next(c for c in record["candidates"] if c["chosen"])
+    assert saved["model"]["name"] == chosen["model"] and record["budget_s"] == 60  # raced within the budget
+    assert record["line"].startswith("cnnkit: auto:") and saved["train"]["epochs"] == 1  # the epochs given
 
 
 def test_bad_settings_get_one_clear_422_and_queue_nothing(client):
