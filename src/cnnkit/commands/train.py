@@ -1,7 +1,7 @@
 """A finished run folder's pictures, metrics files and report, and the training call that writes them.
 
 :func:`train` (public as ``cnnkit.train_model``) is :func:`cnnkit.train.train` with
-:func:`write_run_outputs` as its ``finish``: called at the end of training while the run folder is
+:func:`write_run_outputs` as its ``write_outputs``: called at the end of training while the run folder is
 still locked, for every stage an automatic run trains.  ``cnnkit train`` and recipes use it.  It
 sits above both ``cnnkit.train`` and ``cnnkit.visualize``, so training itself never draws.
 
@@ -30,6 +30,7 @@ import numpy as np
 
 from cnnkit.config import RunConfig, save_json
 from cnnkit.data import DataSplits
+from cnnkit.evaluate.evaluate import Evaluation
 from cnnkit.io import atomic_write_text
 from cnnkit.models.custom import trusted_code
 from cnnkit.train.callbacks import Callback
@@ -50,7 +51,7 @@ def train(cfg: RunConfig | None, splits: DataSplits | None = None, resume: str |
     """Train as :func:`cnnkit.train.train` does and write the run folder's pictures, metrics and report
     (under the folder's lock, for each stage of an automatic run)."""
     return train_only(cfg, splits, resume=resume, callbacks=callbacks, explicit_out=explicit_out,
-                      finish=write_run_outputs)
+                      write_outputs=write_run_outputs)
 
 
 def write_run_outputs(result: RunResult) -> None:
@@ -76,7 +77,7 @@ def _title(cfg: RunConfig) -> str:
     return f"{cfg.model.name} on {Path(cfg.data.source).name}"
 
 
-def write_report_safely(run_dir: Path, evaluation: tuple) -> None:
+def write_report_safely(run_dir: Path, evaluation: Evaluation) -> None:
     """report.html from the evaluation just made; a failure is a warning, never a lost run."""
     try:
         from cnnkit.visualize.report import write_report

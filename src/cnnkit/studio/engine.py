@@ -128,8 +128,9 @@ def sample_grid_png(source: str, n: int = 16, cache_dir: str | None = None, data
     return buf.getvalue()
 
 
-def evaluate(run_dir: Path) -> tuple[dict, np.ndarray, Any]:
-    """(metrics, probs (N,K), evaluated ImageSet) of the run's best checkpoint on its own held-out split."""
+def evaluate(run_dir: Path) -> Any:
+    """The :class:`~cnnkit.evaluate.evaluate.Evaluation` (metrics, probs (N,K), evaluated ImageSet) of the
+    run's best checkpoint on its own held-out split."""
     from cnnkit.config import load_run_config
     from cnnkit.evaluate.evaluate import evaluate as evaluate_model  # cnnkit.evaluate_model
 

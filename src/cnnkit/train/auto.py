@@ -361,12 +361,12 @@ def _run_folder(cfg: RunConfig, explicit_out: bool) -> Path | None:
 
 
 def train_auto(cfg: RunConfig, train: Callable, input_config: Callable[[RunConfig], RunConfig], splits: Any = None,
-               callbacks: list | None = None, explicit_out: bool = False, finish: Callable | None = None):
+               callbacks: list | None = None, explicit_out: bool = False, write_outputs: Callable | None = None):
     """Plan (see :func:`plan_run`), train the plan, return the better stage's :class:`RunResult`.
 
     ``train`` trains one explicit config (:func:`cnnkit.train.run.train`, which calls this for
     ``--model auto``: handed in, not imported, so that the two modules do not import each other);
-    ``input_config`` is its :func:`~cnnkit.train.run.model_input_config`.  ``finish`` goes to every
+    ``input_config`` is its :func:`~cnnkit.train.run.model_input_config`.  ``write_outputs`` goes to every
     stage's ``train``, so a stage that is not kept gets its pictures and report too.
     """
     start = time.perf_counter()
@@ -385,7 +385,7 @@ def train_auto(cfg: RunConfig, train: Callable, input_config: Callable[[RunConfi
               "reasons": list(plan.reasons), "stages": [], "chosen": "first"}
     _write_choice(run_dir, record)
     result = train(first, splits=splits, callbacks=callbacks, explicit_out=run_dir is not None or explicit_out,
-                   finish=finish)
+                   write_outputs=write_outputs)
     record["stages"].append(_stage("first", first, result))
     best = result
     if plan.finetune is not None and result.run_dir is not None:
@@ -398,7 +398,7 @@ def train_auto(cfg: RunConfig, train: Callable, input_config: Callable[[RunConfi
             record["finetune"] = (f"skipped: {epochs} epoch{'s' * (epochs != 1)} of fine-tuning fit ({why}), "
                                   f"fewer than {MIN_FINETUNE_EPOCHS}")
         else:
-            best, record = _run_finetune(train, plan, cfg, result, epochs, left, splits, callbacks, record, finish)
+            best, record = _run_finetune(train, plan, cfg, result, epochs, left, splits, callbacks, record, write_outputs)
         _say(cfg, f"cnnkit: auto: {record['finetune']}")
     _write_choice(result.run_dir, record)
     if best is not result:
@@ -407,13 +407,13 @@ def train_auto(cfg: RunConfig, train: Callable, input_config: Callable[[RunConfi
 
 
 def _run_finetune(train: Callable, plan: Plan, user: RunConfig, first, epochs: int, left: float, splits, callbacks,
-                  record: dict, finish: Callable | None = None):
+                  record: dict, write_outputs: Callable | None = None):
     user_epochs = user.train.epochs if user.train.epochs != TrainConfig().epochs else None
     out = Path(first.run_dir) / "finetune"
     cfg = dataclasses.replace(plan.finetune, train=dataclasses.replace(
         plan.finetune.train, epochs=min(user_epochs or epochs, epochs), time=round(left, 1), out=str(out)))
     _write_choice(out, record)
-    second = train(cfg, splits=splits, callbacks=callbacks, explicit_out=True, finish=finish)
+    second = train(cfg, splits=splits, callbacks=callbacks, explicit_out=True, write_outputs=write_outputs)
     record["stages"].append(_stage("finetune", cfg, second))
     a1 = first.metrics.get("accuracy", 0.0)
     a2 = second.metrics.get("accuracy", 0.0) if second.metrics else 0.0

@@ -21,6 +21,7 @@ from matplotlib.figure import Figure
 
 from cnnkit.config import RunConfig, load_run_config
 from cnnkit.data.types import ImageSet
+from cnnkit.evaluate.evaluate import Evaluation
 from cnnkit.errors import CheckpointError, CnnkitError, ConfigError
 from cnnkit.io import atomic_write_text
 from cnnkit.inference.checkpoint import Checkpoint, load_checkpoint
@@ -28,7 +29,6 @@ from cnnkit.inference.checkpoint import Checkpoint, load_checkpoint
 log = logging.getLogger("cnnkit")
 
 REPORT = "report.html"
-Evaluation = tuple[dict, np.ndarray, ImageSet]  # (metrics, probs (N,K), evaluated images), as evaluate() returns
 
 _STYLE = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto; max-width: 1100px;
@@ -187,8 +187,8 @@ def _label_issues_section(run_dir: Path, cfg: RunConfig | None, evaluation: Eval
     if not rows:
         return f"<p class=note>No suspected label errors: every scored image's most probable class is its label ({how}).</p>"
     top = rows[:n]
-    data = evaluation[2] if evaluation is not None else None
-    split = evaluation[0].get("split") if evaluation is not None else None
+    data = evaluation.images if evaluation is not None else None
+    split = evaluation.split if evaluation is not None else None
     root = image_folder(cfg.data) if cfg is not None else None  # file names in the CSV are relative to it
     size, channels = (data.image_size, data.channels) if data is not None else (THUMBNAIL, 3)
     images, found = issue_thumbnails(top, root, data, split, size, channels)
@@ -262,7 +262,7 @@ def render_report(run_dir: str | Path, data_source: str | None = None, evaluatio
     note = ""
     if evaluation is None:
         evaluation, note = _evaluate_run(run_dir, cfg, data_source)
-    metrics = evaluation[0] if evaluation is not None else None
+    metrics = evaluation.metrics if evaluation is not None else None
     if metrics is None and (run_dir / "metrics.json").is_file():
         metrics = json.loads((run_dir / "metrics.json").read_text())
     title = f"{cfg.model.name} on {Path(cfg.data.source).name}"
@@ -290,7 +290,7 @@ def render_report(run_dir: str | Path, data_source: str | None = None, evaluatio
                       title=f"{metrics.get('split', '')} accuracy {metrics['accuracy']:.4f}")), "confusion matrix"))]
     ckpt = _safe_checkpoint(run_dir)
     if evaluation is not None:
-        _, probs, data = evaluation
+        probs, data = evaluation.probs, evaluation.images
         wrong = most_wrong(probs, data.labels, n_wrong)
         parts += ["<h2>Calibration</h2>", _safe("reliability diagram", _reliability_section, probs, data.labels),
                   "<h2>Sample images</h2>",
@@ -313,7 +313,7 @@ def write_report(run_dir: str | Path, data_source: str | None = None, *, evaluat
     """Write ``run_dir/report.html`` and return its path.
 
     ``data_source`` re-evaluates the best checkpoint on other data (default: the run's own data,
-    same split as the run's final evaluation).  ``evaluation`` = (metrics, probs, images) skips
+    same split as the run's final evaluation).  ``evaluation`` (an :class:`~cnnkit.evaluate.evaluate.Evaluation`) skips
     that evaluation; training passes what it has just computed.
     """
     run_dir = Path(run_dir)
