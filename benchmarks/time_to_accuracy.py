@@ -4,7 +4,7 @@
         [--epochs N] [--model NAME]
 
 Each task trains on the full training set (no validation split: every image trains) with the
-settings of cnnkit's speed-run recipes (`cnnkit recipe mnist-speedrun` etc., in cnnkit/recipes.py),
+settings of cnnkit's speed-run recipes (`cnnkit recipe mnist-speedrun` etc., in cnnkit/recipes/catalogue.py),
 then reports test accuracy and the seconds spent: data loading (the decode-once
 cache already built by a first untimed load), training, and final evaluation.
 """

@@ -16,8 +16,9 @@ from cnnkit.cli import main
 from cnnkit.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from cnnkit.data import DataSplits, load_data
 from cnnkit.errors import DataError
-from cnnkit.evaluate.label_issues import (COLUMNS, file_names, find_issues, fit_linear_head, issue_scores,
-                                          out_of_fold_probs, read_issues, stratified_folds)
+from cnnkit.data.issues_table import COLUMNS, read_issues
+from cnnkit.evaluate.label_issues import (file_names, find_issues, fit_linear_head, issue_scores, out_of_fold_probs,
+                                          stratified_folds)
 from cnnkit.commands.train import train
 from cnnkit.visualize.report import render_report
 

@@ -12,11 +12,11 @@ import pytest
 import torch
 
 from cnnkit.cli import main
-from cnnkit.config import ModelConfig
+from cnnkit.config import ModelConfig, override
 from cnnkit.data import DataSplits
 from cnnkit.errors import ConfigError, DataError, WeightsError
 from cnnkit.models import build_model
-from cnnkit.recipes import RECIPES, apply_overrides, format_recipe_list, format_results, get_recipe, run_recipe
+from cnnkit.recipes import RECIPES, format_recipe_list, format_results, get_recipe, run_recipe
 
 from conftest import make_shapes
 
@@ -176,10 +176,10 @@ def test_unknown_recipe_and_bad_overrides():
         run_recipe("nope")
     cfg = get_recipe("mnist-mlp").config
     with pytest.raises(ConfigError, match="section.field"):
-        apply_overrides(cfg, {"epochs": 1})
+        override(cfg, {"epochs": 1})
     with pytest.raises(ConfigError, match="no field 'epoch'"):
-        apply_overrides(cfg, {"train.epoch": 1})
-    out = apply_overrides(cfg, {"train": {"epochs": 2}, "data.image_size": [8, 9]})
+        override(cfg, {"train.epoch": 1})
+    out = override(cfg, {"train": {"epochs": 2}, "data.image_size": [8, 9]})
     assert out.train.epochs == 2 and out.data.image_size == (8, 9) and out.model == cfg.model
 
 

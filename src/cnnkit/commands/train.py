@@ -10,7 +10,7 @@ Files added to the run folder at the end of training::
     metrics.json            final evaluation         confusion_matrix.csv/png
     curves.png              accuracy and loss curves report.html (cnnkit.visualize.report)
     label_issues.csv        file,split,given,suggested,score: the images whose label out-of-sample
-                            predictions doubt, most suspicious first (cnnkit.evaluate.label_issues)
+                            predictions doubt, most suspicious first (cnnkit.data.issues_table)
     lr_find.png             the range test's curve, when the run was trained with --lr auto
 
 :func:`lr_find` (``cnnkit lr-find``) runs the learning-rate range test alone and writes
@@ -89,7 +89,7 @@ def write_report_safely(run_dir: Path, evaluation: Evaluation) -> None:
 
 def write_label_issues(run_dir: Path, rows: list, announce: bool = False) -> Path:
     """``label_issues.csv`` (header only when no label is doubted); ``announce`` says how many rows it has."""
-    from cnnkit.evaluate.label_issues import LABEL_ISSUES, issues_csv
+    from cnnkit.data.issues_table import LABEL_ISSUES, issues_csv
 
     path = Path(run_dir) / LABEL_ISSUES
     atomic_write_text(path, issues_csv(rows))

@@ -42,9 +42,11 @@ def balanced_accuracy(cm: np.ndarray) -> float:
     return float((np.diag(cm)[present] / support[present]).mean())
 
 
-def macro_f1(cm: np.ndarray) -> float:
-    """Unweighted mean F1 over all classes (0 for a class never predicted nor present)."""
-    return float(np.mean([r["f1"] for r in per_class_report(cm, [""] * len(cm))]))
+def macro_f1(cm: np.ndarray, report: list[dict] | None = None) -> float:
+    """Unweighted mean F1 over all classes (0 for a class never predicted nor present); ``report`` is
+    :func:`per_class_report` of ``cm`` where the caller has it already."""
+    report = per_class_report(cm, [""] * len(cm)) if report is None else report
+    return float(np.mean([r["f1"] for r in report]))
 
 
 def classification_metrics(probs: np.ndarray, labels: np.ndarray, classes: Sequence[str], k: int = 5) -> dict:
@@ -60,7 +62,7 @@ def classification_metrics(probs: np.ndarray, labels: np.ndarray, classes: Seque
         f"top{min(k, len(classes))}_accuracy": top_k_accuracy(probs, labels, k),
         "loss": nll,
         "balanced_accuracy": balanced_accuracy(cm),
-        "macro_f1": float(np.mean([r["f1"] for r in report])),
+        "macro_f1": macro_f1(cm, report),
         "per_class": report,
         "confusion_matrix": cm.tolist(),
         "classes": list(classes),

@@ -16,7 +16,8 @@ from cnnkit.data.sources import image_folder
 from cnnkit.data.types import DataSplits, ImageSet
 from cnnkit.evaluate.calibration import log_probs, scale_probs
 from cnnkit.evaluate.evaluate import Evaluation
-from cnnkit.evaluate.label_issues import LabelIssue, file_names, find_issues, out_of_fold_probs, rank_issues
+from cnnkit.data.issues_table import LabelIssue
+from cnnkit.evaluate.label_issues import file_names, find_issues, out_of_fold_probs, rank_issues
 
 
 def _rows(probs: np.ndarray, data: ImageSet, split: str, root: str | None) -> list[LabelIssue]:

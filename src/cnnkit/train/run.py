@@ -75,7 +75,7 @@ class RunResult:
     evaluation: Evaluation | None = None  # the final evaluation, for the run folder's pictures
     stop_reason: str = ""  # why training ended before its last epoch ("" when it ran them all)
     diverged: bool = False  # it stopped on a non-finite loss; the run folder keeps the last finite epoch
-    label_issues: list | None = None  # cnnkit.evaluate.label_issues.LabelIssue rows, most suspicious first
+    label_issues: list | None = None  # cnnkit.data.issues_table.LabelIssue rows, most suspicious first
 
 
 def train(cfg: RunConfig | None, splits: DataSplits | None = None, resume: str | Path | Resume | None = None,

@@ -171,14 +171,14 @@ def _gradcam_section(ckpt: Checkpoint, probs: np.ndarray, data: ImageSet, wrong:
 
 def _label_issues_section(run_dir: Path, cfg: RunConfig | None, evaluation: Evaluation | None, n: int) -> str:
     """The top suspects of ``label_issues.csv`` as pictures, or a note saying why there are none."""
-    from cnnkit.evaluate.label_issues import LABEL_ISSUES, read_issues
+    from cnnkit.data.issues_table import LABEL_ISSUES, read_issues_file
     from cnnkit.data.sources import image_folder
     from cnnkit.visualize.label_issues import THUMBNAIL, issue_thumbnails, plot_label_issues
 
     path = run_dir / LABEL_ISSUES
     if not path.is_file():
         return f"<p class=note>No {LABEL_ISSUES} in this run folder (trained with --label-issues off).</p>"
-    rows = read_issues(path.read_text(encoding="utf-8"))
+    rows = read_issues_file(path)
     cv = cfg is not None and cfg.model.transfer == "features"
     how = (f"training and validation images scored by a {cfg.train.label_folds}-fold cross-validated linear head "
            "on the cached features, test images by the final model" if cv else
