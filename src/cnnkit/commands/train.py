@@ -8,7 +8,7 @@ sits above both ``cnnkit.train`` and ``cnnkit.visualize``, so training itself ne
 Files added to the run folder at the end of training::
 
     metrics.json            final evaluation         confusion_matrix.csv/png
-    curves.png              accuracy and loss curves report.html (cnnkit.visualize.report)
+    curves.png              every logged metric      report.html (cnnkit.visualize.report)
     label_issues.csv        file,split,given,suggested,score: the images whose label out-of-sample
                             predictions doubt, most suspicious first (cnnkit.data.issues_table)
     lr_find.png             the range test's curve, when the run was trained with --lr auto

@@ -119,13 +119,15 @@ def _reliability_section(probs: np.ndarray, labels: np.ndarray) -> str:
                                                            "reliability diagram"))
 
 
-def _curves_uri(run_dir: Path, history: list[dict], title: str) -> str | None:
-    if (run_dir / "curves.png").is_file():
-        return png_data_uri((run_dir / "curves.png").read_bytes())
-    if history:
-        from cnnkit.visualize.curves import plot_curves
+def _curves_section(run_dir: Path, history: list[dict], title: str) -> str | None:
+    """curves.png (else the curves drawn from the history now): every logged metric per epoch."""
+    from cnnkit.visualize.curves import drawn_curves, plot_curves
 
-        return figure_data_uri(plot_curves(history, title))
+    alt = ", ".join(c.title for c in drawn_curves(history)) + " per epoch"
+    if (run_dir / "curves.png").is_file():
+        return _img(png_data_uri((run_dir / "curves.png").read_bytes()), alt)
+    if history:
+        return _img(figure_data_uri(plot_curves(history, title)), alt)
     return None
 
 
@@ -279,9 +281,9 @@ def render_report(run_dir: str | Path, data_source: str | None = None, evaluatio
     if choice:
         parts += ["<h2>Automatic choice</h2>", f"<p>{html.escape(choice['line'].removeprefix('cnnkit: auto: '))}</p>"]
 
-    curves = _curves_uri(run_dir, history, title)
+    curves = _curves_section(run_dir, history, title)
     if curves:
-        parts += ["<h2>Training curves</h2>", _img(curves, "accuracy and loss per epoch")]
+        parts += ["<h2>Training curves</h2>", curves]
     if metrics:
         parts += ["<h2>Metrics</h2>", _table(_metric_rows(metrics)), "<h3>Per class</h3>", _per_class_table(metrics),
                   "<h2>Confusion matrix</h2>",
