@@ -546,6 +546,7 @@ async function start() {
   try {
     const info = await api("/api/info");
     state.info = info;
+    curveCanvases($("curves"), "curve", 350, 220);  // empty until a job's first epoch
     $("model").replaceChildren(...info.models.map((m) => el("option",
       { value: m, ...(m === info.default_model ? { selected: "" } : {}) }, m === "auto" ? "auto (recommended)" : m)));
     $("augment").replaceChildren(...info.augment.map((a) => el("option", {}, a)));
