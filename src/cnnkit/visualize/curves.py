@@ -16,7 +16,7 @@ from matplotlib.ticker import MaxNLocator
 from cnnkit.evaluate.logged import LOGGED, Curve, Logged, curves
 from cnnkit.visualize.figures import new_figure
 
-STYLES = {"train": "o-", "validation": "s-"}
+STYLES = {"train": ("o-", "C0"), "validation": ("s-", "C1")}  # one colour per side on every panel
 
 
 def drawn_curves(history: Sequence[dict[str, float]], logged: Sequence[Logged] = LOGGED) -> list[Curve]:
@@ -40,7 +40,8 @@ def plot_curves(history: Sequence[dict[str, float]], title: str = "", logged: Se
             values = [row.get(key) for row in history]
             if any(v is not None for v in values):
                 label = curve.label(key)
-                ax.plot(epochs, values, STYLES[label], label=label, markersize=3)
+                style, colour = STYLES[label]
+                ax.plot(epochs, values, style, color=colour, label=label, markersize=3)
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # no epoch 1.25
         ax.set_ylabel(curve.title)
