@@ -59,7 +59,8 @@ SETTINGS = {
     "cifar10-5k": [
         ("best explicit", ["--model", "efficientnet_lite0", "--transfer", "features", "--head-dropout", "0.2",
                            "--epochs", "10"]),
-        ("fast net from scratch (cifar10-speedrun settings, 50 epochs)", ["--model", "fast-cnn", "--epochs", "50", "--batch-size", "128", "--optimizer", "adamw",
+        ("fast net from scratch (cifar10-speedrun settings, 50 epochs)",
+         ["--model", "fast-cnn", "--epochs", "50", "--batch-size", "128", "--optimizer", "adamw",
                            "--lr", "4e-3", "--weight-decay", "5e-4", "--label-smoothing", "0.2", "--hflip",
                            "--width-shift", "0.125", "--height-shift", "0.125", "--fill-mode", "reflect",
                            "--tta", "flip-shift"]),

@@ -152,7 +152,8 @@ def test_photos_run_features_then_finetuning_and_keep_the_better(tmp_path):
     for cls in ("a", "b"):  # noise: neither stage can be perfect, so both run
         (tmp_path / "noise" / cls).mkdir(parents=True)
         for i in range(6):
-            Image.fromarray(rng.integers(0, 255, (80, 80, 3), dtype=np.uint8)).save(tmp_path / "noise" / cls / f"{i}.png")
+            noise = rng.integers(0, 255, (80, 80, 3), dtype=np.uint8)
+            Image.fromarray(noise).save(tmp_path / "noise" / cls / f"{i}.png")
     cfg = make_config(data=str(tmp_path / "noise"), image_size=(40, 40), epochs=MIN_FINETUNE_EPOCHS, val_split=0.5,
                       out=str(tmp_path / "auto-run"), cache_dir=str(tmp_path / "cache"), report=False, progress=False)
     result = train(cfg)

@@ -111,7 +111,8 @@ def test_a_declared_metric_gets_its_curve():
     from cnnkit.visualize.curves import plot_curves
 
     assert curves(WITH_TOP2)[-1].keys == ("val_top2_accuracy",) and curves(WITH_TOP2)[:-1] == curves()
-    assert curves(WITH_TOP2)[-1].as_dict() == {"title": "top-2 accuracy", "series": [["val_top2_accuracy", "validation"]],
+    assert curves(WITH_TOP2)[-1].as_dict() == {"title": "top-2 accuracy",
+                                               "series": [["val_top2_accuracy", "validation"]],
                                                "limits": [0.0, 1.0]}
     history = [{"epoch": e, "acc": 0.5, "loss": 1.0, "val_acc": 0.4, "val_loss": 1.2, "val_top2_accuracy": v}
                for e, v in ((1, 0.6), (2, 0.8))]

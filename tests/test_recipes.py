@@ -197,7 +197,8 @@ def test_tutorial_settings():
     assert (aug.width_shift_range, aug.height_shift_range, aug.horizontal_flip) == (0.1, 0.1, True)
     assert get_recipe("cifar10-cnn6").config.augment.horizontal_flip is False
     cnn6 = get_recipe("cifar10-cnn6").config
-    assert (cnn6.model.name, cnn6.optim.name, cnn6.optim.lr, cnn6.train.batch_size) == ("cifar-cnn", "rmsprop", 1e-4, 32)
+    assert (cnn6.model.name, cnn6.optim.name, cnn6.optim.lr, cnn6.train.batch_size) == \
+        ("cifar-cnn", "rmsprop", 1e-4, 32)
     assert get_recipe("cifar10-cnn6-augment").config.train.batch_size == 32  # the Keras example's batch
     vgg = get_recipe("cats-dogs-vgg16-bottleneck").config.model
     assert (vgg.name, vgg.transfer, vgg.head, vgg.head_dropout) == ("vgg16", "features", (256,), 0.5)

@@ -98,7 +98,8 @@ def test_resume_matches_uninterrupted(tmp_path, shapes_splits):
 def test_early_stopping_stops(tmp_path, shapes_splits):
     # lr 0 -> nothing improves after epoch 1 -> stop after 1 + patience epochs
     cfg = run_cfg(tmp_path, epochs=20, patience=2)
-    cfg = RunConfig(data=cfg.data, model=cfg.model, optim=OptimConfig(name="sgd", lr=0.0, schedule="none"), train=cfg.train)
+    cfg = RunConfig(data=cfg.data, model=cfg.model, optim=OptimConfig(name="sgd", lr=0.0, schedule="none"),
+                    train=cfg.train)
     result = train(cfg, splits=shapes_splits)
     assert len(result.history) == 3
     state = load_train_state(result.run_dir / "train_state.pt")
@@ -461,6 +462,7 @@ def test_write_outputs_writes_the_outputs_while_the_run_still_holds_its_folder_l
         write_run_outputs(result)
         seen.append(sorted(p.name for p in result.run_dir.iterdir()))
 
-    result = train_only(run_cfg(tmp_path, epochs=1), splits=shapes_splits, explicit_out=True, write_outputs=write_outputs)
+    result = train_only(run_cfg(tmp_path, epochs=1), splits=shapes_splits, explicit_out=True,
+                        write_outputs=write_outputs)
     assert seen and {"metrics.json", "curves.png", "confusion_matrix.png"} <= set(seen[0])
     lock_run_folder(result.run_dir).release()  # released once train() returned

@@ -109,7 +109,8 @@ def write_evaluation(folder: Path, metrics: dict, prefix: str = "") -> None:
     header = "true\\pred," + ",".join(metrics["classes"])
     rows = [f"{c}," + ",".join(str(v) for v in row) for c, row in zip(metrics["classes"], cm)]
     atomic_write_text(folder / f"{prefix}confusion_matrix.csv", "\n".join([header, *rows]) + "\n")
-    fig = plot_confusion_matrix(cm, metrics["classes"], title=f"{metrics.get('split', '')} accuracy {metrics['accuracy']:.4f}")
+    fig = plot_confusion_matrix(cm, metrics["classes"],
+                                title=f"{metrics.get('split', '')} accuracy {metrics['accuracy']:.4f}")
     save_figure(fig, folder / f"{prefix}confusion_matrix.png")
 
 

@@ -222,7 +222,8 @@ def suggestions(issues_csv: str | os.PathLike, top: int | None = None) -> list[t
     rows = rows if top is None else rows[: max(0, top)]
     for line, r in enumerate(rows, start=2):
         if ARRAY_NAME.fullmatch(r.file):
-            raise DataError(f"{issues_csv}: row {line}: {r.file} is an array image; a label map applies to image folders")
+            raise DataError(f"{issues_csv}: row {line}: {r.file} is an array image; "
+                            f"a label map applies to image folders")
     return [(r.file, r.suggested) for r in rows]
 
 

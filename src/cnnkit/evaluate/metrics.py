@@ -74,7 +74,8 @@ def format_report(metrics: dict) -> str:
     width = max([len(r["class"]) for r in metrics["per_class"]] + [8])
     lines = [f"{'':>{width}}  precision  recall  f1-score  support"]
     for r in metrics["per_class"]:
-        lines.append(f"{r['class']:>{width}}  {r['precision']:9.3f}  {r['recall']:6.3f}  {r['f1']:8.3f}  {r['support']:7d}")
+        lines.append(f"{r['class']:>{width}}  {r['precision']:9.3f}  {r['recall']:6.3f}  {r['f1']:8.3f}  "
+                     f"{r['support']:7d}")
     # top-k with k >= the number of classes is 1.0 by definition: not worth a line
     topk = [k for k in metrics if k.startswith("top") and k.endswith("_accuracy")
             and int(k[3:-len("_accuracy")]) < len(metrics["classes"])]

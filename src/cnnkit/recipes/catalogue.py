@@ -208,7 +208,8 @@ TUTORIALS: tuple[Recipe, ...] = (
     Recipe(
         name="cats-dogs-vgg16-bottleneck",
         description="Chollet's bottleneck features: VGG16's convolutional base (model vgg16; ImageNet weights, "
-                    "frozen) run once at 150x150, its flattened block5_pool output (4x4x512) fed to Dense 256 - Dropout .5 - sigmoid; "
+                    "frozen) run once at 150x150, its flattened block5_pool output (4x4x512) fed to Dense 256 - "
+                    "Dropout .5 - sigmoid; "
                     "RMSprop 1e-3, batch 16, 50 epochs. Fast: EfficientNet-Lite0 (model efficientnet_lite0) features "
                     "at 224 px, linear head, "
                     "Adam one-cycle, 10 epochs.",

@@ -23,7 +23,8 @@ from cnnkit.train.auto import DEFAULT_TIME as AUTO_TIME  # seconds it plans with
 from cnnkit.train.callbacks import Callback, Signal
 
 __all__ = ["Callback", "Signal", "CnnkitError", "ConfigError", "DataError", "CheckpointError",
-           "AUTO", "AUTO_TIME", "OFFLINE_DATASETS", "augment_presets", "curves", "dataset_names", "default_model", "default_epochs", "model_names", "build_config",
+           "AUTO", "AUTO_TIME", "OFFLINE_DATASETS", "augment_presets", "curves", "dataset_names", "default_model",
+           "default_epochs", "model_names", "build_config",
            "check_config", "train", "resume", "saved_epochs", "inspect", "sample_grid_png", "evaluate",
            "model_service", "most_wrong", "export_onnx", "checkpoint_file", "png_bytes", "CHECKPOINT", "LAST"]
 

@@ -398,7 +398,8 @@ def train_auto(cfg: RunConfig, train: Callable, input_config: Callable[[RunConfi
             record["finetune"] = (f"skipped: {epochs} epoch{'s' * (epochs != 1)} of fine-tuning fit ({why}), "
                                   f"fewer than {MIN_FINETUNE_EPOCHS}")
         else:
-            best, record = _run_finetune(train, plan, cfg, result, epochs, left, splits, callbacks, record, write_outputs)
+            best, record = _run_finetune(train, plan, cfg, result, epochs, left, splits, callbacks, record,
+                                         write_outputs)
         _say(cfg, f"cnnkit: auto: {record['finetune']}")
     _write_choice(result.run_dir, record)
     if best is not result:

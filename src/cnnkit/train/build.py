@@ -105,7 +105,8 @@ def model_input_config(cfg: RunConfig) -> RunConfig:
         kind = "RGB" if defaults.channels == 3 else f"{defaults.channels}-channel"
         raise ConfigError(f"{cfg.model.name} is pretrained on {kind} images: drop --channels {data.channels}")
     size = data.image_size or defaults.input_size
-    data = dataclasses.replace(data, image_size=tuple(size) if size else None, channels=defaults.channels or data.channels)
+    data = dataclasses.replace(data, image_size=tuple(size) if size else None,
+                               channels=defaults.channels or data.channels)
     return dataclasses.replace(cfg, data=data)
 
 
@@ -118,7 +119,8 @@ def load_checked(cfg: RunConfig, splits: DataSplits | None) -> DataSplits:
     return splits
 
 
-def channel_stats(images: np.ndarray, max_images: int = 10_000, seed: int = 0) -> tuple[tuple[float, ...], tuple[float, ...]]:
+def channel_stats(images: np.ndarray, max_images: int = 10_000,
+                  seed: int = 0) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-channel mean/std on the [0,1] scale from (at most ``max_images``) training images."""
     rng = np.random.default_rng(seed)
     idx = np.sort(rng.choice(len(images), min(len(images), max_images), replace=False))

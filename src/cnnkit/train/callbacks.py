@@ -161,7 +161,8 @@ class EarlyStopping(Callback):
             return None
         self.wait += 1
         if self.wait >= self.patience:
-            return Signal(stop=True, reason=f"early stopping: {self.monitor} did not improve for {self.patience} epochs")
+            return Signal(stop=True,
+                          reason=f"early stopping: {self.monitor} did not improve for {self.patience} epochs")
         return None
 
     def state_dict(self) -> dict[str, Any]:
@@ -271,7 +272,8 @@ class History(Callback):
         writer = csv.DictWriter(buf, fieldnames=keys)
         writer.writeheader()
         writer.writerows(self.rows)
-        return {"history.csv": buf.getvalue().encode(), "history.json": (json.dumps(self.rows, indent=1) + "\n").encode()}
+        return {"history.csv": buf.getvalue().encode(),
+                "history.json": (json.dumps(self.rows, indent=1) + "\n").encode()}
 
     def write(self) -> None:
         for name, data in self.files().items():
@@ -304,7 +306,8 @@ class Progress(Callback):
         if self.live:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress as Bar, TextColumn, TimeRemainingColumn
 
-            self._bar = Bar(TextColumn(f"epoch {epoch + 1}/{self.epochs}{self._left()}"), BarColumn(), MofNCompleteColumn(),
+            self._bar = Bar(TextColumn(f"epoch {epoch + 1}/{self.epochs}{self._left()}"), BarColumn(),
+                            MofNCompleteColumn(),
                             TimeRemainingColumn(), TextColumn("{task.fields[stats]}"), transient=True)
             self._bar.start()
             self._task = self._bar.add_task("train", total=steps, stats="")

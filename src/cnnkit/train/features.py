@@ -151,7 +151,8 @@ def features_key(model: nn.Module, images: ImageSet, amp: torch.dtype | None, no
 
 
 def cached_features(model: nn.Module, images: ImageSet, inputs: Any, device: torch.device,
-                    amp: torch.dtype | None, cache_dir: str | Path, runners: dict | None = None) -> tuple[np.ndarray, dict]:
+                    amp: torch.dtype | None, cache_dir: str | Path, runners: dict | None = None
+                    ) -> tuple[np.ndarray, dict]:
     """Features of ``images`` from the cache, else computed and cached; returns (features, info).
 
     ``info["seconds"]`` is the whole call; ``info["pass_seconds"]`` the backbone pass alone (what

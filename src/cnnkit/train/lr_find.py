@@ -197,7 +197,8 @@ def suggest_lr(lrs: Any, losses: Any, rule: str = "valley") -> tuple[float, str,
         first, last = valley_index(smoothed)
         if last - first + 1 >= max(2, MIN_VALLEY * n):
             # the middle of the stretch in log lr: the rates are evenly spaced there
-            return float(np.sqrt(lrs[first] * lrs[last])), "valley of the smoothed loss: the middle of its longest descent", smoothed
+            how = "valley of the smoothed loss: the middle of its longest descent"
+            return float(np.sqrt(lrs[first] * lrs[last])), how, smoothed
     elif rule != "minimum":
         raise ConfigError(f"unknown suggestion rule {rule!r}: valley, steepest or minimum")
     at = float(lrs[int(np.argmin(smoothed))])
@@ -277,7 +278,8 @@ def lr_range_test(training: Training, groups: list[dict], optim: OptimConfig, *,
             done.append(Sweep(tuple(float(v) for v in lrs[:len(losses)]), tuple(losses),
                               tuple(float(v) for v in smoothed), lr, how, stopped))
     suggestion = round_lr(geometric_median([s.suggestion for s in done]))
-    method = done[0].method + (f", geometric median of {sweeps} sweeps over their own batch orders" if sweeps > 1 else "")
+    median = f", geometric median of {sweeps} sweeps over their own batch orders" if sweeps > 1 else ""
+    method = done[0].method + median
     return LRFind(done[0].lrs, done[0].losses, done[0].smoothed, suggestion, method, tuple(done), start, end)
 
 

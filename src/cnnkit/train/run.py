@@ -323,7 +323,7 @@ def _conclude(cfg: RunConfig, splits: DataSplits, built: Built, parts: Parts, en
             data = calibrated_bytes(best, calibration["temperature"], calibration["min_confidence"])
             commit(run_dir, record.epoch if record else state.epoch, {ckpt.BEST: data})
         weights = parts.training.class_weights
-        extra = {"class_weights": dict(zip(built.preprocess.classes, weights.tolist()))} if weights is not None else None
+        extra = None if weights is None else {"class_weights": dict(zip(built.preprocess.classes, weights.tolist()))}
         evaluation = final_evaluation(model, splits, built, env, cfg, calibration, logits, parts.features_cache, extra)
         issues = run_label_issues(cfg, splits, held_out_probs(evaluation, logits, calibration), parts.features_info)
     metrics = evaluation.metrics if evaluation is not None else {}

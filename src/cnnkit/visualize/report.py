@@ -103,7 +103,8 @@ def _metric_rows(metrics: dict) -> list[tuple[str, Any]]:
     rows += [("loss (cross-entropy)", f"{metrics['loss']:.4f}"), ("macro F1", f"{metrics['macro_f1']:.4f}")]
     if "ece" in metrics:
         rows += [("calibration temperature", f"{metrics['temperature']:.3f}"),
-                 ("ECE (calibrated)", f"{metrics['ece']:.4f}"), ("ECE (uncalibrated)", f"{metrics['ece_uncalibrated']:.4f}")]
+                 ("ECE (calibrated)", f"{metrics['ece']:.4f}"),
+                 ("ECE (uncalibrated)", f"{metrics['ece_uncalibrated']:.4f}")]
     if metrics.get("min_confidence") is not None:
         rows.append(("suggested --min-confidence", f"{metrics['min_confidence']:.4f}"))
     if metrics.get("class_weights"):
@@ -187,7 +188,8 @@ def _label_issues_section(run_dir: Path, cfg: RunConfig | None, evaluation: Eval
            "validation and test images scored by the final calibrated model (training images are scored "
            "only with --transfer features)")
     if not rows:
-        return f"<p class=note>No suspected label errors: every scored image's most probable class is its label ({how}).</p>"
+        return ("<p class=note>No suspected label errors: every scored image's most probable class is its label "
+                f"({how}).</p>")
     top = rows[:n]
     data = evaluation.images if evaluation is not None else None
     split = evaluation.split if evaluation is not None else None
@@ -296,7 +298,8 @@ def render_report(run_dir: str | Path, data_source: str | None = None, evaluatio
         wrong = most_wrong(probs, data.labels, n_wrong)
         parts += ["<h2>Calibration</h2>", _safe("reliability diagram", _reliability_section, probs, data.labels),
                   "<h2>Sample images</h2>",
-                  _safe("samples", lambda: _img(figure_data_uri(plot_samples(data, 16, title="evaluated images")), "samples")),
+                  _safe("samples",
+                        lambda: _img(figure_data_uri(plot_samples(data, 16, title="evaluated images")), "samples")),
                   "<h2>Most-wrong images</h2>",
                   "<p class=note>Highest cross-entropy first: confident mistakes, possible label errors.</p>",
                   _safe("most-wrong images", lambda: _img(figure_data_uri(plot_most_wrong(data, wrong)), "most wrong")),
@@ -307,7 +310,8 @@ def render_report(run_dir: str | Path, data_source: str | None = None, evaluatio
                   _safe("Grad-CAM", _gradcam_section, ckpt, probs, data, wrong, n_cam)]
     parts += ["<h2>First-layer filters</h2>", _safe("filters", _filters_section, ckpt)]
     body = "\n".join(parts)
-    return (f"<!DOCTYPE html>\n<html lang=en><head><meta charset=utf-8><title>{html.escape(title)} - cnnkit report</title>"
+    return (f"<!DOCTYPE html>\n<html lang=en><head><meta charset=utf-8>"
+            f"<title>{html.escape(title)} - cnnkit report</title>"
             f"<style>{_STYLE}</style></head><body>\n{body}\n</body></html>\n")
 
 
