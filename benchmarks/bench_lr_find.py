@@ -99,7 +99,8 @@ def load(name: str, folder: Path, work: Path):
 
 
 def tables(name: str, seeds: list[dict], grid: list[dict]) -> str:
-    out = [f"**{name}** ({SETTINGS[name]['model']}{' ' + SETTINGS[name].get('transfer', '') if 'transfer' in SETTINGS[name] else ''}):",
+    transfer = f" {SETTINGS[name]['transfer']}" if "transfer" in SETTINGS[name] else ""
+    out = [f"**{name}** ({SETTINGS[name]['model']}{transfer}):",
            "", "| rule | " + " | ".join(f"seed {r['seed']}" for r in seeds) + " | spread (max/min) |",
            "|---|" + "---|" * (len(seeds) + 1)]
     for rule in RULES:

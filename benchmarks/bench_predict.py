@@ -92,7 +92,7 @@ def predict_throughput(ckpt: Path, folder: Path, out: Path, batch: int, device: 
     err = proc.stderr.read()
     if proc.wait() != 0:
         raise SystemExit(f"cnnkit predict failed:\n{err}")
-    rss = next(int(l.split()[1]) for l in err.splitlines() if l.startswith("maxrss_kb")) / 1024
+    rss = next(int(line.split()[1]) for line in err.splitlines() if line.startswith("maxrss_kb")) / 1024
     # the first line arrives after the first batch: count the images after it over the time after it
     return (n - batch) / (end - first), end - start, rss
 

@@ -2,9 +2,10 @@
 
 Starts the server as a subprocess (``python -m cnnkit serve``, access log off) once per
 configuration - the PyTorch checkpoint and its ONNX export, with the library's default
-threads per model call or one - and sends the same bounded load to each, side by side in one run: ``--requests`` uploads (default 2,000) with ``--concurrency``
-in flight (default 16) from one httpx.AsyncClient, after 50 warm-up requests.  Every
-non-200 answer or transport error counts as a failure; the script exits 1 if there is any.
+threads per model call or one - and sends the same bounded load to each, side by side in one run:
+``--requests`` uploads (default 2,000) with ``--concurrency`` in flight (default 16) from one
+httpx.AsyncClient, after 50 warm-up requests.  Every non-200 answer or transport error counts as a failure;
+the script exits 1 if there is any.
 
     python benchmarks/bench_serve.py                      # untrained lenet5, 28x28 grey, 10 classes
     python benchmarks/bench_serve.py --checkpoint runs/x  # a real run folder or checkpoint

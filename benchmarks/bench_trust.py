@@ -76,7 +76,8 @@ def one_run(source: Path, out: Path, a: argparse.Namespace, seed: int, weight: s
 
     cfg = make_config(data=str(source), model=a.model, image_size=(a.size, a.size), epochs=a.epochs,
                       batch_size=a.batch_size, seed=seed, class_weight=weight, out=str(out), report=False,
-                      progress=False, cache_dir=str(out.parent / "cache"), **({"transfer": a.transfer} if a.transfer else {}))
+                      progress=False, cache_dir=str(out.parent / "cache"),
+                      **({"transfer": a.transfer} if a.transfer else {}))
     t0 = time.perf_counter()
     result = train(cfg, explicit_out=True)
     seconds = time.perf_counter() - t0

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Fill .gpu/ (git-ignored) with what benchmarks/gpu_cifar10_airbench.py needs on a lent GPU machine,
-# which has no network and does not see ../shared: the CIFAR-10 JPEG zip (61 MiB of the 64 MiB a
-# call may carry) and airbench 0.1.8 built as a pure-Python wheel.  Then, with the device tool:
-#   run(carry=[".gpu"], command="python3 -m pip install -q --no-index --no-deps --target /tmp/site .gpu/wheels/*.whl
-#       && PYTHONPATH=/tmp/site:src PYTHONUNBUFFERED=1 python3 benchmarks/gpu_cifar10_airbench.py
-#       --data-dir .gpu/datasets --json $OUT/gpu.jsonl")
+# Fill .gpu/ (git-ignored) with what benchmarks/gpu_cifar10_airbench.py needs on a CUDA machine
+# without network access or ../shared: the CIFAR-10 JPEG zip (61 MiB) and airbench 0.1.8 built as a
+# pure-Python wheel.  Copy the repository with .gpu/ to that machine, then run from its root:
+#   python3 -m pip install -q --no-index --no-deps --target /tmp/site .gpu/wheels/*.whl
+#   PYTHONPATH=/tmp/site:src PYTHONUNBUFFERED=1 python3 benchmarks/gpu_cifar10_airbench.py \
+#       --data-dir .gpu/datasets --json gpu.jsonl
 set -euo pipefail
 cd "$(dirname "$0")/.."
 shared="${1:-../shared/datasets}"

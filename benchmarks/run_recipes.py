@@ -76,7 +76,8 @@ def markdown(results: list[dict], failures: list[tuple[str, str, str]], note: st
              epochs: int | None, names: list[str], variant: str) -> str:
     pct = lambda v: "-" if v is None else f"{v:.2f}%"  # noqa: E731 - tiny local formatter
     lines = [f"\n## Recipes (`run_recipes.py`), {dt.date.today().isoformat()}\n",
-             f"`python benchmarks/run_recipes.py {' '.join(names)}{f' --variant {variant}' if variant != 'tutorial' else ''}"
+             f"`python benchmarks/run_recipes.py {' '.join(names)}"
+             f"{f' --variant {variant}' if variant != 'tutorial' else ''}"
              f" --data-dir {data_dir}{f' --epochs {epochs}' if epochs else ''}`\n",
              f"Machine: {machine()}." + (f" {note}" if note else "") + "\n",
              "| recipe | variant | model | split (n) | reported | measured | epochs | seconds |",

@@ -4,7 +4,7 @@
         [--epochs N] [--model NAME]
 
 Each task trains on the full training set (no validation split: every image trains) with the
-settings of cnnkit's speed-run recipes (`cnnkit recipe mnist-speedrun` etc., in cnnkit/recipes.py),
+settings of cnnkit's speed-run recipes (`cnnkit recipe mnist-speedrun` etc., in cnnkit/recipes/catalogue.py),
 then reports test accuracy and the seconds spent: data loading (the decode-once
 cache already built by a first untimed load), training, and final evaluation.
 """
@@ -61,7 +61,8 @@ def main() -> None:
     p.add_argument("--model")
     p.add_argument("--json", help="append results as JSON lines to this file")
     a = p.parse_args()
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cpus, torch {torch.__version__}, threads {torch.get_num_threads()}")
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cpus, torch {torch.__version__}, "
+          f"threads {torch.get_num_threads()}")
     print(f"{'task':<15}{'model':<12}{'epochs':>7}{'test acc':>10}{'target':>8}{'seconds':>9}{'s/epoch':>9}")
     for task in a.tasks:
         r = run(task, a.data_dir, a.epochs, a.model)

@@ -30,7 +30,8 @@ HAVE_PLAYWRIGHT = importlib.util.find_spec("playwright") is not None
 E2E = [
     pytest.mark.e2e,
     pytest.mark.skipif(not os.access(CHROMIUM, os.X_OK),
-                       reason="headless Chromium not installed (run .ci/install-chromium.sh: apt-get install chromium)"),
+                       reason="headless Chromium not installed "
+                              "(run .ci/install-chromium.sh: apt-get install chromium)"),
     pytest.mark.skipif(not HAVE_PLAYWRIGHT, reason="playwright not installed (pip install -e '.[test]')"),
 ]
 
@@ -57,7 +58,8 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def running_server(cmd: Sequence[str], health_url: str, log_path: Path, timeout: float = 60) -> Iterator[subprocess.Popen]:
+def running_server(cmd: Sequence[str], health_url: str, log_path: Path,
+                   timeout: float = 60) -> Iterator[subprocess.Popen]:
     """Start ``cmd``, wait until ``health_url`` answers 200, and terminate it afterwards."""
     log = open(log_path, "wb")
     proc = subprocess.Popen(list(cmd), stdout=log, stderr=subprocess.STDOUT)

@@ -32,7 +32,8 @@ def free_port() -> int:
 
 
 @contextmanager
-def serve_subprocess(args: Sequence[str], timeout: float = 60.0, **popen: Any) -> Iterator[tuple[subprocess.Popen, str]]:
+def serve_subprocess(args: Sequence[str], timeout: float = 60.0,
+                     **popen: Any) -> Iterator[tuple[subprocess.Popen, str]]:
     """``python -m cnnkit serve ARGS --host 127.0.0.1 --port P`` with this tree's ``src`` first on the path.
 
     Yields (the process, its base URL) once ``/health`` answers 200; :class:`ServerDidNotStart` if it

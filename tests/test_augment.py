@@ -73,7 +73,8 @@ def test_shift_moves_square_by_fraction_of_size(dx, dy):
 def test_non_square_image_shift_uses_width_and_height():
     x = torch.zeros(1, 1, 20, 40)
     x[..., 8:12, 18:22] = 1.0
-    out = apply_params(x, params(shift_x=0.25, shift_y=0.25), AugmentConfig(width_shift_range=0.5, fill_mode="constant"))
+    out = apply_params(x, params(shift_x=0.25, shift_y=0.25),
+                       AugmentConfig(width_shift_range=0.5, fill_mode="constant"))
     r, c = centroid(out[0, 0])
     assert (r, c) == pytest.approx((9.5 + 5, 19.5 + 10), abs=1e-3)
 
@@ -81,7 +82,8 @@ def test_non_square_image_shift_uses_width_and_height():
 @pytest.mark.parametrize("path_cfg", [AugmentConfig(horizontal_flip=True, vertical_flip=True), GEOM])
 def test_flips_are_exact_flips_on_both_paths(path_cfg):
     x = torch.rand(3, 3, 9, 14)
-    p = dataclasses.replace(AugmentParams.identity(3), flip_h=torch.tensor([1.0, 0.0, 1.0]), flip_v=torch.tensor([0.0, 1.0, 1.0]))
+    p = dataclasses.replace(AugmentParams.identity(3), flip_h=torch.tensor([1.0, 0.0, 1.0]),
+                            flip_v=torch.tensor([0.0, 1.0, 1.0]))
     out = apply_params(x, p, path_cfg)
     torch.testing.assert_close(out[0], x[0].flip(-1), atol=1e-5, rtol=0)
     torch.testing.assert_close(out[1], x[1].flip(-2), atol=1e-5, rtol=0)
@@ -396,7 +398,8 @@ def test_augment_config_is_assembled_from_the_transform_list():
     assert sum(len(t.columns) for t in TRANSFORMS) == 16
     assert [f.name for f in dataclasses.fields(AugmentParams)] == [p for t in TRANSFORMS for p in t.params]
     # matrices multiply as Crop @ Rotation @ Shift @ Shear @ Zoom @ Flip
-    order = [type(t).__name__ for t in sorted((t for t in TRANSFORMS if isinstance(t, Geometric)), key=lambda t: t.order)]
+    order = [type(t).__name__ for t in sorted((t for t in TRANSFORMS if isinstance(t, Geometric)),
+                                              key=lambda t: t.order)]
     assert order == ["RandomResizedCrop", "Rotation", "Shift", "Shear", "Zoom", "Flip"]
     assert type(AugmentConfig()).transforms is TRANSFORMS
     with pytest.raises(ValueError, match="same setting"):

@@ -26,7 +26,8 @@ def test_rgb_png_resized_to_requested_size(tmp_path):
 
 
 @pytest.mark.parametrize("ext,kw", [(".jpg", {"quality": 95}), (".JPEG", {"format": "JPEG"}), (".bmp", {}),
-                                    (".gif", {}), (".webp", {"lossless": True}), (".tiff", {}), (".PNG", {"format": "PNG"})])
+                                    (".gif", {}), (".webp", {"lossless": True}), (".tiff", {}),
+                                    (".PNG", {"format": "PNG"})])
 def test_all_accepted_formats_decode(tmp_path, ext, kw):
     arr = np.full((12, 12, 3), 200, np.uint8)
     out = decode(str(save(tmp_path / f"x{ext}", arr, **kw)), (12, 12), 3)

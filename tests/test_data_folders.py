@@ -15,7 +15,8 @@ from cnnkit.data.folders import layout, list_images, list_split_folders
 from cnnkit.errors import ConfigError, DataError
 
 
-def img(path: Path, value: int = 128, size: tuple[int, int] = (12, 16), grey: bool = False, fmt: str | None = None) -> Path:
+def img(path: Path, value: int = 128, size: tuple[int, int] = (12, 16), grey: bool = False,
+        fmt: str | None = None) -> Path:
     """A tiny solid image; ``value`` makes classes tellable apart after decoding."""
     path.parent.mkdir(parents=True, exist_ok=True)
     shape = (size[0], size[1]) if grey else (size[0], size[1], 3)

@@ -92,7 +92,8 @@ def test_plot_samples_grid_with_labels():
     grey = ImageSet(np.zeros((3, 5, 5, 1), np.uint8), np.array([0, 1, 1]), ("a", "b"))
     fig = plot_samples(grey, n=10, titles=["x", "y", "z"])
     assert [ax.get_title() for ax in fig.axes] == ["x", "y", "z"]
-    assert sample_indices(np.array([0, 0, 1]), 2, seed=1).tolist() == sample_indices(np.array([0, 0, 1]), 2, seed=1).tolist()
+    labels = np.array([0, 0, 1])
+    assert sample_indices(labels, 2, seed=1).tolist() == sample_indices(labels, 2, seed=1).tolist()
 
 
 def test_inspect_command_writes_sample_grid(tmp_path):

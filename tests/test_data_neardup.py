@@ -16,7 +16,8 @@ from cnnkit.data.neardup import near_pairs, phash, similarity
 def picture(seed: int, side: int = 96) -> Image.Image:
     """A photo-like picture: smooth random shapes (8x8 noise upscaled) plus fine grain."""
     rng = np.random.default_rng(seed)
-    coarse = Image.fromarray(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)).resize((side, side), Image.Resampling.BICUBIC)
+    coarse = Image.fromarray(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8))
+    coarse = coarse.resize((side, side), Image.Resampling.BICUBIC)
     grain = rng.integers(-8, 8, (side, side, 3))
     return Image.fromarray(np.clip(np.asarray(coarse, np.int16) + grain, 0, 255).astype(np.uint8))
 

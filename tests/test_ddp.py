@@ -33,7 +33,8 @@ def _train(args, cwd, env, attempts=1):
         if proc.returncode == 0:
             return proc
         if attempt + 1 < attempts:
-            warnings.warn(f"{args[0]} failed (rc={proc.returncode}), retrying once:\n{proc.stdout}{proc.stderr}"[-4000:])
+            said = f"{proc.stdout}{proc.stderr}"
+            warnings.warn(f"{args[0]} failed (rc={proc.returncode}), retrying once:\n{said}"[-4000:])
             shutil.rmtree(args[args.index("--out") + 1], ignore_errors=True)
     raise AssertionError(f"command failed (rc={proc.returncode}): {' '.join(args)}\n{proc.stdout}{proc.stderr}")
 

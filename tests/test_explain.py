@@ -75,7 +75,8 @@ def test_sobel_rgb_uses_luma_and_plot_has_panels_with_colour_bars():
     fig = plot_sobel(rgb)
     assert len(image_axes(fig)) == 4  # original, dx, dy, magnitude
     assert len(fig.axes) == 7  # + three colour bars
-    assert [ax.get_title().split(":")[0] for ax in image_axes(fig)] == ["original", "dx", "dy", "magnitude sqrt(dx² + dy²)"]
+    assert [ax.get_title().split(":")[0] for ax in image_axes(fig)] == ["original", "dx", "dy",
+                                                                        "magnitude sqrt(dx² + dy²)"]
 
 
 # ------------------------------------------------------------------ filters and feature maps
@@ -88,7 +89,8 @@ def lenet(channels: int = 1, size: int = 28, classes: int = 10) -> CNNKitModel:
 
 def tiles_of(picture: np.ndarray, n: int, cols: int, h: int, w: int, pad: int = 1) -> list[np.ndarray]:
     """Cut a mosaic back into its tiles (the inverse of cnnkit.visualize.filters.mosaic)."""
-    return [picture[(k // cols) * (h + pad):(k // cols) * (h + pad) + h, (k % cols) * (w + pad):(k % cols) * (w + pad) + w]
+    return [picture[(k // cols) * (h + pad):(k // cols) * (h + pad) + h,
+                    (k % cols) * (w + pad):(k % cols) * (w + pad) + w]
             for k in range(n)]
 
 

@@ -111,7 +111,8 @@ def test_every_zoo_model_exports_to_onnx(tmp_path, name):
 
 def test_parity_failure_is_loud_and_writes_nothing(ckpt, tmp_path):
     out = tmp_path / "never.onnx"
-    with pytest.raises(ExportError, match=r"does not match PyTorch: max abs difference of the probabilities .* > tolerance"):
+    with pytest.raises(ExportError,
+                       match=r"does not match PyTorch: max abs difference of the probabilities .* > tolerance"):
         export_model(ckpt, "onnx", out, tolerance=-1.0)  # no difference can be below a negative tolerance
     assert not out.exists() and not list(tmp_path.glob(".never.onnx*"))
 
@@ -161,7 +162,7 @@ def test_predict_error_line_names_the_file_once(ckpt, tmp_path, images, capsys):
     bad = tmp_path / "notes.png"
     bad.write_text("not a picture")
     assert main(["predict", str(ckpt), str(bad), str(images[0])]) == 0
-    line = next(l for l in capsys.readouterr().out.splitlines() if "notes.png" in l)
+    line = next(out for out in capsys.readouterr().out.splitlines() if "notes.png" in out)
     assert line.count("notes.png") == 1 and line.startswith(str(bad)) and "not an image" in line
     assert predict(ckpt, [bad])[0].error.startswith("not an image")
 

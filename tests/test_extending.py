@@ -1,22 +1,27 @@
-"""Extending cnnkit: a new augmentation is one Transform, a new setting is one field.
+"""Extending cnnkit, as ARCHITECTURE.md's "How to add" list says: one file plus a test each.
 
-Neither touches cnnkit's modules: the transform joins a transform list through
-``augment_config``, the setting joins a config class through a subclass, and both then have a
-flag, validation, ``make_config`` names and a place in the saved run config.
+An augmentation is one Transform and a setting is one field: neither touches cnnkit's modules
+(the transform joins a transform list through ``augment_config``, the setting joins a config class
+through a subclass), and both then have a flag, validation, ``make_config`` names and a place in
+the saved run config.  A logged metric is one line of the declaration (``cnnkit.evaluate.logged``)
+that the curves draw; a dataset source is a loader ``DataConfig -> DataSplits`` of its own format.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+import numpy as np
 import pytest
 import torch
 
 from cnnkit.augment import TRANSFORMS, BatchAugment, Transform, augment_config
 from cnnkit.cli import main
-from cnnkit.config import RunConfig, TrainConfig, load_run_config, make_config
-from cnnkit.errors import ConfigError
+from cnnkit.config import DataConfig, RunConfig, TrainConfig, load_run_config, make_config
+from cnnkit.data.types import DataSplits, ImageSet
+from cnnkit.errors import ConfigError, DataError
+from cnnkit.evaluate.logged import LOGGED, Logged, curves
 from cnnkit.settings import section, setting
 
 
@@ -89,3 +94,82 @@ def test_from_the_command_line(image_folder, tmp_path, capsys):
                  "--out", str(tmp_path / "p.png")], config=MyRun) == 0
     with pytest.raises(SystemExit):  # the plain CLI has no such flag
         main([*common, "--invert", "1"])
+
+
+# ----------------------------------------------------------------------------- a logged metric
+
+# a throwaway metric declared beside the real ones: its curve follows from this one line
+TOP2 = Logged("val_top2_accuracy", "max", ("val_top2_accuracy",), None, "top-2 accuracy", (0.0, 1.0))
+WITH_TOP2 = (*LOGGED, TOP2)
+
+
+def _panels(fig) -> list[str]:
+    return [ax.get_title() for ax in fig.axes if ax.get_visible()]
+
+
+def test_a_declared_metric_gets_its_curve():
+    from cnnkit.visualize.curves import plot_curves
+
+    assert curves(WITH_TOP2)[-1].keys == ("val_top2_accuracy",) and curves(WITH_TOP2)[:-1] == curves()
+    assert curves(WITH_TOP2)[-1].as_dict() == {"title": "top-2 accuracy",
+                                               "series": [["val_top2_accuracy", "validation"]],
+                                               "limits": [0.0, 1.0]}
+    history = [{"epoch": e, "acc": 0.5, "loss": 1.0, "val_acc": 0.4, "val_loss": 1.2, "val_top2_accuracy": v}
+               for e, v in ((1, 0.6), (2, 0.8))]
+    fig = plot_curves(history, logged=WITH_TOP2)
+    assert _panels(fig) == ["accuracy", "loss", "top-2 accuracy"]  # no balanced accuracy: not in this history
+    (ax,) = [ax for ax in fig.axes if ax.get_title() == "top-2 accuracy"]
+    assert [line.get_label() for line in ax.lines] == ["validation"] and list(ax.lines[0].get_ydata()) == [0.6, 0.8]
+    assert "top-2 accuracy" not in _panels(plot_curves(history))  # undeclared: not drawn
+
+
+def test_every_declared_metric_is_logged_and_drawn_in_curves_png(tmp_path, shapes_splits):
+    from cnnkit.commands.train import train
+    from cnnkit.train.callbacks import MONITOR_MODES
+    from cnnkit.visualize.curves import plot_curves
+
+    cfg = make_config(model="lenet5", epochs=1, batch_size=16, out=str(tmp_path / "run"), progress=False, report=False)
+    result = train(cfg, splits=shapes_splits, explicit_out=True)
+    assert {m.key for m in LOGGED} <= set(result.history[0])  # the loop computes what is declared
+    assert MONITOR_MODES == {m.key: m.mode for m in LOGGED}  # --monitor knows each one's direction
+    assert _panels(plot_curves(result.history)) == [c.title for c in curves()]
+    assert (result.run_dir / "curves.png").is_file()
+
+
+# ----------------------------------------------------------------------------- a dataset source
+
+def load_npz(cfg: DataConfig) -> DataSplits:
+    """A source of its own format: an .npz with ``{split}_images`` (N,H,W,C) uint8, ``{split}_labels``
+    (N,) and ``classes``."""
+    try:
+        with np.load(cfg.source) as f:
+            classes = tuple(str(c) for c in f["classes"])
+            sets = {s: ImageSet(f[f"{s}_images"], f[f"{s}_labels"].astype(np.int64), classes)
+                    for s in ("train", "val", "test") if f"{s}_images" in f}
+    except (OSError, KeyError, ValueError) as exc:
+        raise DataError(f"{cfg.source}: not an image .npz ({exc})") from None
+    return DataSplits(**sets)
+
+
+@pytest.fixture
+def npz_source(tmp_path, shapes_splits) -> DataConfig:
+    """The source's tiny file in its real format, written here, and the data config naming it."""
+    path = tmp_path / "shapes.npz"
+    arrays = {f"{s}_{k}": getattr(getattr(shapes_splits, s), k) for s in ("train", "val", "test")
+              for k in ("images", "labels")}
+    np.savez(path, classes=np.array(shapes_splits.classes), **arrays)
+    return DataConfig(source=str(path))
+
+
+def test_a_dataset_source_loads_its_format_and_trains(npz_source, shapes_splits, tmp_path):
+    from cnnkit.train import train
+
+    splits = load_npz(npz_source)
+    assert splits.classes == shapes_splits.classes and len(splits.test) == len(shapes_splits.test)
+    assert np.array_equal(splits.train.images, shapes_splits.train.images)
+    cfg = make_config(model="lenet5", epochs=1, batch_size=16, out=str(tmp_path / "run"), progress=False, report=False)
+    result = train(replace(cfg, data=npz_source), splits=splits, explicit_out=True)
+    assert result.metrics["n"] == len(shapes_splits.test)
+    (tmp_path / "broken.npz").write_bytes(b"not an npz")
+    with pytest.raises(DataError, match="broken.npz: not an image .npz"):
+        load_npz(DataConfig(source=str(tmp_path / "broken.npz")))

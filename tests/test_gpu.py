@@ -33,7 +33,8 @@ def test_small_sets_live_on_the_gpu(shapes_splits):
 
 def test_running_means_stay_on_the_gpu():
     means = RunningMeans(torch.device("cuda"))
-    means.add(torch.tensor(2.0, device="cuda"), torch.tensor([1, 1], device="cuda"), torch.tensor([1, 0], device="cuda"))
+    means.add(torch.tensor(2.0, device="cuda"), torch.tensor([1, 1], device="cuda"),
+              torch.tensor([1, 0], device="cuda"))
     assert means.sums.is_cuda and dict(means) == {"loss": pytest.approx(2.0), "acc": pytest.approx(0.5)}
 
 

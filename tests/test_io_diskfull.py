@@ -69,7 +69,7 @@ def test_library_wrapped_disk_full_errors_are_recognised(tmp_path):
     assert is_disk_full(RuntimeError("Error while serializing: IoError(Os { code: 28, kind: StorageFull })"))
     assert not is_disk_full(RuntimeError("something else")) and not is_disk_full(OSError(errno.EACCES, "denied"))
     with pytest.raises(DiskFullError):
-        with atomic_path(tmp_path / "model.pt") as tmp:
+        with atomic_path(tmp_path / "model.pt"):
             try:
                 _FullDisk().write(b"x")
             except OSError as exc:

@@ -16,8 +16,9 @@ from cnnkit.cli import main
 from cnnkit.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from cnnkit.data import DataSplits, load_data
 from cnnkit.errors import DataError
-from cnnkit.evaluate.label_issues import (COLUMNS, file_names, find_issues, fit_linear_head, issue_scores,
-                                          out_of_fold_probs, read_issues, stratified_folds)
+from cnnkit.data.issues_table import COLUMNS, read_issues
+from cnnkit.evaluate.label_issues import (file_names, find_issues, fit_linear_head, issue_scores, out_of_fold_probs,
+                                          stratified_folds)
 from cnnkit.commands.train import train
 from cnnkit.visualize.report import render_report
 
@@ -121,7 +122,8 @@ def test_features_run_scores_train_and_val_out_of_fold(features_run):
 def test_scratch_run_scores_only_what_the_model_never_fitted(shapes_splits, tmp_path):
     test = shapes_splits.test
     test.labels[0] = 1  # a bright square labelled dark
-    cfg = RunConfig(data=DataConfig(source="shapes", cache_dir=str(tmp_path / "cache")), model=ModelConfig(name="simple-cnn"),
+    cfg = RunConfig(data=DataConfig(source="shapes", cache_dir=str(tmp_path / "cache")),
+                    model=ModelConfig(name="simple-cnn"),
                     train=TrainConfig(epochs=4, batch_size=8, out=str(tmp_path / "run"), progress=False, device="cpu",
                                       report=False))
     result = train(cfg, shapes_splits, explicit_out=True)
@@ -173,7 +175,8 @@ def test_label_map_relabels_and_excludes_after_the_split_and_never_reuses_stale_
     assert plain.label_map is None
     files = sorted(p.name for p in (shapes_folder / "bright").iterdir())
     a, b = files[0], files[1]
-    (shapes_folder / "label_map.csv").write_text(f"file,label\nbright/{a},dark\n{shapes_folder / 'bright' / b},exclude\n")
+    absolute = shapes_folder / "bright" / b
+    (shapes_folder / "label_map.csv").write_text(f"file,label\nbright/{a},dark\n{absolute},exclude\n")
     mapped = load_data(cfg)
     assert where(mapped, a) == (where(plain, a)[0], "dark")  # same split, new label
     assert where(mapped, b) is None

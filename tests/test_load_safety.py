@@ -97,7 +97,8 @@ def test_the_untouched_metadata_loads(good, tmp_path):
     path = tmp_path / "same.safetensors"
     save_file(tensors, str(path), metadata=meta)
     ck = load_checkpoint(path)
-    assert ck.preprocess.classes == CLASSES and ck.preprocess.image_size == SIZE and ck.run_config.data.source == "shapes"
+    assert ck.preprocess.classes == CLASSES and ck.preprocess.image_size == SIZE
+    assert ck.run_config.data.source == "shapes"
 
 
 def test_hostile_metadata_on_the_command_line_is_one_line(good, tmp_path, capsys):

@@ -19,6 +19,7 @@ from cnnkit.models import build_model
 from cnnkit.train.features import IdentityInputs
 from cnnkit.train.lr_find import (DIVERGE, LRFind, lr_range_test, lr_schedule, suggest_lr, sweep_steps,
                                   valley_index)
+from cnnkit.train.loop import Training
 from cnnkit.train.optim import build_optimizer
 from cnnkit.train.run import find_lr
 
@@ -45,8 +46,8 @@ def tiny_model(seed: int = 0):
 
 
 def _range_test(model, loader, optim: OptimConfig, **kw) -> LRFind:
-    return lr_range_test(model, loader, inputs=ImageInputs((0.5,) * 3, (0.25,) * 3, torch.device("cpu")),
-                         augment=None, groups=model.param_groups(1.0), optim=optim, amp=None, **kw)
+    return lr_range_test(Training(model, loader, ImageInputs((0.5,) * 3, (0.25,) * 3, torch.device("cpu"))),
+                         model.param_groups(1.0), optim, **kw)
 
 
 # ----------------------------------------------------------------------------- the curve
@@ -100,9 +101,8 @@ def test_sweep_is_exponential_and_stops_on_divergence():
     loader = BatchLoader((features, labels), 8, torch.device("cpu"), shuffle=True)
     torch.manual_seed(0)
     head = torch.nn.Linear(16, 3)
-    found = lr_range_test(head, loader, inputs=IdentityInputs(), augment=None,
-                          groups=[{"params": list(head.parameters()), "lr": 1.0}], optim=OptimConfig(name="sgd"),
-                          amp=None, start=1e-4, end=1e6, steps=80)
+    found = lr_range_test(Training(head, loader, IdentityInputs()), [{"params": list(head.parameters()), "lr": 1.0}],
+                          OptimConfig(name="sgd"), start=1e-4, end=1e6, steps=80)
     sweep = found.sweeps[0]
     assert len(sweep.losses) < 80  # stopped early ...
     assert f"{DIVERGE:g}x its lowest" in sweep.stopped or "the loss was" in sweep.stopped

@@ -12,11 +12,11 @@ import pytest
 import torch
 
 from cnnkit.cli import main
-from cnnkit.config import ModelConfig
+from cnnkit.config import ModelConfig, override
 from cnnkit.data import DataSplits
 from cnnkit.errors import ConfigError, DataError, WeightsError
 from cnnkit.models import build_model
-from cnnkit.recipes import RECIPES, apply_overrides, format_recipe_list, format_results, get_recipe, run_recipe
+from cnnkit.recipes import RECIPES, format_recipe_list, format_results, get_recipe, run_recipe
 
 from conftest import make_shapes
 
@@ -176,10 +176,10 @@ def test_unknown_recipe_and_bad_overrides():
         run_recipe("nope")
     cfg = get_recipe("mnist-mlp").config
     with pytest.raises(ConfigError, match="section.field"):
-        apply_overrides(cfg, {"epochs": 1})
+        override(cfg, {"epochs": 1})
     with pytest.raises(ConfigError, match="no field 'epoch'"):
-        apply_overrides(cfg, {"train.epoch": 1})
-    out = apply_overrides(cfg, {"train": {"epochs": 2}, "data.image_size": [8, 9]})
+        override(cfg, {"train.epoch": 1})
+    out = override(cfg, {"train": {"epochs": 2}, "data.image_size": [8, 9]})
     assert out.train.epochs == 2 and out.data.image_size == (8, 9) and out.model == cfg.model
 
 
@@ -197,7 +197,8 @@ def test_tutorial_settings():
     assert (aug.width_shift_range, aug.height_shift_range, aug.horizontal_flip) == (0.1, 0.1, True)
     assert get_recipe("cifar10-cnn6").config.augment.horizontal_flip is False
     cnn6 = get_recipe("cifar10-cnn6").config
-    assert (cnn6.model.name, cnn6.optim.name, cnn6.optim.lr, cnn6.train.batch_size) == ("cifar-cnn", "rmsprop", 1e-4, 32)
+    assert (cnn6.model.name, cnn6.optim.name, cnn6.optim.lr, cnn6.train.batch_size) == \
+        ("cifar-cnn", "rmsprop", 1e-4, 32)
     assert get_recipe("cifar10-cnn6-augment").config.train.batch_size == 32  # the Keras example's batch
     vgg = get_recipe("cats-dogs-vgg16-bottleneck").config.model
     assert (vgg.name, vgg.transfer, vgg.head, vgg.head_dropout) == ("vgg16", "features", (256,), 0.5)

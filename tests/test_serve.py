@@ -128,7 +128,8 @@ def test_app_from_onnx_export_and_from_a_loaded_predictor(ckpt, tmp_path):
         answers.append(c.post("/predict", files={"file": ("a.png", data)}).json()["top"])
     assert TestClient(create_app(onnx_path)).get("/info").json()["backend"] == "onnxruntime"
     assert [t["class"] for t in answers[0]] == [t["class"] for t in answers[1]]
-    np.testing.assert_allclose([t["probability"] for t in answers[0]], [t["probability"] for t in answers[1]], atol=1e-5)
+    np.testing.assert_allclose([t["probability"] for t in answers[0]], [t["probability"] for t in answers[1]],
+                               atol=1e-5)
 
 
 # ------------------------------------------------------------------ bad requests

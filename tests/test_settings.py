@@ -73,18 +73,21 @@ def test_flags_map_onto_settings():
     assert cfg.model.head == () and cfg.model.pretrained  # --head 0: no hidden layer; a transfer mode: pretrained
     no = run_config_from_args(build_parser().parse_args(["train", "--transfer", "head", "--no-pretrained"]))
     assert no.model.pretrained is False
-    given = settings.given(build_parser().parse_args(["train", "--lr", "0.1", "--shift", "0.2", "--hflip"]), C.RunConfig)
+    given = settings.given(build_parser().parse_args(["train", "--lr", "0.1", "--shift", "0.2", "--hflip"]),
+                           C.RunConfig)
     assert given.order == ("--lr", "--shift", "--hflip")
     assert given.flags["augment.height_shift_range"] == "--shift"
 
 
 @pytest.mark.parametrize("flags,named", [
-    (["--lr", "inf"], "--lr inf"), (["--lr", "1e10"], "--lr 10000000000.0"), (["--weight-decay", "inf"], "--weight-decay inf"),
+    (["--lr", "inf"], "--lr inf"), (["--lr", "1e10"], "--lr 10000000000.0"),
+    (["--weight-decay", "inf"], "--weight-decay inf"),
     (["--decay", "inf"], "--decay inf"), (["--min-delta", "nan"], "--min-delta nan"),
     (["--min-delta", "-1"], "--min-delta -1"), (["--head-dropout", "2"], "--head-dropout 2"),
     (["--finetune-blocks", "-1"], "--finetune-blocks -1"), (["--head", "-5"], "--head -5"),
     (["--dropout", "nan"], "--dropout nan"), (["--seed", "-1"], "--seed -1"),
-    (["--seed", "18446744073709551616"], "--seed 18446744073709551616"), (["--image-size", "2000"], "--image-size 2000"),
+    (["--seed", "18446744073709551616"], "--seed 18446744073709551616"),
+    (["--image-size", "2000"], "--image-size 2000"),
     (["--image-size", "16", "16", "16"], "--image-size 16 16 16"), (["--rotation", "inf"], "--rotation inf"),
     (["--mixup", "nan"], "--mixup nan"), (["--val-split", "1"], "--val-split 1"), (["--epochs", "0"], "--epochs 0"),
 ])
@@ -139,7 +142,8 @@ def test_config_file_values_are_checked_and_unknown_keys_ignored(tmp_path, capsy
 def test_override_by_dotted_key_and_its_errors():
     cfg = settings.override(C.RunConfig(), {"train.epochs": 5, "augment.rotation_range": 10, "data": {"image_size": 32},
                                             "model.head": [256, 0]})
-    assert (cfg.train.epochs, cfg.augment.rotation_range, cfg.data.image_size, cfg.model.head) == (5, 10, (32, 32), (256,))
+    assert (cfg.train.epochs, cfg.augment.rotation_range, cfg.data.image_size, cfg.model.head) == \
+        (5, 10, (32, 32), (256,))
     assert C.override is settings.override
     with pytest.raises(ConfigError, match="section.field"):
         settings.override(cfg, {"epochs": 1})

@@ -98,7 +98,8 @@ def test_resume_matches_uninterrupted(tmp_path, shapes_splits):
 def test_early_stopping_stops(tmp_path, shapes_splits):
     # lr 0 -> nothing improves after epoch 1 -> stop after 1 + patience epochs
     cfg = run_cfg(tmp_path, epochs=20, patience=2)
-    cfg = RunConfig(data=cfg.data, model=cfg.model, optim=OptimConfig(name="sgd", lr=0.0, schedule="none"), train=cfg.train)
+    cfg = RunConfig(data=cfg.data, model=cfg.model, optim=OptimConfig(name="sgd", lr=0.0, schedule="none"),
+                    train=cfg.train)
     result = train(cfg, splits=shapes_splits)
     assert len(result.history) == 3
     state = load_train_state(result.run_dir / "train_state.pt")
@@ -290,10 +291,10 @@ def test_saved_config_finds_its_data_from_any_folder(tmp_path, monkeypatch):
     result = train(cfg, explicit_out=True)
     run = (work / result.run_dir).resolve()
     assert json.loads((run / "config.json").read_text())["data"]["source"] == str(work / "pets")
-    assert evaluate(run, "./pets/")[0]["n"] == 6  # the run's test split, not all 24 images
+    assert evaluate(run, "./pets/").metrics["n"] == 6  # the run's test split, not all 24 images
     monkeypatch.chdir(tmp_path)
     saved = load_checkpoint(run).run_config.data
-    metrics = evaluate(run, saved.source)[0]
+    metrics = evaluate(run, saved.source).metrics
     assert (metrics["split"], metrics["n"]) == ("test", 6)
 
 
@@ -430,7 +431,7 @@ def test_bare_training_draws_nothing_and_the_run_layer_adds_pictures(tmp_path, s
     assert (run / "best.safetensors").is_file() and (run / "history.json").is_file()
     pictures = ("curves.png", "metrics.json", "confusion_matrix.csv", "confusion_matrix.png", "report.html")
     assert not any((run / name).exists() for name in pictures)
-    metrics, probs, data = result.evaluation
+    metrics, probs, data = result.evaluation.metrics, result.evaluation.probs, result.evaluation.images
     assert metrics is result.metrics and probs.shape == (len(shapes_splits.test), 3) and data is shapes_splits.test
     write_run_outputs(result)
     assert all((run / name).is_file() for name in pictures)
@@ -448,19 +449,20 @@ def test_resume_resolves_the_runs_own_config_and_names_what_it_ignores(tmp_path,
     assert "ignored: --lr" in capsys.readouterr().err
 
 
-def test_finish_writes_the_outputs_while_the_run_still_holds_its_folder_lock(tmp_path, shapes_splits):
+def test_write_outputs_writes_the_outputs_while_the_run_still_holds_its_folder_lock(tmp_path, shapes_splits):
     from cnnkit.commands.train import write_run_outputs
     from cnnkit.train import train as train_only
     from cnnkit.train.lock import FolderBusy, lock_run_folder
 
     seen = []
 
-    def finish(result):
+    def write_outputs(result):
         with pytest.raises(FolderBusy, match="another training"):
             lock_run_folder(result.run_dir)  # refused: the training run holds it
         write_run_outputs(result)
         seen.append(sorted(p.name for p in result.run_dir.iterdir()))
 
-    result = train_only(run_cfg(tmp_path, epochs=1), splits=shapes_splits, explicit_out=True, finish=finish)
+    result = train_only(run_cfg(tmp_path, epochs=1), splits=shapes_splits, explicit_out=True,
+                        write_outputs=write_outputs)
     assert seen and {"metrics.json", "curves.png", "confusion_matrix.png"} <= set(seen[0])
     lock_run_folder(result.run_dir).release()  # released once train() returned

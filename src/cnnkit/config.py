@@ -138,7 +138,8 @@ class OptimConfig:
     gamma: float = setting(0.1, "--schedule step: factor of each cut (default 0.1)", range="[0, 1]")
     label_smoothing: float = setting(0.0, "label smoothing of the targets", range="[0, 1)")
     class_weight: str = setting("auto", "weight the training loss by class: balanced = n / (K * n_k); auto = balanced "
-                                "when the largest class has over 1.5x the images of the smallest", choices=CLASS_WEIGHTS)
+                                "when the largest class has over 1.5x the images of the smallest",
+                                choices=CLASS_WEIGHTS)
 
 
 @dataclass(frozen=True)

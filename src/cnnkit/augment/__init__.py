@@ -34,7 +34,8 @@ _LAZY = {
 }
 
 __all__ = ["FILL_MODES", "PRESETS", "TRANSFORMS", "TTA_MODES", "AugmentConfig", "Geometric", "Mixing", "Transform",
-           "augment_config", "is_active", "resolve", "validate", *_LAZY]
+           "augment_config", "is_active", "resolve", "validate",
+           "BatchAugment", "apply_params", "AugmentParams", "sample_params", "tta_views"]  # the lazy ones (_LAZY)
 
 
 def __getattr__(name: str) -> Any:

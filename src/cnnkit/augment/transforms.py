@@ -118,8 +118,8 @@ class Rotation(Geometric):
     ``scipy.ndimage.rotate``): 90 degrees is ``np.rot90``, the top edge goes to the left.
     """
 
-    settings = {"rotation_range": setting(0.0, "rotation_range: degrees, uniform in [-DEG, DEG]; positive turns counter-clockwise", flag="--rotation",
-                                          metavar="DEG", range="[0, 180]")}
+    settings = {"rotation_range": setting(0.0, "rotation_range: degrees, uniform in [-DEG, DEG]; positive turns "
+                                          "counter-clockwise", flag="--rotation", metavar="DEG", range="[0, 180]")}
     columns = ("angle",)
     params = {"angle": 0.0}
     order = 1
@@ -204,9 +204,10 @@ class Shift(Geometric):
     kinds = {"width_shift_range": object, "height_shift_range": object}
     settings = {
         "width_shift_range": setting(0.0, "width_shift_range (content moves horizontally): a fraction of the "
-                                     "width (< 1), pixels (a whole number, or >= 1) or a list of choices (2,4)", flag="--width-shift",
-                                     metavar="R", coerce=shift_range),
-        "height_shift_range": setting(0.0, "height_shift_range (content moves vertically): as --width-shift, of the height",
+                                     "width (< 1), pixels (a whole number, or >= 1) or a list of choices (2,4)",
+                                     flag="--width-shift", metavar="R", coerce=shift_range),
+        "height_shift_range": setting(0.0,
+                                      "height_shift_range (content moves vertically): as --width-shift, of the height",
                                       flag="--height-shift", metavar="R", coerce=shift_range),
     }
     shared_flags = (SharedFlag("--shift", ("width_shift_range", "height_shift_range"),
@@ -237,7 +238,8 @@ class Shear(Geometric):
     centre row (rows above the centre go left for a positive angle), and heights scale by cos(s).
     """
 
-    settings = {"shear_range": setting(0.0, "shear_range: degrees, Keras' horizontal shear (counter-clockwise)", flag="--shear",
+    settings = {"shear_range": setting(0.0, "shear_range: degrees, Keras' horizontal shear (counter-clockwise)",
+                                       flag="--shear",
                                        metavar="DEG", range="[0, 90)")}
     columns = ("shear",)
     params = {"shear": 0.0}
@@ -464,7 +466,8 @@ def augment_config(transforms: Sequence[Transform], name: str = "AugmentConfig")
                    "of each transform in ``transforms``; ``preset`` supplies values left at their default).",
         "__module__": __name__,
         "transforms": tuple(transforms),
-        "shared_flags": tuple(SharedFlag(s.flag, s.keys, s.help, s.metavar) for t in transforms for s in t.shared_flags),
+        "shared_flags": tuple(SharedFlag(s.flag, s.keys, s.help, s.metavar)
+                              for t in transforms for s in t.shared_flags),
         "extra_checks": extra_checks,
     }
     return dataclasses.make_dataclass(name, _fields(transforms), frozen=True, namespace=namespace)

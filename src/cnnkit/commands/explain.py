@@ -111,8 +111,9 @@ def most_wrong_figure(checkpoint: str | Path, data: str | None = None, n: int = 
         if run_cfg is None:
             raise ConfigError(f"{checkpoint}: name the data to look at (the checkpoint does not record it)")
         data = run_cfg.data.source
-    metrics, probs, imageset = evaluate(checkpoint, data, split=split, data_dir=data_dir)
-    result = most_wrong(probs, imageset.labels, n)
+    evaluation = evaluate(checkpoint, data, split=split, data_dir=data_dir)
+    metrics, imageset = evaluation.metrics, evaluation.images
+    result = most_wrong(evaluation.probs, imageset.labels, n)
     title = (f"{len(result['index'])} most-wrong of {metrics['n']} {metrics['split']} images of {Path(data).name}, "
              f"{n_mistakes(result)} misclassified (red)\n"
              f"(accuracy {metrics['accuracy']:.4f}; highest loss first; p of the predicted class)")

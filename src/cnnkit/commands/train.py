@@ -47,7 +47,7 @@ def train(cfg: RunConfig | None, splits: DataSplits | None = None, resume: str |
 
         return train_auto(cfg, splits, callbacks=callbacks, explicit_out=explicit_out)
     return train_only(cfg, splits, resume=resume, callbacks=callbacks, explicit_out=explicit_out,
-                      finish=write_run_outputs, folder=folder)
+                      write_outputs=write_run_outputs, folder=folder)
 
 
 # ----------------------------------------------------------------------------- the learning-rate range test

@@ -151,13 +151,14 @@ def _probe_all(files: list[FileEntry], strict: bool, skipped: list[tuple[str, st
 def _decode_into(path: Path, files: list[FileEntry], size: tuple[int, int], channels: int,
                  strict: bool, skipped: list[tuple[str, str]], max_pixels: int | None,
                  workers: int | None, name: Path | None = None) -> list[FileEntry]:
-    """Decode ``files`` into a new .npy at ``path`` (shown as ``name``); returns the files that made it, in row order."""
+    """Decode ``files`` into a new .npy at ``path`` (shown as ``name``); returns the files that made it, in row
+    order."""
     shape = (len(files), size[0], size[1], channels)
     out = new_array(path, shape, name)
 
     def one(i: int) -> str | None:
         try:
-            out[i] = decode(files[i].path, size, channels, max_pixels)
+            out[i] = decode(files[i].path, size, channels, max_pixels)  # noqa: F821 - runs before the `del out` below
             return None
         except BadImage as exc:
             return str(exc)

@@ -132,7 +132,8 @@ def inspect_folder(root: str | Path, workers: int | None = None) -> dict[str, An
     sizes, modes = [], Counter()
     hashes: list[int | None] = []
     digests: list[str | None] = []
-    for f, (digest, w, h, mode, problem, picture_hash) in zip(listing.files, parallel_map(_check_file, listing.files, workers)):
+    for f, (digest, w, h, mode, problem, picture_hash) in zip(listing.files,
+                                                              parallel_map(_check_file, listing.files, workers)):
         hashes.append(picture_hash)
         digests.append(digest)
         if digest:

@@ -24,7 +24,6 @@ import csv
 import io
 import logging
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -32,6 +31,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from cnnkit.data.folders import list_images
+from cnnkit.data.issues_table import ARRAY_NAME, read_issues_file
 from cnnkit.data.types import DataSplits, ImageSet
 from cnnkit.errors import ConfigError, DataError
 from cnnkit.io import atomic_write_text
@@ -41,7 +41,6 @@ log = logging.getLogger("cnnkit.data")
 LABEL_MAP = "label_map.csv"
 EXCLUDE = "exclude"
 HEADER = ("file", "label")
-ARRAY_NAME = re.compile(r"(train|val|test)\[(\d+)\]")  # how label_issues.csv names an image of array data
 NO_MAP = "none"  # --label-map none: ignore the data folder's label_map.csv
 
 
@@ -219,18 +218,13 @@ def _resolve_file(name: str, root: Path, known: dict[str, int]) -> str:
 
 def suggestions(issues_csv: str | os.PathLike, top: int | None = None) -> list[tuple[str, str]]:
     """(file, suggested) of the first ``top`` rows (all when None) of a run's ``label_issues.csv``."""
-    path = Path(issues_csv)
-    try:
-        rows = list(csv.DictReader(io.StringIO(path.read_text(encoding="utf-8"))))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: cannot read ({exc})") from None
-    if rows and not {"file", "suggested"} <= set(rows[0]):
-        raise DataError(f"{path}: not a label_issues.csv (no file and suggested columns)")
+    rows = read_issues_file(issues_csv)
     rows = rows if top is None else rows[: max(0, top)]
     for line, r in enumerate(rows, start=2):
-        if ARRAY_NAME.fullmatch(r["file"]):
-            raise DataError(f"{path}: row {line}: {r['file']} is an array image; a label map applies to image folders")
-    return [(r["file"], r["suggested"]) for r in rows]
+        if ARRAY_NAME.fullmatch(r.file):
+            raise DataError(f"{issues_csv}: row {line}: {r.file} is an array image; "
+                            f"a label map applies to image folders")
+    return [(r.file, r.suggested) for r in rows]
 
 
 def relabel(data: str | os.PathLike, changes: Iterable[tuple[str, str]], map_path: str | os.PathLike | None = None
@@ -284,6 +278,6 @@ def relabel_command(data: str | os.PathLike, files: Sequence[str] = (), to: str 
     return relabel(data, [(f, EXCLUDE if exclude else to) for f in files], map_path)
 
 
-__all__ = ["ARRAY_NAME", "EXCLUDE", "LABEL_MAP", "LabelMap", "MapRow", "MapSummary", "RelabelResult",
+__all__ = ["EXCLUDE", "LABEL_MAP", "LabelMap", "MapRow", "MapSummary", "RelabelResult",
            "apply_folder_map", "apply_label_map", "data_relative", "find_label_map", "read_label_map", "relabel",
            "relabel_command", "suggestions"]

@@ -33,8 +33,8 @@ class BatchLoader:
     so the ranks together see every sample once per epoch (DistributedSampler semantics).
     """
 
-    def __init__(self, data: ImageSet | tuple[np.ndarray, np.ndarray], batch_size: int, device: torch.device, shuffle: bool = False,
-                 seed: int = 0, drop_last: bool = False, rank: int = 0, world: int = 1):
+    def __init__(self, data: ImageSet | tuple[np.ndarray, np.ndarray], batch_size: int, device: torch.device,
+                 shuffle: bool = False, seed: int = 0, drop_last: bool = False, rank: int = 0, world: int = 1):
         self.batch_size = batch_size
         self.device = device
         self.shuffle = shuffle
@@ -45,7 +45,8 @@ class BatchLoader:
         # (N,H,W,C) uint8 read into RAM once (a copy: the decode cache is a read-only memmap)
         images = torch.from_numpy(np.array(x))
         labels = torch.from_numpy(np.asarray(y, dtype=np.int64))
-        if device.type == "cuda" and images.numel() < _GPU_RESIDENT_FRACTION * torch.cuda.get_device_properties(device).total_memory:
+        if (device.type == "cuda"
+                and images.numel() < _GPU_RESIDENT_FRACTION * torch.cuda.get_device_properties(device).total_memory):
             images, labels = images.to(device), labels.to(device)
         self.images, self.labels = images, labels
 

@@ -1,10 +1,12 @@
-"""Evaluate a checkpoint on a dataset: metrics as data, plus files when an output folder is given."""
+"""Evaluate a checkpoint on a dataset: an :class:`Evaluation` (metrics, probabilities, the images)."""
 
 from __future__ import annotations
 
 import dataclasses
 import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -15,10 +17,32 @@ from cnnkit.data.loader import BatchLoader
 from cnnkit.errors import DataError
 from cnnkit.evaluate.calibration import expected_calibration_error, scale_probs
 from cnnkit.evaluate.metrics import classification_metrics
-from cnnkit.inference.calibrated import temperature_of
 from cnnkit.evaluate.predict import predict_probs
+from cnnkit.inference.calibrated import temperature_of
 from cnnkit.inference.checkpoint import Checkpoint, load_checkpoint
 from cnnkit.inference.preprocess import ImageInputs
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """A model's answers on one split: the metrics, the probabilities they come from, the images.
+
+    Made once, complete (a run's final evaluation, :func:`evaluate`), then only read: by the run
+    folder's metrics files and report, the label-issue scores and the studio.
+    """
+
+    metrics: dict[str, Any]  # classification_metrics + "split", calibration (temperature, ece, ...), "tta"
+    probs: np.ndarray  # (N, K) float32, calibrated where the metrics hold a temperature
+    images: ImageSet  # the evaluated images (N, H, W, C) uint8, their labels (N,) and paths
+
+    @property
+    def split(self) -> str | None:
+        """Which split was evaluated: "test", "val" or "train"."""
+        return self.metrics.get("split")
+
+    def __iter__(self) -> Iterator[Any]:
+        """``metrics, probs, images = evaluate(...)``: the public API has always unpacked so."""
+        return iter((self.metrics, self.probs, self.images))
 
 
 def same_source(a: str, b: str) -> bool:
@@ -66,8 +90,9 @@ def align_classes(data: ImageSet, classes: tuple[str, ...]) -> ImageSet:
 
 
 def evaluate(checkpoint: str | Path, source: str, split: str = "auto", tta: str | None = None,
-             device: str = "auto", data_dir: str | None = None, batch_size: int = 256) -> tuple[dict, np.ndarray, ImageSet]:
-    """Metrics of ``checkpoint`` on ``source``; returns (metrics, probs (N,K), the evaluated ImageSet).
+             device: str = "auto", data_dir: str | None = None, batch_size: int = 256) -> Evaluation:
+    """Metrics of ``checkpoint`` on ``source``: an :class:`Evaluation` (metrics, probs (N,K), the evaluated
+    ImageSet; it also unpacks as that triple).
 
     The probabilities are calibrated with the checkpoint's temperature (1 when it has none), as
     ``predict`` gives them; the metrics hold ``ece`` and ``ece_uncalibrated`` beside it.
@@ -88,4 +113,4 @@ def evaluate(checkpoint: str | Path, source: str, split: str = "auto", tta: str 
                "ece": expected_calibration_error(probs, data.labels), "ece_uncalibrated": uncalibrated}
     if tta:
         metrics["tta"] = tta
-    return metrics, probs, data
+    return Evaluation(metrics, probs, data)

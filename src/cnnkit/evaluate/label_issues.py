@@ -14,7 +14,7 @@ The rows kept (:func:`find_issues`) are the scored images whose suggested label 
 given one - the model's answer disagrees with the label - most suspicious first; no other cut-off.
 As the suggested class is more probable than the given one, every row's score is above 0.5.
 All functions here work on arrays; the run folder's ``label_issues.csv`` is written by
-:mod:`cnnkit.commands.train`.
+:mod:`cnnkit.commands.train` in the format of :mod:`cnnkit.data.issues_table`.
 """
 
 from __future__ import annotations
@@ -26,28 +26,17 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from cnnkit.data.issues_table import LabelIssue
 from cnnkit.data.label_map import data_relative
 from cnnkit.run_folder import LABEL_ISSUES  # noqa: F401 - in the run folder; imported from here as before
 
 DEFAULT_FOLDS = 5
-COLUMNS = ("file", "split", "given", "suggested", "score")
 LBFGS_ITERATIONS = 100  # full-batch steps per fold: a convex problem, converged well before this
 # L2 on the standardised features: 1280-d features of a few thousand images are nearly separable, and a
 # weak penalty (scikit-learn's C=1, 1/n here) gives flipped labels scores of exactly 1.0, tied with each
 # other and with ambiguous images.  0.3 ranked planted flips best on two real sets (benchmarks/README.md).
 DEFAULT_WEIGHT_DECAY = 0.3
 SPLIT_ORDER = {"train": 0, "val": 1, "test": 2}
-
-
-@dataclass(frozen=True)
-class LabelIssue:
-    """One image whose label the out-of-sample probabilities doubt (a row of ``label_issues.csv``)."""
-
-    file: str  # relative to the data folder where under it, else absolute; "<split>[index]" without files
-    split: str  # train | val | test
-    given: str  # the label the data gives it
-    suggested: str  # the most probable class
-    score: float  # 1 - p(given), in [0, 1]
 
 
 # ----------------------------------------------------------------------------- the cross-validated head
@@ -173,27 +162,5 @@ def rank_issues(rows: Sequence[LabelIssue]) -> list[LabelIssue]:
     return sorted(rows, key=lambda r: (-r.score, SPLIT_ORDER.get(r.split, 3), r.file))
 
 
-def issues_csv(rows: Sequence[LabelIssue]) -> str:
-    """``label_issues.csv`` text: a header ``file,split,given,suggested,score`` and one row per issue."""
-    import csv
-    import io
-
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(COLUMNS)
-    for r in rows:
-        writer.writerow([r.file, r.split, r.given, r.suggested, f"{r.score:.6f}"])
-    return buf.getvalue()
-
-
-def read_issues(text: str) -> list[LabelIssue]:
-    """The rows of a ``label_issues.csv`` text (as :func:`issues_csv` writes it), in file order."""
-    import csv
-    import io
-
-    reader = csv.DictReader(io.StringIO(text))
-    return [LabelIssue(r["file"], r["split"], r["given"], r["suggested"], float(r["score"])) for r in reader]
-
-
-__all__ = ["COLUMNS", "DEFAULT_FOLDS", "LABEL_ISSUES", "LabelIssue", "LinearHead", "file_names", "find_issues", "fit_linear_head",
-           "issue_scores", "issues_csv", "out_of_fold_probs", "rank_issues", "read_issues", "stratified_folds"]
+__all__ = ["DEFAULT_FOLDS", "LabelIssue", "LinearHead", "file_names", "find_issues", "fit_linear_head", "issue_scores",
+           "out_of_fold_probs", "rank_issues", "stratified_folds"]

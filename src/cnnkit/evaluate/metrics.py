@@ -42,9 +42,11 @@ def balanced_accuracy(cm: np.ndarray) -> float:
     return float((np.diag(cm)[present] / support[present]).mean())
 
 
-def macro_f1(cm: np.ndarray) -> float:
-    """Unweighted mean F1 over all classes (0 for a class never predicted nor present)."""
-    return float(np.mean([r["f1"] for r in per_class_report(cm, [""] * len(cm))]))
+def macro_f1(cm: np.ndarray, report: list[dict] | None = None) -> float:
+    """Unweighted mean F1 over all classes (0 for a class never predicted nor present); ``report`` is
+    :func:`per_class_report` of ``cm`` where the caller has it already."""
+    report = per_class_report(cm, [""] * len(cm)) if report is None else report
+    return float(np.mean([r["f1"] for r in report]))
 
 
 def classification_metrics(probs: np.ndarray, labels: np.ndarray, classes: Sequence[str], k: int = 5) -> dict:
@@ -60,7 +62,7 @@ def classification_metrics(probs: np.ndarray, labels: np.ndarray, classes: Seque
         f"top{min(k, len(classes))}_accuracy": top_k_accuracy(probs, labels, k),
         "loss": nll,
         "balanced_accuracy": balanced_accuracy(cm),
-        "macro_f1": float(np.mean([r["f1"] for r in report])),
+        "macro_f1": macro_f1(cm, report),
         "per_class": report,
         "confusion_matrix": cm.tolist(),
         "classes": list(classes),
@@ -72,7 +74,8 @@ def format_report(metrics: dict) -> str:
     width = max([len(r["class"]) for r in metrics["per_class"]] + [8])
     lines = [f"{'':>{width}}  precision  recall  f1-score  support"]
     for r in metrics["per_class"]:
-        lines.append(f"{r['class']:>{width}}  {r['precision']:9.3f}  {r['recall']:6.3f}  {r['f1']:8.3f}  {r['support']:7d}")
+        lines.append(f"{r['class']:>{width}}  {r['precision']:9.3f}  {r['recall']:6.3f}  {r['f1']:8.3f}  "
+                     f"{r['support']:7d}")
     # top-k with k >= the number of classes is 1.0 by definition: not worth a line
     topk = [k for k in metrics if k.startswith("top") and k.endswith("_accuracy")
             and int(k[3:-len("_accuracy")]) < len(metrics["classes"])]

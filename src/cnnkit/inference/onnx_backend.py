@@ -42,7 +42,8 @@ class OnnxPredictor(BasePredictor):
         try:
             self.session = ort.InferenceSession(str(self.path), opts, providers=["CPUExecutionProvider"])
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own untyped errors
-            raise CheckpointError(f"{self.path}: ONNX Runtime cannot load this model ({str(exc).splitlines()[0]})") from None
+            first = str(exc).splitlines()[0]
+            raise CheckpointError(f"{self.path}: ONNX Runtime cannot load this model ({first})") from None
 
     def probs(self, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
         """uint8 (N,H,W,C) -> (N,K) probabilities; the graph normalises its [0, 1] NCHW input itself."""

@@ -12,7 +12,8 @@ from typing import Callable
 from cnnkit.config import ModelConfig
 from cnnkit.errors import ConfigError
 from cnnkit.models import fast, zoo
-from cnnkit.models.base import BINARY_OUTPUTS, CNNKitModel, ModelDefaults, last_linear, logits_to_probs, num_outputs
+from cnnkit.models.base import (CNNKitModel, ModelDefaults, check_binary_output, last_linear, logits_to_probs,
+                                num_outputs)
 
 # builder(in_channels, num_classes, image_size, dropout) -> CNNKitModel
 MODELS: dict[str, Callable[..., CNNKitModel]] = {
@@ -34,11 +35,6 @@ MODELS: dict[str, Callable[..., CNNKitModel]] = {
 }
 
 
-def _check_binary_output(cfg: ModelConfig) -> None:
-    if cfg.binary_output not in BINARY_OUTPUTS:
-        raise ConfigError(f"binary_output {cfg.binary_output!r}: choose one of {', '.join(BINARY_OUTPUTS)}")
-
-
 def match_binary_output(model: CNNKitModel, cfg: ModelConfig) -> None:
     """Two classes: give ``model`` the outputs its definition fixes, else those ``cfg.binary_output`` asks for.
 
@@ -56,7 +52,7 @@ def match_binary_output(model: CNNKitModel, cfg: ModelConfig) -> None:
 
 def build_model(cfg: ModelConfig) -> CNNKitModel:
     """Build the model ``cfg.name`` for the configured input and class count."""
-    _check_binary_output(cfg)
+    check_binary_output(cfg.binary_output)
     if cfg.name in MODELS:
         try:
             model = MODELS[cfg.name](cfg.in_channels, cfg.num_classes, tuple(cfg.image_size), dropout=cfg.dropout)
@@ -94,7 +90,7 @@ def default_config(cfg: ModelConfig) -> ModelDefaults:
     """
     from cnnkit.models import concat, custom, transfer
 
-    _check_binary_output(cfg)
+    check_binary_output(cfg.binary_output)
     if cfg.name in transfer.BACKBONES:
         return transfer.backbone_defaults(cfg)
     if concat.is_concat(cfg.name):

@@ -48,12 +48,18 @@ class ModelDefaults:
     interpolation: str = "bilinear"  # how images are resized to input_size (the decoder's antialiased bilinear)
 
 
+def check_binary_output(binary: str) -> str:
+    """``binary`` if it is one of :data:`BINARY_OUTPUTS`, else the ConfigError naming the choices."""
+    if binary not in BINARY_OUTPUTS:
+        raise ConfigError(f"binary_output {binary!r}: choose one of {', '.join(BINARY_OUTPUTS)}")
+    return binary
+
+
 def num_outputs(num_classes: int, binary: str = "sigmoid") -> int:
     """Logits a model needs: two classes -> 1 (``"sigmoid"``) or 2 (``"softmax"``); else one a class."""
     if num_classes < 2:
         raise ValueError(f"need at least 2 classes, got {num_classes}")
-    if binary not in BINARY_OUTPUTS:
-        raise ConfigError(f"binary_output {binary!r}: choose one of {', '.join(BINARY_OUTPUTS)}")
+    check_binary_output(binary)
     return 1 if num_classes == 2 and binary == "sigmoid" else num_classes
 
 

@@ -121,7 +121,8 @@ class _InputOf(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         seen: list[torch.Tensor] = []
-        handle = self.net.get_submodule(self.classifier).register_forward_pre_hook(lambda _m, args: seen.append(args[0]))
+        classifier = self.net.get_submodule(self.classifier)
+        handle = classifier.register_forward_pre_hook(lambda _m, args: seen.append(args[0]))
         try:
             self.net(x)
         finally:

@@ -419,14 +419,7 @@ def _feature_width(features: nn.Module, image_size: tuple[int, int]) -> int:
 
 def build_transfer_model(cfg: ModelConfig) -> TransferModel:
     """Backbone ``cfg.name`` cut at ``cfg.cut``, weights as configured, head for ``cfg.num_classes``."""
-    spec = BACKBONES.get(cfg.name)
-    if spec is None:
-        raise ConfigError(f"unknown backbone {cfg.name!r}; known: {', '.join(sorted(BACKBONES))}")
-    if cfg.transfer not in MODES:
-        raise ConfigError(f"--transfer {cfg.transfer}: choose one of {', '.join(MODES)}")
-    if cfg.in_channels != 3:
-        raise ConfigError(f"{cfg.name} is pretrained on RGB images: load the data with 3 channels, "
-                          f"not {cfg.in_channels}")
+    spec = checked_backbone(cfg)
     state, source = None, ""
     if cfg.weights:
         state, source = read_state_dict(cfg.weights), str(cfg.weights)
@@ -466,14 +459,23 @@ def spec_defaults(spec: Backbone) -> ModelDefaults:
     return ModelDefaults(input_size=(spec.size, spec.size), channels=3, mean=tuple(spec.mean), std=tuple(spec.std))
 
 
-def backbone_defaults(cfg: ModelConfig) -> ModelDefaults:
-    """``cnnkit.models.default_config`` for a backbone: its defaults, after checking the settings."""
-    spec = BACKBONES[cfg.name]
+def checked_backbone(cfg: ModelConfig) -> Backbone:
+    """The backbone ``cfg.name`` names, once its settings are checked: a known backbone, a transfer
+    mode of :data:`MODES`, RGB input."""
+    spec = BACKBONES.get(cfg.name)
+    if spec is None:
+        raise ConfigError(f"unknown backbone {cfg.name!r}; known: {', '.join(sorted(BACKBONES))}")
     if cfg.transfer not in MODES:
         raise ConfigError(f"--transfer {cfg.transfer}: choose one of {', '.join(MODES)}")
     if cfg.in_channels != 3:
         raise ConfigError(f"{spec.name} is pretrained on RGB images: load the data with 3 channels, "
                           f"not {cfg.in_channels}")
+    return spec
+
+
+def backbone_defaults(cfg: ModelConfig) -> ModelDefaults:
+    """``cnnkit.models.default_config`` for a backbone: its defaults, after checking the settings."""
+    spec = checked_backbone(cfg)
     if cfg.transfer in FROZEN_MODES and not (cfg.pretrained or cfg.weights):
         log.warning("%s: --transfer %s with a randomly initialised backbone (no --pretrained, no --weights)",
                     spec.name, cfg.transfer)
@@ -481,5 +483,5 @@ def backbone_defaults(cfg: ModelConfig) -> ModelDefaults:
 
 
 __all__ = ["BACKBONES", "IMAGENET_MEAN", "IMAGENET_STD", "MODES", "Backbone", "TransferModel", "backbone_defaults",
-           "build_head", "build_transfer_model", "hub_weights_path", "read_state_dict",
+           "build_head", "build_transfer_model", "checked_backbone", "hub_weights_path", "read_state_dict",
            "spec_defaults"]

@@ -17,7 +17,8 @@ def _flat_size(features: nn.Module, in_channels: int, image_size: tuple[int, int
 
 def _check_size(name: str, image_size: tuple[int, int], minimum: int) -> None:
     if min(image_size) < minimum:
-        raise ValueError(f"model {name!r} needs images of at least {minimum}x{minimum}, got {image_size[0]}x{image_size[1]}")
+        raise ValueError(f"model {name!r} needs images of at least {minimum}x{minimum}, "
+                         f"got {image_size[0]}x{image_size[1]}")
 
 
 def _conv_block(cin: int, cout: int, bn: bool, padding: str | tuple[int, int] = "same") -> list[nn.Module]:
@@ -51,7 +52,8 @@ def mlp(in_channels: int, num_classes: int, image_size: tuple[int, int], dropout
     return CNNKitModel(nn.Sequential(nn.Flatten()), head, gradcam_layer=None)
 
 
-def lenet5(in_channels: int, num_classes: int, image_size: tuple[int, int], dropout: float | None = None) -> CNNKitModel:
+def lenet5(in_channels: int, num_classes: int, image_size: tuple[int, int],
+           dropout: float | None = None) -> CNNKitModel:
     """LeNet-5 (LeCun 1998): valid 5x5 convs 6-16, Dense 120-84 (61,706 parameters at 32x32x1, 10 classes).
 
     Sizes 32-28-14-10-5 at 32x32, with ReLU and max pooling.  A side under 32 pixels - MNIST's 28x28 - is
@@ -74,7 +76,8 @@ def lenet5(in_channels: int, num_classes: int, image_size: tuple[int, int], drop
     return CNNKitModel(features, nn.Sequential(*layers), gradcam_layer=features[3])
 
 
-def mnist_cnn(in_channels: int, num_classes: int, image_size: tuple[int, int], dropout: float | None = None) -> CNNKitModel:
+def mnist_cnn(in_channels: int, num_classes: int, image_size: tuple[int, int],
+              dropout: float | None = None) -> CNNKitModel:
     """Keras ``mnist_cnn``: Conv32 - Conv64 - MaxPool - Dropout .25 - Dense 128 - Dropout .5 (1,199,882 at 28x28x1)."""
     _check_size("mnist-cnn", image_size, 6)
     p = 0.5 if dropout is None else dropout
@@ -84,11 +87,13 @@ def mnist_cnn(in_channels: int, num_classes: int, image_size: tuple[int, int], d
         nn.MaxPool2d(2), nn.Dropout(p / 2), nn.Flatten(),
     )
     n = _flat_size(features, in_channels, image_size)
-    head = nn.Sequential(nn.Linear(n, 128), nn.ReLU(inplace=True), nn.Dropout(p), nn.Linear(128, num_outputs(num_classes)))
+    head = nn.Sequential(nn.Linear(n, 128), nn.ReLU(inplace=True), nn.Dropout(p),
+                         nn.Linear(128, num_outputs(num_classes)))
     return CNNKitModel(features, head, gradcam_layer=features[3])
 
 
-def simple_cnn(in_channels: int, num_classes: int, image_size: tuple[int, int], dropout: float | None = None) -> CNNKitModel:
+def simple_cnn(in_channels: int, num_classes: int, image_size: tuple[int, int],
+               dropout: float | None = None) -> CNNKitModel:
     """The cats-vs-dogs tutorial net: valid convs 32-64-128 with pooling, Dense 128-512 (4,894,913 at 150x150x3).
 
     Conv32 - Conv64 - Conv128, each 3x3 valid + ReLU + MaxPool 2, then Flatten - Dense 128 -
@@ -126,11 +131,13 @@ def simple_cnn_same(in_channels: int, num_classes: int, image_size: tuple[int, i
     layers.append(nn.Flatten())
     features = nn.Sequential(*layers)
     n = _flat_size(features, in_channels, image_size)
-    head = nn.Sequential(nn.Dropout(p), nn.Linear(n, 128), nn.ReLU(inplace=True), nn.Linear(128, num_outputs(num_classes)))
+    head = nn.Sequential(nn.Dropout(p), nn.Linear(n, 128), nn.ReLU(inplace=True),
+                         nn.Linear(128, num_outputs(num_classes)))
     return CNNKitModel(features, head, gradcam_layer=features[7])  # last ReLU before pooling
 
 
-def catdog_cnn(in_channels: int, num_classes: int, image_size: tuple[int, int], dropout: float | None = None) -> CNNKitModel:
+def catdog_cnn(in_channels: int, num_classes: int, image_size: tuple[int, int],
+               dropout: float | None = None) -> CNNKitModel:
     """The KDnuggets cats-vs-dogs net: 'same' convs 32-32-64, Dense 64, two softmax outputs (1,355,938 at 150x150x3).
 
     Conv32 - Conv32 - Conv64, each 3x3 'same' + ReLU + MaxPool 2, Dropout .25, Flatten - Dense 64 -
@@ -173,7 +180,8 @@ def _valid_stack(name: str, in_channels: int, image_size: tuple[int, int], width
     return features, _flat_size(features, in_channels, image_size)
 
 
-def chollet_cnn(in_channels: int, num_classes: int, image_size: tuple[int, int], dropout: float | None = None) -> CNNKitModel:
+def chollet_cnn(in_channels: int, num_classes: int, image_size: tuple[int, int],
+                dropout: float | None = None) -> CNNKitModel:
     """Chollet's small cats-vs-dogs convnet (Keras blog, 2016): 1,212,513 parameters at 150x150x3.
 
     Conv32 - Conv32 - Conv64, each 3x3 valid + ReLU + MaxPool 2 (150 -> 148 -> 74 -> 72 -> 36 ->
@@ -182,11 +190,13 @@ def chollet_cnn(in_channels: int, num_classes: int, image_size: tuple[int, int],
     """
     p = 0.5 if dropout is None else dropout
     features, n = _valid_stack("chollet-cnn", in_channels, image_size, (32, 32, 64), 22)
-    head = nn.Sequential(nn.Linear(n, 64), nn.ReLU(inplace=True), nn.Dropout(p), nn.Linear(64, num_outputs(num_classes)))
+    head = nn.Sequential(nn.Linear(n, 64), nn.ReLU(inplace=True), nn.Dropout(p),
+                         nn.Linear(64, num_outputs(num_classes)))
     return CNNKitModel(features, head, gradcam_layer=features[7])  # the last ReLU before pooling
 
 
-def horses_cnn(in_channels: int, num_classes: int, image_size: tuple[int, int], dropout: float | None = None) -> CNNKitModel:
+def horses_cnn(in_channels: int, num_classes: int, image_size: tuple[int, int],
+               dropout: float | None = None) -> CNNKitModel:
     """The TF course's horses-or-humans convnet: 1,704,097 parameters at 300x300x3.
 
     Five blocks Conv 16 - 32 - 64 - 64 - 64, each 3x3 valid + ReLU + MaxPool 2 (300 -> 298 -> 149 ->
@@ -218,12 +228,14 @@ def _cifar_cnn(name: str, in_channels: int, num_classes: int, image_size: tuple[
     layers.append(nn.Flatten())
     features = nn.Sequential(*layers)
     n = _flat_size(features, in_channels, image_size)
-    head = nn.Sequential(nn.Linear(n, 512), nn.ReLU(inplace=True), nn.Dropout(2 * p), nn.Linear(512, num_outputs(num_classes)))
+    head = nn.Sequential(nn.Linear(n, 512), nn.ReLU(inplace=True), nn.Dropout(2 * p),
+                         nn.Linear(512, num_outputs(num_classes)))
     relus = [m for m in features if isinstance(m, nn.ReLU)]
     return CNNKitModel(features, head, gradcam_layer=relus[-1])
 
 
-def cifar_cnn(in_channels: int, num_classes: int, image_size: tuple[int, int], dropout: float | None = None) -> CNNKitModel:
+def cifar_cnn(in_channels: int, num_classes: int, image_size: tuple[int, int],
+              dropout: float | None = None) -> CNNKitModel:
     """The Keras CIFAR-10 tutorial's ``createModel()``: 6 convs, Dense 512 (276,138 parameters at 32x32x3).
 
     Per block a 'same' and a valid 3x3 conv (32, 64, 64), MaxPool 2, Dropout .25; Flatten (256 at
@@ -241,7 +253,8 @@ def cifar_cnn_same(in_channels: int, num_classes: int, image_size: tuple[int, in
     return _cifar_cnn("cifar-cnn-same", in_channels, num_classes, image_size, dropout, bn=False, second="same")
 
 
-def cifar_cnn_bn(in_channels: int, num_classes: int, image_size: tuple[int, int], dropout: float | None = None) -> CNNKitModel:
+def cifar_cnn_bn(in_channels: int, num_classes: int, image_size: tuple[int, int],
+                 dropout: float | None = None) -> CNNKitModel:
     """The 6-conv CIFAR-10 net, every convolution 'same', with batch norm after each."""
     return _cifar_cnn("cifar-cnn-bn", in_channels, num_classes, image_size, dropout, bn=True, second="same")
 
@@ -277,7 +290,8 @@ class _FashionFeatures(nn.Module):
 
 def fashion_functional(in_channels: int, num_classes: int, image_size: tuple[int, int],
                        dropout: float | None = None) -> CNNKitModel:
-    """TF blog "Fashion-MNIST with tf.Keras": Conv64-Pool-Drop .3-Conv32-Pool-Drop .3-Dense 256-Drop .5 (reported 90.93%).
+    """TF blog "Fashion-MNIST with tf.Keras": Conv64-Pool-Drop .3-Conv32-Pool-Drop .3-Dense 256-Drop .5
+    (reported 90.93%).
 
     412,778 parameters at 28x28x1, as the tutorial's ``model.summary()`` gives.
     """
@@ -285,5 +299,6 @@ def fashion_functional(in_channels: int, num_classes: int, image_size: tuple[int
     p = 0.5 if dropout is None else dropout
     features = _FashionFeatures(in_channels, p * 0.6)  # 0.3 with the tutorial's 0.5
     n = _flat_size(features, in_channels, image_size)
-    head = nn.Sequential(nn.Linear(n, 256), nn.ReLU(inplace=True), nn.Dropout(p), nn.Linear(256, num_outputs(num_classes)))
+    head = nn.Sequential(nn.Linear(n, 256), nn.ReLU(inplace=True), nn.Dropout(p),
+                         nn.Linear(256, num_outputs(num_classes)))
     return CNNKitModel(features, head, gradcam_layer=features.relu2)

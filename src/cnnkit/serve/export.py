@@ -10,8 +10,9 @@ to decode and resize an image:
   class probabilities (K = len(classes), also 2 for binary), the same that ``cnnkit predict`` gives.
 
 The file carries everything needed to use it (classes, image size, channels, mean/std, model
-name, the full ModelConfig and the calibration: temperature and suggested threshold) as JSON: in ONNX ``metadata_props`` under the key ``cnnkit``,
-in TorchScript as the extra file ``cnnkit.json``.  See :func:`export_metadata`.
+name, the full ModelConfig and the calibration: temperature and suggested threshold) as JSON: in ONNX
+``metadata_props`` under the key ``cnnkit``, in TorchScript as the extra file ``cnnkit.json``.  See
+:func:`export_metadata`.
 """
 
 from __future__ import annotations

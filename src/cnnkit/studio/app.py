@@ -225,7 +225,8 @@ def _add_data_routes(app: FastAPI, studio: Studio) -> None:
                 "default_epochs": engine.default_epochs(), "auto_time": engine.AUTO_TIME,
                 "augment": engine.augment_presets(), "datasets": engine.dataset_names(),
                 "offline_datasets": list(engine.OFFLINE_DATASETS), "max_upload_bytes": studio.max_upload_bytes,
-                "upload_quota_bytes": studio.upload_quota}
+                "upload_quota_bytes": studio.upload_quota,
+                "curves": engine.curves()}
 
     @app.get("/api/browse")
     def browse_folder(path: str = "") -> dict:

@@ -26,8 +26,10 @@ from cnnkit.run_folder import BEST, CONFIG, LAST
 from cnnkit.train.callbacks import Callback, Signal
 
 __all__ = ["Callback", "Signal", "CnnkitError", "ConfigError", "DataError", "CheckpointError",
-           "AUTO", "AUTO_TIME", "OFFLINE_DATASETS", "FORM_SETTINGS", "check_form_value", "confined", "augment_presets", "dataset_names", "default_model", "default_epochs", "model_names", "build_config",
-           "check_config", "train", "resume", "saved_epochs", "saved_settings", "training_size", "pixel_limit_error", "inspect", "sample_grid_png", "evaluate",
+           "AUTO", "AUTO_TIME", "OFFLINE_DATASETS", "FORM_SETTINGS", "check_form_value", "confined",
+           "augment_presets", "curves", "dataset_names", "default_model", "default_epochs", "model_names",
+           "build_config", "check_config", "train", "resume", "saved_epochs", "saved_settings", "training_size",
+           "pixel_limit_error", "inspect", "sample_grid_png", "evaluate",
            "model_service", "most_wrong", "export_onnx", "checkpoint_file", "png_bytes", "CHECKPOINT", "LAST"]
 
 OFFLINE_DATASETS = ("mnist-mini", "digits")  # ship inside installed packages: no download
@@ -86,6 +88,13 @@ def default_model() -> str:
 
 def default_epochs() -> int:
     return RunConfig().train.epochs
+
+
+def curves() -> list[dict]:
+    """The training curves the page draws, from the declaration of the logged metrics."""
+    from cnnkit.evaluate.logged import curves as declared
+
+    return [c.as_dict() for c in declared()]
 
 
 def model_names() -> list[str]:
@@ -216,8 +225,9 @@ def sample_grid_png(source: str, n: int = 16, cache_dir: str | None = None, data
     return buf.getvalue()
 
 
-def evaluate(run_dir: Path, root: Path | None = None) -> tuple[dict, np.ndarray, Any]:
-    """(metrics, probs (N,K), evaluated ImageSet) of the run's best checkpoint on its own held-out split."""
+def evaluate(run_dir: Path, root: Path | None = None) -> Any:
+    """The :class:`~cnnkit.evaluate.evaluate.Evaluation` (metrics, probs (N,K), evaluated ImageSet) of the
+    run's best checkpoint on its own held-out split."""
     from cnnkit.config import load_run_config
     from cnnkit.evaluate.evaluate import evaluate as evaluate_model  # cnnkit.evaluate_model
 

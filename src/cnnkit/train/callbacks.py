@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from cnnkit.errors import ConfigError
+from cnnkit.evaluate.logged import LOGGED, Logged
 from cnnkit.io import atomic_write_bytes
 from cnnkit.run_folder import HISTORY_CSV, HISTORY_JSON
 
@@ -34,27 +35,8 @@ def _better(mode: str, value: float, best: float, min_delta: float) -> bool:
     return value < best - min_delta if mode == "min" else value > best + min_delta
 
 
-@dataclass(frozen=True)
-class Logged:
-    """A metric the loop logs each epoch that ``--monitor`` may watch."""
-
-    key: str  # its history key (history.csv column)
-    mode: str  # "min" (loss-like) or "max" (accuracy-like)
-    names: tuple[str, ...]  # its --monitor spellings (Keras 2 spells accuracy out)
-    train_twin: str | None = None  # the key watched instead when a run has no validation data
-
-
-# the one declaration of every monitorable metric: adding one is one line here plus its computation
-LOGGED = (
-    Logged("val_loss", "min", ("val_loss",), "loss"),
-    Logged("val_acc", "max", ("val_acc", "val_accuracy"), "acc"),
-    Logged("loss", "min", ("loss",), "loss"),
-    Logged("acc", "max", ("acc", "accuracy"), "acc"),
-    # on the validation predictions at epoch end (cnnkit.train.loop.evaluate_loss); no training twin
-    Logged("val_balanced_accuracy", "max", ("val_balanced_accuracy",)),
-    Logged("val_macro_f1", "max", ("val_macro_f1",)),
-)
-MONITORS = {name: m for m in LOGGED for name in m.names}  # --monitor name -> Logged
+# --monitor's names and directions, derived from the one declaration of the logged metrics
+MONITORS: dict[str, Logged] = {name: m for m in LOGGED for name in m.names}  # --monitor name -> metric
 MONITOR_MODES = {m.key: m.mode for m in LOGGED}  # history key -> direction
 
 
@@ -180,7 +162,8 @@ class EarlyStopping(Callback):
             return None
         self.wait += 1
         if self.wait >= self.patience:
-            return Signal(stop=True, reason=f"early stopping: {self.monitor} did not improve for {self.patience} epochs")
+            return Signal(stop=True,
+                          reason=f"early stopping: {self.monitor} did not improve for {self.patience} epochs")
         return None
 
     def state_dict(self) -> dict[str, Any]:
@@ -323,7 +306,8 @@ class Progress(Callback):
         if self.live:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress as Bar, TextColumn, TimeRemainingColumn
 
-            self._bar = Bar(TextColumn(f"epoch {epoch + 1}/{self.epochs}{self._left()}"), BarColumn(), MofNCompleteColumn(),
+            self._bar = Bar(TextColumn(f"epoch {epoch + 1}/{self.epochs}{self._left()}"), BarColumn(),
+                            MofNCompleteColumn(),
                             TimeRemainingColumn(), TextColumn("{task.fields[stats]}"), transient=True)
             self._bar.start()
             self._task = self._bar.add_task("train", total=steps, stats="")

@@ -176,7 +176,8 @@ def feature_parts(model: nn.Module) -> list[tuple[str, nn.Module]]:
 
 
 def cached_features(model: nn.Module, images: ImageSet, inputs: Any, device: torch.device,
-                    amp: torch.dtype | None, cache_dir: str | Path, runners: dict | None = None) -> tuple[np.ndarray, dict]:
+                    amp: torch.dtype | None, cache_dir: str | Path, runners: dict | None = None
+                    ) -> tuple[np.ndarray, dict]:
     """Features of ``images`` from the cache, else computed and cached; returns (features, info).
 
     A model of several backbones (``feature_parts``) caches each one's features under its own key

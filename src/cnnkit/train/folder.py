@@ -1,4 +1,5 @@
-"""The run folder's name, its claim (locked, unused) and the files written when a run starts (config, preprocessing, classes)."""
+"""The run folder's name, its claim (locked, unused) and the files written when a run starts (config,
+preprocessing, classes)."""
 
 from __future__ import annotations
 

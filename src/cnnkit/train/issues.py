@@ -15,7 +15,9 @@ from cnnkit.config import RunConfig
 from cnnkit.data.sources import image_folder
 from cnnkit.data.types import DataSplits, ImageSet
 from cnnkit.evaluate.calibration import log_probs, scale_probs
-from cnnkit.evaluate.label_issues import LabelIssue, file_names, find_issues, out_of_fold_probs, rank_issues
+from cnnkit.evaluate.evaluate import Evaluation
+from cnnkit.data.issues_table import LabelIssue
+from cnnkit.evaluate.label_issues import file_names, find_issues, out_of_fold_probs, rank_issues
 
 
 def _rows(probs: np.ndarray, data: ImageSet, split: str, root: str | None) -> list[LabelIssue]:
@@ -27,12 +29,12 @@ def _features(info: dict, split: str) -> np.ndarray:
     return np.load(info["splits"][split]["path"], mmap_mode="r")
 
 
-def held_out_probs(evaluation: tuple | None, val_logits: np.ndarray | None,
+def held_out_probs(evaluation: Evaluation | None, val_logits: np.ndarray | None,
                    calibration: dict | None) -> dict[str, np.ndarray]:
     """{split: (N, K) calibrated probabilities} of the splits the final model did not fit (val, test)."""
     out: dict[str, np.ndarray] = {}
     if evaluation is not None:
-        out[evaluation[0]["split"]] = np.asarray(evaluation[1])
+        out[evaluation.split] = np.asarray(evaluation.probs)
     if "val" not in out and val_logits is not None:
         probs = np.exp(log_probs(val_logits))
         out["val"] = scale_probs(probs, calibration["temperature"]) if calibration is not None else probs

@@ -1,9 +1,9 @@
 """The training loop: batch -> augment -> model -> loss -> backward -> step -> schedule -> metrics.
 
 Everything else (data, model, optimizer, checkpoint files) is prepared by ``cnnkit.train.run``;
-this module only runs epochs.  ``inputs`` is a :class:`cnnkit.inference.ImageInputs` (or anything
-with its ``scale``, ``normalize`` and call): uint8 batches become model inputs there.  Each epoch's shuffling, augmentation and dropout draw from RNGs
-seeded by (seed, epoch), so a run resumed at an epoch boundary replays the uninterrupted run.
+this module only runs epochs of a :class:`Training` (model, batches, input conversion, augmentation,
+loss settings).  Each epoch's shuffling, augmentation and dropout draw from RNGs seeded by
+(seed, epoch), so a run resumed at an epoch boundary replays the uninterrupted run.
 """
 
 from __future__ import annotations
@@ -21,6 +21,22 @@ from cnnkit.evaluate.metrics import balanced_accuracy, macro_f1
 from cnnkit.runtime import autocast
 from cnnkit.train.callbacks import Callback
 from cnnkit.train.losses import cross_entropy, hard_labels, predicted_class
+
+
+@dataclass(frozen=True)
+class Training:
+    """What the loop trains and how it makes the loss: one bundle for :func:`fit`, :func:`train_step`
+    and the learning-rate range test (:func:`cnnkit.train.lr_find.lr_range_test`)."""
+
+    model: torch.nn.Module  # what is trained: the whole model, or the head in --transfer features mode
+    train: BatchLoader  # batches of (B,C,H,W) uint8 images, or (B,D) cached features
+    inputs: Any  # an ImageInputs (or anything with its scale, normalize and call): batch -> model input
+    val: BatchLoader | None = None  # evaluated at each epoch's end (val_loss, val_acc, ...)
+    augment: Callable | None = None  # (x, y, generator) -> (x, target): a BatchAugment, None = none
+    amp: torch.dtype | None = None  # autocast dtype, None = float32
+    label_smoothing: float = 0.0
+    class_weights: torch.Tensor | None = None  # (K,) loss weights of the true classes, None = plain loss
+    seed: int = 0  # with the epoch: the batch order, augmentation and dropout draws
 
 
 @dataclass
@@ -113,40 +129,35 @@ def class_balance(cm: torch.Tensor | None) -> dict[str, float]:
     return {"balanced_accuracy": balanced_accuracy(counts), "macro_f1": macro_f1(counts)}
 
 
-def fit(model: torch.nn.Module, train: BatchLoader, val: BatchLoader | None, *, inputs: Any,
-        augment: Callable | None, optimizer: torch.optim.Optimizer, scheduler: Any, epochs: int, seed: int,
-        rank: int = 0, amp: torch.dtype | None, label_smoothing: float = 0.0,
-        class_weights: torch.Tensor | None = None, callbacks: Sequence[Callback] = (),
-        save: Callable[[FitState, bool], None] = lambda state, best: None,
+def fit(training: Training, optimizer: torch.optim.Optimizer, scheduler: Any, *, epochs: int, rank: int = 0,
+        callbacks: Sequence[Callback] = (), save: Callable[[FitState, bool], None] = lambda state, best: None,
         state: FitState | None = None) -> FitState:
-    """Train ``model`` for ``epochs`` epochs (from ``state.epoch`` when resuming).
+    """Train ``training.model`` for ``epochs`` epochs (from ``state.epoch`` when resuming).
 
-    ``class_weights`` (K,) weight each true class in the training loss (see ``losses.cross_entropy``).
     ``save(state, best)`` commits each finished epoch (``best``: the monitored metric improved).
     An epoch whose training loss or weights are not finite is not saved: the run stops with
     ``state.diverged`` and a ``stop_reason`` naming it.
     """
     state = state or FitState()
+    model, train, val = training.model, training.train, training.val
     steps = len(train)
     # fp16 gradients underflow without loss scaling; bf16 and fp32 need none (the scaler is then a no-op).
     # Its scale is not checkpointed: after a resume it re-finds its level within a few steps.
-    scaler = torch.amp.GradScaler(train.device.type, enabled=amp is torch.float16)
+    scaler = torch.amp.GradScaler(train.device.type, enabled=training.amp is torch.float16)
     for cb in callbacks:
         cb.on_train_begin({"epochs": epochs, "steps": steps})
     while state.epoch < epochs and not state.stop_reason:
         epoch = state.epoch
         # dropout and augmentation RNGs for this epoch (and this DDP rank)
-        torch.manual_seed(epoch_generator(seed, epoch, 2 + 2 * rank).initial_seed())
-        aug_gen = epoch_generator(seed, epoch, 1 + 2 * rank)
+        torch.manual_seed(epoch_generator(training.seed, epoch, 2 + 2 * rank).initial_seed())
+        aug_gen = epoch_generator(training.seed, epoch, 1 + 2 * rank)
         for cb in callbacks:
             cb.on_epoch_begin(epoch, steps)
         model.train()
         t0 = time.perf_counter()
         means = RunningMeans(train.device)
         for i, (xb, yb) in enumerate(train.batches(epoch)):
-            loss, logits, target = train_step(model, xb, yb, inputs=inputs, augment=augment, aug_gen=aug_gen,
-                                              optimizer=optimizer, scaler=scaler, amp=amp,
-                                              label_smoothing=label_smoothing, class_weights=class_weights)
+            loss, logits, target = train_step(training, xb, yb, aug_gen, optimizer, scaler)
             scheduler.step()
             state.step += 1
             means.add(loss, predicted_class(logits.detach()), hard_labels(target))
@@ -154,7 +165,8 @@ def fit(model: torch.nn.Module, train: BatchLoader, val: BatchLoader | None, *, 
                 cb.on_batch_end(i, means)  # lazy: read only by a callback that needs the numbers now
         logs = means.reduce().as_dict()
         if val is not None and math.isfinite(logs["loss"]):
-            logs.update({f"val_{k}": v for k, v in evaluate_loss(model, val, inputs, amp, label_smoothing).items()})
+            logs.update({f"val_{k}": v for k, v in evaluate_loss(model, val, training.inputs, training.amp,
+                                                                 training.label_smoothing).items()})
         broken = _not_finite(logs, model)  # one host sync per epoch, none per step
         if broken:
             state.stop_reason, state.diverged = _diverged_reason(broken, epoch), True
@@ -173,24 +185,23 @@ def fit(model: torch.nn.Module, train: BatchLoader, val: BatchLoader | None, *, 
     return state
 
 
-def train_step(model: torch.nn.Module, xb: torch.Tensor, yb: torch.Tensor, *, inputs: Any, augment: Callable | None,
-               aug_gen: torch.Generator, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
-               amp: torch.dtype | None, label_smoothing: float = 0.0,
-               class_weights: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One optimizer step on one batch: augment -> model -> loss -> backward -> step.
+def train_step(training: Training, xb: torch.Tensor, yb: torch.Tensor, aug_gen: torch.Generator,
+               optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One optimizer step of ``training.model`` on one batch: augment -> model -> loss -> backward -> step.
 
     ``xb`` (B,C,H,W) uint8 (or ready features), ``yb`` (B,) labels; returns (loss, logits (B,1|K),
     target (B,) or soft (B,K)).  The schedule is the caller's: ``fit`` steps it after each batch,
     the learning-rate range test sets the rate itself.
     """
-    x = inputs.scale(xb)  # (B,C,H,W) float in [0,1]
+    x = training.inputs.scale(xb)  # (B,C,H,W) float in [0,1]
     target = yb
-    if augment is not None:
-        x, target = augment(x, yb, aug_gen)  # target: (B,) or soft (B,K) for mixup/cutmix
-    x = inputs.normalize(x)
-    with autocast(xb.device, amp):
-        logits = model(x)
-    loss = cross_entropy(logits, target, label_smoothing, class_weights)
+    if training.augment is not None:
+        x, target = training.augment(x, yb, aug_gen)  # target: (B,) or soft (B,K) for mixup/cutmix
+    x = training.inputs.normalize(x)
+    with autocast(xb.device, training.amp):
+        logits = training.model(x)
+    loss = cross_entropy(logits, target, training.label_smoothing, training.class_weights)
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
     scaler.step(optimizer)  # skips the step if fp16 gradients overflowed

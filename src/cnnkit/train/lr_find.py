@@ -39,10 +39,10 @@ import torch
 from torch import nn
 
 from cnnkit.config import OptimConfig
-from cnnkit.data.loader import BatchLoader, epoch_generator
+from cnnkit.data.loader import epoch_generator
 from cnnkit.errors import ConfigError
 from cnnkit.io import finite_json
-from cnnkit.train.loop import train_step
+from cnnkit.train.loop import Training, train_step
 from cnnkit.train.optim import build_optimizer
 
 __all__ = ["DIVERGE", "END_LR", "LRFind", "MAX_STEPS", "START_LR", "Sweep", "geometric_median", "lr_range_test",
@@ -197,7 +197,8 @@ def suggest_lr(lrs: Any, losses: Any, rule: str = "valley") -> tuple[float, str,
         first, last = valley_index(smoothed)
         if last - first + 1 >= max(2, MIN_VALLEY * n):
             # the middle of the stretch in log lr: the rates are evenly spaced there
-            return float(np.sqrt(lrs[first] * lrs[last])), "valley of the smoothed loss: the middle of its longest descent", smoothed
+            how = "valley of the smoothed loss: the middle of its longest descent"
+            return float(np.sqrt(lrs[first] * lrs[last])), how, smoothed
     elif rule != "minimum":
         raise ConfigError(f"unknown suggestion rule {rule!r}: valley, steepest or minimum")
     at = float(lrs[int(np.argmin(smoothed))])
@@ -247,22 +248,21 @@ def _unit_groups(model: nn.Module, groups: list[dict]) -> list[dict]:
     return out
 
 
-def lr_range_test(model: nn.Module, loader: BatchLoader, *, inputs: Any, augment: Callable | None,
-                  groups: list[dict], optim: OptimConfig, amp: torch.dtype | None, label_smoothing: float = 0.0,
-                  class_weights: torch.Tensor | None = None, seed: int = 0, start: float = START_LR,
+def lr_range_test(training: Training, groups: list[dict], optim: OptimConfig, *, start: float = START_LR,
                   end: float = END_LR, steps: int | None = None, sweeps: int = 1, rule: str = "valley",
                   on_step: Callable[[int, int], None] | None = None) -> LRFind:
-    """Run ``sweeps`` range tests on copies of ``model`` and suggest a learning rate.
+    """Run ``sweeps`` range tests on copies of ``training.model`` and suggest a learning rate.
 
-    ``model`` is what the loop trains (the head in features mode), ``loader``/``inputs``/``augment``
-    what ``fit`` gets; ``groups`` the run's parameter groups built at unit rate (``param_groups(1.0)``:
-    each group's ``lr`` is its scale, e.g. 0.1 for a fine-tuned backbone); ``optim`` the optimizer
-    settings (its ``lr`` and schedule are ignored: the sweep sets the rate).  ``on_step(done, total)``
-    is called after each step (a progress bar).  ``model``, its parameters and buffers, and the
-    global random state are as they were afterwards.
+    ``training`` is what ``fit`` would run (the head in features mode; its ``val`` is not used);
+    ``groups`` the model's parameter groups at unit rate (``param_groups(1.0)``: each group's ``lr``
+    is its scale, e.g. 0.1 for a fine-tuned backbone) - groups with none of the trained parameters
+    are dropped; ``optim`` the optimizer settings (its ``lr`` and schedule are ignored: the sweep
+    sets the rate).  ``on_step(done, total)`` is called after each step (a progress bar).  The
+    model, its parameters and buffers, and the global random state are as they were afterwards.
     """
     if sweeps < 1:
         raise ConfigError(f"the learning-rate range test needs at least one sweep, not {sweeps}")
+    loader = training.train
     if len(loader) == 0:
         raise ConfigError("the learning-rate range test has no training batches")
     n = sweep_steps(len(loader), steps)
@@ -271,24 +271,22 @@ def lr_range_test(model: nn.Module, loader: BatchLoader, *, inputs: Any, augment
     done: list[Sweep] = []
     with torch.random.fork_rng(devices=devices):  # dropout draws here leave the run's own stream as it was
         for r in range(sweeps):
-            torch.manual_seed(epoch_generator(seed, SWEEP_EPOCH * (r + 1), 2).initial_seed())
-            losses, stopped = _sweep(model, loader, lrs, r, inputs=inputs, augment=augment, groups=groups,
-                                     optim=optim, amp=amp, label_smoothing=label_smoothing,
-                                     class_weights=class_weights, seed=seed,
-                                     on_step=(lambda i, r=r: on_step(r * n + i, sweeps * n)) if on_step else None)
+            torch.manual_seed(epoch_generator(training.seed, SWEEP_EPOCH * (r + 1), 2).initial_seed())
+            losses, stopped = _sweep(training, lrs, r, groups, optim,
+                                     (lambda i, r=r: on_step(r * n + i, sweeps * n)) if on_step else None)
             lr, how, smoothed = suggest_lr(lrs[:len(losses)], losses, rule)
             done.append(Sweep(tuple(float(v) for v in lrs[:len(losses)]), tuple(losses),
                               tuple(float(v) for v in smoothed), lr, how, stopped))
     suggestion = round_lr(geometric_median([s.suggestion for s in done]))
-    method = done[0].method + (f", geometric median of {sweeps} sweeps over their own batch orders" if sweeps > 1 else "")
+    median = f", geometric median of {sweeps} sweeps over their own batch orders" if sweeps > 1 else ""
+    method = done[0].method + median
     return LRFind(done[0].lrs, done[0].losses, done[0].smoothed, suggestion, method, tuple(done), start, end)
 
 
-def _sweep(model: nn.Module, loader: BatchLoader, lrs: np.ndarray, r: int, *, inputs: Any, augment: Callable | None,
-           groups: list[dict], optim: OptimConfig, amp: torch.dtype | None, label_smoothing: float,
-           class_weights: torch.Tensor | None, seed: int,
+def _sweep(training: Training, lrs: np.ndarray, r: int, groups: list[dict], optim: OptimConfig,
            on_step: Callable[[int], None] | None) -> tuple[list[float], str]:
-    """One sweep on a fresh copy of ``model``: (loss at each step taken, why it stopped)."""
+    """One sweep on a fresh copy of ``training.model``: (loss at each step taken, why it stopped)."""
+    model, loader = training.model, training.train
     work = copy.deepcopy(model)  # the run's model keeps its own initial weights and BatchNorm statistics
     work.train()
     mapping = {id(p): q for p, q in zip(model.parameters(), work.parameters())}
@@ -296,22 +294,21 @@ def _sweep(model: nn.Module, loader: BatchLoader, lrs: np.ndarray, r: int, *, in
     scales = [float(g.get("lr", 1.0)) for g in mine]
     optimizer = build_optimizer([{**g, "lr": s * lrs[0]} for g, s in zip(mine, scales)],
                                 _with_lr(optim, float(lrs[0])))
-    scaler = torch.amp.GradScaler(loader.device.type, enabled=amp is torch.float16)
+    scaler = torch.amp.GradScaler(loader.device.type, enabled=training.amp is torch.float16)
+    step = dataclasses.replace(training, model=work)
     losses: list[float] = []
     running, lowest = 0.0, math.inf
     epoch = SWEEP_EPOCH * r
     whole = len(loader) > 1  # skip an epoch's short last batch: its loss is noisier than the others'
     while True:
-        aug_gen = epoch_generator(seed, epoch, 1)
+        aug_gen = epoch_generator(training.seed, epoch, 1)
         for xb, yb in loader.batches(epoch):
             if whole and len(yb) < loader.batch_size:
                 continue
             i = len(losses)
             for g, s in zip(optimizer.param_groups, scales):
                 g["lr"] = s * float(lrs[i])
-            loss, _, _ = train_step(work, xb, yb, inputs=inputs, augment=augment, aug_gen=aug_gen,
-                                    optimizer=optimizer, scaler=scaler, amp=amp, label_smoothing=label_smoothing,
-                                    class_weights=class_weights)
+            loss, _, _ = train_step(step, xb, yb, aug_gen, optimizer, scaler)
             value = float(loss.detach())  # one host sync per step: the stop rule needs it now
             losses.append(value)
             if on_step is not None:

@@ -101,7 +101,8 @@ def restore(run_dir: Path, model: Any, optimizer: Any, scheduler: Any, cbs: Sequ
     scheduler.load_state_dict(state["scheduler"])
     for cb, sd in zip(cbs, state["callbacks"]):
         cb.load_state_dict(sd)
-    return FitState(epoch=state["epoch"], step=state["step"], stop_reason=state["stop_reason"], logs=list(state["logs"]))
+    return FitState(epoch=state["epoch"], step=state["step"], stop_reason=state["stop_reason"],
+                    logs=list(state["logs"]))
 
 
 def resume_note(run_dir: Path, state: FitState, epochs: int) -> str:

@@ -22,7 +22,8 @@ def first_conv(model: nn.Module) -> tuple[str, nn.Conv2d]:
     for name, module in model.named_modules():
         if isinstance(module, nn.Conv2d):
             return name, module
-    raise ConfigError(f"{type(model).__name__} has no convolution layer (a dense model such as 'mlp' has no filters to show)")
+    raise ConfigError(f"{type(model).__name__} has no convolution layer "
+                      f"(a dense model such as 'mlp' has no filters to show)")
 
 
 def filter_weights(model: nn.Module) -> np.ndarray:
@@ -54,7 +55,8 @@ def grid_columns(n: int) -> int:
 def _label_grid(ax, n: int, cols: int, h: int, w: int, pad: int, what: str) -> None:
     """Tick labels that number the tiles: the tile at row label R and column label +C is number R + C."""
     rows = max(1, math.ceil(n / cols))
-    ax.set_xticks([c * (w + pad) + (w - 1) / 2 for c in range(min(cols, n))], labels=[f"+{c}" for c in range(min(cols, n))])
+    ax.set_xticks([c * (w + pad) + (w - 1) / 2 for c in range(min(cols, n))],
+                  labels=[f"+{c}" for c in range(min(cols, n))])
     ax.set_yticks([r * (h + pad) + (h - 1) / 2 for r in range(rows)], labels=[str(r * cols) for r in range(rows)])
     ax.tick_params(length=0, labelsize=8)
     ax.set_xlabel(f"{what} number = row label + column label", fontsize=8)
@@ -107,7 +109,8 @@ def find_layer(model: nn.Module, name: str, all_up_to: int = 24, convs_shown: in
         close = difflib.get_close_matches(name or "", names, n=3, cutoff=0.6)
         hint = f"did you mean {', '.join(close)}? " if close else ""
         if len(names) <= all_up_to:
-            raise ConfigError(f"layer {name!r} is not in the model; {hint}its layers are: {', '.join(layer_names(model))}")
+            raise ConfigError(f"layer {name!r} is not in the model; "
+                              f"{hint}its layers are: {', '.join(layer_names(model))}")
         # a backbone has hundreds of layers: show the last convolutions (the usual choice), not all of them
         convs = [f"{n} (Conv2d)" for n, m in modules.items() if isinstance(m, nn.Conv2d)][-convs_shown:]
         raise ConfigError(f"layer {name!r} is not in the model; {hint}its last {len(convs)} convolutions are: "

@@ -21,6 +21,7 @@ from matplotlib.figure import Figure
 
 from cnnkit.config import RunConfig, load_run_config
 from cnnkit.data.types import ImageSet
+from cnnkit.evaluate.evaluate import Evaluation
 from cnnkit.errors import CheckpointError, CnnkitError, ConfigError
 from cnnkit.io import atomic_write_text
 from cnnkit.inference.checkpoint import Checkpoint, load_checkpoint
@@ -28,7 +29,6 @@ from cnnkit.run_folder import AUTO, CONFIG, CURVES, HISTORY_JSON, METRICS, REPOR
 
 log = logging.getLogger("cnnkit")
 
-Evaluation = tuple[dict, np.ndarray, ImageSet]  # (metrics, probs (N,K), evaluated images), as evaluate() returns
 
 _STYLE = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto; max-width: 1100px;
@@ -103,7 +103,8 @@ def _metric_rows(metrics: dict) -> list[tuple[str, Any]]:
     rows += [("loss (cross-entropy)", f"{metrics['loss']:.4f}"), ("macro F1", f"{metrics['macro_f1']:.4f}")]
     if "ece" in metrics:
         rows += [("calibration temperature", f"{metrics['temperature']:.3f}"),
-                 ("ECE (calibrated)", f"{metrics['ece']:.4f}"), ("ECE (uncalibrated)", f"{metrics['ece_uncalibrated']:.4f}")]
+                 ("ECE (calibrated)", f"{metrics['ece']:.4f}"),
+                 ("ECE (uncalibrated)", f"{metrics['ece_uncalibrated']:.4f}")]
     if metrics.get("min_confidence") is not None:
         rows.append(("suggested --min-confidence", f"{metrics['min_confidence']:.4f}"))
     if metrics.get("class_weights"):
@@ -119,13 +120,15 @@ def _reliability_section(probs: np.ndarray, labels: np.ndarray) -> str:
                                                            "reliability diagram"))
 
 
-def _curves_uri(run_dir: Path, history: list[dict], title: str) -> str | None:
-    if (run_dir / CURVES).is_file():
-        return png_data_uri((run_dir / CURVES).read_bytes())
-    if history:
-        from cnnkit.visualize.curves import plot_curves
+def _curves_section(run_dir: Path, history: list[dict], title: str) -> str | None:
+    """curves.png (else the curves drawn from the history now): every logged metric per epoch."""
+    from cnnkit.visualize.curves import drawn_curves, plot_curves
 
-        return figure_data_uri(plot_curves(history, title))
+    alt = ", ".join(c.title for c in drawn_curves(history)) + " per epoch"
+    if (run_dir / CURVES).is_file():
+        return _img(png_data_uri((run_dir / CURVES).read_bytes()), alt)
+    if history:
+        return _img(figure_data_uri(plot_curves(history, title)), alt)
     return None
 
 
@@ -171,24 +174,25 @@ def _gradcam_section(ckpt: Checkpoint, probs: np.ndarray, data: ImageSet, wrong:
 
 def _label_issues_section(run_dir: Path, cfg: RunConfig | None, evaluation: Evaluation | None, n: int) -> str:
     """The top suspects of ``label_issues.csv`` as pictures, or a note saying why there are none."""
-    from cnnkit.evaluate.label_issues import LABEL_ISSUES, read_issues
+    from cnnkit.data.issues_table import LABEL_ISSUES, read_issues_file
     from cnnkit.data.sources import image_folder
     from cnnkit.visualize.label_issues import THUMBNAIL, issue_thumbnails, plot_label_issues
 
     path = run_dir / LABEL_ISSUES
     if not path.is_file():
         return f"<p class=note>No {LABEL_ISSUES} in this run folder (trained with --label-issues off).</p>"
-    rows = read_issues(path.read_text(encoding="utf-8"))
+    rows = read_issues_file(path)
     cv = cfg is not None and cfg.model.transfer == "features"
     how = (f"training and validation images scored by a {cfg.train.label_folds}-fold cross-validated linear head "
            "on the cached features, test images by the final model" if cv else
            "validation and test images scored by the final calibrated model (training images are scored "
            "only with --transfer features)")
     if not rows:
-        return f"<p class=note>No suspected label errors: every scored image's most probable class is its label ({how}).</p>"
+        return ("<p class=note>No suspected label errors: every scored image's most probable class is its label "
+                f"({how}).</p>")
     top = rows[:n]
-    data = evaluation[2] if evaluation is not None else None
-    split = evaluation[0].get("split") if evaluation is not None else None
+    data = evaluation.images if evaluation is not None else None
+    split = evaluation.split if evaluation is not None else None
     root = image_folder(cfg.data) if cfg is not None else None  # file names in the CSV are relative to it
     size, channels = (data.image_size, data.channels) if data is not None else (THUMBNAIL, 3)
     images, found = issue_thumbnails(top, root, data, split, size, channels)
@@ -262,7 +266,7 @@ def render_report(run_dir: str | Path, data_source: str | None = None, evaluatio
     note = ""
     if evaluation is None:
         evaluation, note = _evaluate_run(run_dir, cfg, data_source)
-    metrics = evaluation[0] if evaluation is not None else None
+    metrics = evaluation.metrics if evaluation is not None else None
     if metrics is None and (run_dir / METRICS).is_file():
         metrics = json.loads((run_dir / METRICS).read_text())
     title = f"{cfg.model.name} on {Path(cfg.data.source).name}"
@@ -279,9 +283,9 @@ def render_report(run_dir: str | Path, data_source: str | None = None, evaluatio
     if choice:
         parts += ["<h2>Automatic choice</h2>", f"<p>{html.escape(choice['line'].removeprefix('cnnkit: auto: '))}</p>"]
 
-    curves = _curves_uri(run_dir, history, title)
+    curves = _curves_section(run_dir, history, title)
     if curves:
-        parts += ["<h2>Training curves</h2>", _img(curves, "accuracy and loss per epoch")]
+        parts += ["<h2>Training curves</h2>", curves]
     if metrics:
         parts += ["<h2>Metrics</h2>", _table(_metric_rows(metrics)), "<h3>Per class</h3>", _per_class_table(metrics),
                   "<h2>Confusion matrix</h2>",
@@ -290,11 +294,12 @@ def render_report(run_dir: str | Path, data_source: str | None = None, evaluatio
                       title=f"{metrics.get('split', '')} accuracy {metrics['accuracy']:.4f}")), "confusion matrix"))]
     ckpt = _safe_checkpoint(run_dir)
     if evaluation is not None:
-        _, probs, data = evaluation
+        probs, data = evaluation.probs, evaluation.images
         wrong = most_wrong(probs, data.labels, n_wrong)
         parts += ["<h2>Calibration</h2>", _safe("reliability diagram", _reliability_section, probs, data.labels),
                   "<h2>Sample images</h2>",
-                  _safe("samples", lambda: _img(figure_data_uri(plot_samples(data, 16, title="evaluated images")), "samples")),
+                  _safe("samples",
+                        lambda: _img(figure_data_uri(plot_samples(data, 16, title="evaluated images")), "samples")),
                   "<h2>Most-wrong images</h2>",
                   "<p class=note>Highest cross-entropy first: confident mistakes, possible label errors.</p>",
                   _safe("most-wrong images", lambda: _img(figure_data_uri(plot_most_wrong(data, wrong)), "most wrong")),
@@ -305,7 +310,8 @@ def render_report(run_dir: str | Path, data_source: str | None = None, evaluatio
                   _safe("Grad-CAM", _gradcam_section, ckpt, probs, data, wrong, n_cam)]
     parts += ["<h2>First-layer filters</h2>", _safe("filters", _filters_section, ckpt)]
     body = "\n".join(parts)
-    return (f"<!DOCTYPE html>\n<html lang=en><head><meta charset=utf-8><title>{html.escape(title)} - cnnkit report</title>"
+    return (f"<!DOCTYPE html>\n<html lang=en><head><meta charset=utf-8>"
+            f"<title>{html.escape(title)} - cnnkit report</title>"
             f"<style>{_STYLE}</style></head><body>\n{body}\n</body></html>\n")
 
 
@@ -313,7 +319,7 @@ def write_report(run_dir: str | Path, data_source: str | None = None, *, evaluat
     """Write ``run_dir/report.html`` and return its path.
 
     ``data_source`` re-evaluates the best checkpoint on other data (default: the run's own data,
-    same split as the run's final evaluation).  ``evaluation`` = (metrics, probs, images) skips
+    same split as the run's final evaluation).  ``evaluation`` (an :class:`~cnnkit.evaluate.evaluate.Evaluation`) skips
     that evaluation; training passes what it has just computed.
     """
     run_dir = Path(run_dir)

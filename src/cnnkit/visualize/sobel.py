@@ -96,5 +96,6 @@ def plot_sobel(image: np.ndarray, result: dict[str, np.ndarray] | None = None, t
         fig.colorbar(im, ax=ax, shrink=0.8, extend="both" if vmin < 0 else "max")
     for ax in axes:
         ax.set_axis_off()
-    fig.suptitle(title or "Sobel filters as a convolution: conv2d(grey image, 3×3 kernels [-1 0 1; -2 0 2; -1 0 1] and its transpose)")
+    fig.suptitle(title or "Sobel filters as a convolution: conv2d(grey image, 3×3 kernels [-1 0 1; -2 0 2; -1 0 1] "
+                          "and its transpose)")
     return fig

@@ -454,11 +454,29 @@ function refreshQueue() {
 }
 
 // ------------------------------------------------------------------ curves (canvas)
+const SERIES_COLOURS = { train: "#2f6fdf", validation: "#e0742b" };
+
+// one canvas per curve the server declares (/api/info "curves"), id PREFIX-<its first key>: curve-acc, ...
+function curveCanvases(box, prefix, width, height) {
+  const curves = (state.info && state.info.curves) || [];
+  if (box.childElementCount !== curves.length) {
+    box.replaceChildren(...curves.map((c) => el("figure", {},
+      el("canvas", { id: `${prefix}-${c.series[0][0]}`, width, height, dataset: { points: "0" } }),
+      el("figcaption", {}, `${c.title} per epoch`))));
+  }
+  return curves.map((c) => [$(`${prefix}-${c.series[0][0]}`), c]);
+}
+
+function drawCurveSet(box, prefix, width, height, rows, live, total) {
+  for (const [canvas, c] of curveCanvases(box, prefix, width, height)) {
+    const series = c.series.map(([key, label]) => [key, label, SERIES_COLOURS[label]]);
+    drawChart(canvas, rows, series, live, c.series[0][0], c.limits, total);
+  }
+}
+
 function drawCurves() {
-  const rows = state.history.slice();
   const total = state.job && state.job.epochs;  // the x axis spans the whole run while it grows
-  drawChart($("curve-acc"), rows, [["acc", "train", "#2f6fdf"], ["val_acc", "validation", "#e0742b"]], state.live, "acc", [0, 1], total);
-  drawChart($("curve-loss"), rows, [["loss", "train", "#2f6fdf"], ["val_loss", "validation", "#e0742b"]], state.live, "loss", null, total);
+  drawCurveSet($("curves"), "curve", 350, 220, state.history.slice(), state.live, total);
 }
 
 function drawChart(canvas, rows, series, live, liveKey, fixed, epochs) {
@@ -541,8 +559,7 @@ async function loadReview() {
     const run = await api(runUrl());
     renderAuto($("review-auto"), run.auto);
     const rows = run.history || [];
-    drawChart($("review-acc"), rows, [["acc", "train", "#2f6fdf"], ["val_acc", "validation", "#e0742b"]], null, "acc", [0, 1]);
-    drawChart($("review-loss"), rows, [["loss", "train", "#2f6fdf"], ["val_loss", "validation", "#e0742b"]], null, "loss");
+    drawCurveSet($("review-curves"), "review", 420, 200, rows, null);
     const ev = await api(runUrl("/evaluation"));
     $("metrics").textContent = `${run.model} on ${run.data}: ${ev.split} accuracy ${pct(ev.accuracy)} on ${ev.n} images, ` +
       `loss ${num(ev.loss)}, macro F1 ${num(ev.macro_f1, 3)}; ${run.epochs}/${run.epochs_planned} epochs (${run.state})`;
@@ -716,6 +733,7 @@ async function start() {
   try {
     const info = await api("/api/info");
     state.info = info;
+    curveCanvases($("curves"), "curve", 350, 220);  // empty until a job's first epoch
     $("model").replaceChildren(...info.models.map((m) => el("option",
       { value: m, ...(m === info.default_model ? { selected: "" } : {}) }, m === "auto" ? "auto (recommended)" : m)));
     $("augment").replaceChildren(...info.augment.map((a) => el("option", {}, a)));

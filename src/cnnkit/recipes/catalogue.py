@@ -1,37 +1,26 @@
-"""Tutorial recipes: the Keras/TensorFlow CNN tutorials, each runnable end to end by name.
+"""The recipe catalogue: the Keras/TensorFlow CNN tutorials (and cnnkit's own speed runs) as data.
 
-A recipe is data - a frozen :class:`Recipe` in the plain dict :data:`RECIPES` - holding two
-complete :class:`~cnnkit.config.RunConfig` s:
+A recipe is a frozen :class:`Recipe` holding two complete :class:`~cnnkit.config.RunConfig` s:
 
 * ``config``: the tutorial's own settings (data, model, optimizer, batch size, epochs,
   augmentation) as far as cnnkit's models and options express them;
 * ``fast``: the same task the modern way (Adam with a one-cycle schedule, a batch-norm net,
   fewer epochs; a small offline-available backbone for the transfer recipes).
 
-:func:`run_recipe` trains it and returns the measured accuracy next to the figure the tutorial
-reported (``reported``, in percent; ``None`` where the tutorial published none).  ``source``
-says where that figure comes from.  Tutorials often differ from cnnkit in details (layer widths,
-data subset); ``description`` says where.
-
-Data is found as every cnnkit run finds it: the named dataset in ``data_dir`` (``--data-dir``),
-``$CNNKIT_DATA_DIR`` or the dataset cache.  Recipes that need torchvision ImageNet weights check
-the torch hub cache first and stop with one clear line (the file expected, ``--weights PATH``)
-instead of trying a download that cannot succeed offline.
+``reported`` is the figure the tutorial published (percent; ``None`` where it published none) and
+``source`` says where it comes from.  Tutorials often differ from cnnkit in details (layer widths,
+data subset); ``description`` says where.  Adding a recipe is one more entry in :data:`TUTORIALS`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
-import time
 from dataclasses import dataclass, replace
-from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
-from cnnkit.config import (AugmentConfig, DataConfig, ModelConfig, OptimConfig, RunConfig, TrainConfig, dotted_keys,
-                           override, with_given)
-from cnnkit.data.types import DataSplits
-from cnnkit.errors import ConfigError, DataError, WeightsError
+from cnnkit.config import AugmentConfig, DataConfig, ModelConfig, OptimConfig, RunConfig, TrainConfig
+
+__all__ = ["RECIPES", "RUNS_ROOT", "Recipe", "SPEEDRUNS", "TUTORIALS"]
 
 RUNS_ROOT = "runs/recipes"
 
@@ -103,10 +92,22 @@ LITE0_FAST = dict(data=CATS_224, model=ModelConfig(name="efficientnet_lite0", tr
                   optim=_modern(), epochs=10, batch=64)
 
 
-def _recipes() -> dict[str, Recipe]:
-    r: list[Recipe] = []
+# ----------------------------------------------------------------------------- the tutorials
 
-    r.append(Recipe(
+CNN6 = ("The Keras CIFAR-10 tutorial's createModel() net (model cifar-cnn: three blocks of a 'same' and a "
+        "valid 3x3 convolution 32-64-64, each with MaxPool 2 and Dropout .25, Dense 512 - Dropout .5; 276,138 "
+        "parameters) on CIFAR-10 with the Keras example's RMSprop 1e-4, time decay 1e-6 and batch 32, 50 "
+        "epochs")
+CNN6_FAST = ("Fast: cifar-cnn-bn (every convolution 'same', batch norm), Adam one-cycle with label smoothing "
+             "0.1, batch 256, 15 epochs")
+KERAS_CIFAR = ("Keras examples, cifar10_cnn.py (github.com/keras-team/keras, examples/): 'It gets to 75% "
+               "validation accuracy in 25 epochs, and 79% after 50 epochs' - with its default "
+               "augmentation (shifts 0.1, horizontal flip), its own 4-convolution net and batch 32")
+SCRATCH_EPOCHS = 50
+SOBEL = _run("sobel-demo", DataConfig(source="chelsea"), ModelConfig(), OptimConfig(), 0, 1)
+
+TUTORIALS: tuple[Recipe, ...] = (
+    Recipe(
         name="mnist-mlp",
         description="Keras' mnist_mlp example: its dense net (model mlp: Dense 512 - Dropout .2 - Dense 512 - "
                     "Dropout .2 - softmax; 669,706 parameters) on MNIST, RMSprop (Keras default rate 1e-3), batch "
@@ -117,9 +118,8 @@ def _recipes() -> dict[str, Recipe]:
         data="mnist", reported=98.40, needs=MNIST_NEEDS,
         config=_run("mnist-mlp", MNIST, ModelConfig(name="mlp", dropout=0.2), _keras("rmsprop", 1e-3), 20, 128),
         fast=_run("mnist-mlp", MNIST, ModelConfig(name="mlp"), _modern(), 6, 128, fast=True),
-    ))
-
-    r.append(Recipe(
+    ),
+    Recipe(
         name="fashion-mnist-functional",
         description="TF blog 'Fashion-MNIST with tf.Keras': Conv2D(64,2)-MaxPool-Dropout .3-Conv2D(32,2)-MaxPool-"
                     "Dropout .3-Dense 256-Dropout .5-Dense 10 on 28x28x1 images (the grey channel added), "
@@ -134,40 +134,29 @@ def _recipes() -> dict[str, Recipe]:
                     _keras("adam", 1e-3), 10, 64),
         fast=_run("fashion-mnist-functional", FASHION, ModelConfig(name="cifar-cnn-bn"), _modern(), 10, 128,
                   augment=LIGHT, fast=True),
-    ))
-
-    cnn6 = ("The Keras CIFAR-10 tutorial's createModel() net (model cifar-cnn: three blocks of a 'same' and a "
-            "valid 3x3 convolution 32-64-64, each with MaxPool 2 and Dropout .25, Dense 512 - Dropout .5; 276,138 "
-            "parameters) on CIFAR-10 with the Keras example's RMSprop 1e-4, time decay 1e-6 and batch 32, 50 "
-            "epochs")
-    cnn6_fast = ("Fast: cifar-cnn-bn (every convolution 'same', batch norm), Adam one-cycle with label smoothing "
-                 "0.1, batch 256, 15 epochs")
-    keras_cifar = ("Keras examples, cifar10_cnn.py (github.com/keras-team/keras, examples/): 'It gets to 75% "
-                   "validation accuracy in 25 epochs, and 79% after 50 epochs' - with its default "
-                   "augmentation (shifts 0.1, horizontal flip), its own 4-convolution net and batch 32")
-    r.append(Recipe(
+    ),
+    Recipe(
         name="cifar10-cnn6",
-        description=f"{cnn6}, no augmentation (compare cifar10-cnn6-augment). {cnn6_fast}.",
-        source=f"not published: {keras_cifar}; it gives no figure without augmentation.",
+        description=f"{CNN6}, no augmentation (compare cifar10-cnn6-augment). {CNN6_FAST}.",
+        source=f"not published: {KERAS_CIFAR}; it gives no figure without augmentation.",
         data="cifar10", reported=None, needs=CIFAR_NEEDS,
         config=_run("cifar10-cnn6", CIFAR10, ModelConfig(name="cifar-cnn"), _keras("rmsprop", 1e-4, decay=1e-6),
                     50, 32),
         fast=_run("cifar10-cnn6", CIFAR10, ModelConfig(name="cifar-cnn-bn"), _modern(label_smoothing=0.1), 15, 256,
                   fast=True),
-    ))
-    r.append(Recipe(
+    ),
+    Recipe(
         name="cifar10-cnn6-augment",
-        description=f"{cnn6}, with Keras' augmentation: width/height shifts 0.1 and horizontal flips. {cnn6_fast}, "
+        description=f"{CNN6}, with Keras' augmentation: width/height shifts 0.1 and horizontal flips. {CNN6_FAST}, "
                     "light preset.",
-        source=f"{keras_cifar}.",
+        source=f"{KERAS_CIFAR}.",
         data="cifar10", reported=79.0, needs=CIFAR_NEEDS,
         config=_run("cifar10-cnn6-augment", CIFAR10, ModelConfig(name="cifar-cnn"),
                     _keras("rmsprop", 1e-4, decay=1e-6), 50, 32, augment=SHIFT_FLIP),
         fast=_run("cifar10-cnn6-augment", CIFAR10, ModelConfig(name="cifar-cnn-bn"), _modern(label_smoothing=0.1),
                   15, 256, augment=LIGHT, fast=True),
-    ))
-
-    r.append(Recipe(
+    ),
+    Recipe(
         name="cifar10-mlp-vs-cnn",
         description="The MLP-vs-CNN comparison on CIFAR-10 and its fix: trains mlp, cifar-cnn (no batch norm) and "
                     "cifar-cnn-bn (batch norm + dropout) with the same settings and prints all three. The original "
@@ -180,15 +169,13 @@ def _recipes() -> dict[str, Recipe]:
         config=_run("cifar10-mlp-vs-cnn", CIFAR10, ModelConfig(name="mlp"), _keras("rmsprop", 1e-4, decay=1e-6),
                     20, 256),
         fast=_run("cifar10-mlp-vs-cnn", CIFAR10, ModelConfig(name="mlp"), _modern(), 10, 256, fast=True),
-    ))
-
-    scratch_epochs = 50
-    r.append(Recipe(
+    ),
+    Recipe(
         name="cats-dogs-scratch",
         description="The KDnuggets cats-vs-dogs convnet from scratch (model catdog-cnn: 'same' 3x3 convolutions "
                     "32-32-64 each with MaxPool 2, Dropout .25, Dense 64 - Dropout .5 - Dense 2 softmax; 1,355,938 "
                     "parameters) at 150x150, trained as the tutorial does: SGD 0.01, momentum 0.9, Keras time decay "
-                    f"lr/epochs ({0.01 / scratch_epochs:g} for its {scratch_epochs} epochs), binary cross-entropy over "
+                    f"lr/epochs ({0.01 / SCRATCH_EPOCHS:g} for its {SCRATCH_EPOCHS} epochs), binary cross-entropy over "
                     "the two softmax outputs (for one-hot pairs the same number as cnnkit's cross-entropy), batch 32, "
                     "early stopping on validation loss with patience 2. Fast: cifar-cnn-bn with the standard "
                     "augmentation, Adam one-cycle, 25 epochs.",
@@ -197,11 +184,11 @@ def _recipes() -> dict[str, Recipe]:
                "3,000-image cats_and_dogs_filtered subset (2,000 train / 1,000 validation), so expect less.",
         data="cats-vs-dogs", reported=89.4, needs=CATS_NEEDS,
         config=_run("cats-dogs-scratch", CATS_150, ModelConfig(name="catdog-cnn"),
-                    _keras("sgd", 0.01, decay=0.01 / scratch_epochs), scratch_epochs, 32, patience=2),
+                    _keras("sgd", 0.01, decay=0.01 / SCRATCH_EPOCHS), SCRATCH_EPOCHS, 32, patience=2),
         fast=_run("cats-dogs-scratch", CATS_150, ModelConfig(name="cifar-cnn-bn"), _modern(2e-3, 0.1), 25, 32,
                   augment=STANDARD, fast=True),
-    ))
-    r.append(Recipe(
+    ),
+    Recipe(
         name="cats-dogs-augment",
         description="Chollet's small convnet with augmentation (model chollet-cnn: valid 3x3 convolutions 32-32-64 "
                     "each with MaxPool 2, Dense 64 - Dropout .5 - Dense 1 sigmoid; 1,212,513 parameters): shear "
@@ -217,12 +204,12 @@ def _recipes() -> dict[str, Recipe]:
                                           height_shift_range=0.2, horizontal_flip=True)),
         fast=_run("cats-dogs-augment", CATS_150, ModelConfig(name="cifar-cnn-bn"), _modern(2e-3, 0.1), 25, 32,
                   augment=AugmentConfig(preset="strong"), fast=True),
-    ))
-
-    r.append(Recipe(
+    ),
+    Recipe(
         name="cats-dogs-vgg16-bottleneck",
         description="Chollet's bottleneck features: VGG16's convolutional base (model vgg16; ImageNet weights, "
-                    "frozen) run once at 150x150, its flattened block5_pool output (4x4x512) fed to Dense 256 - Dropout .5 - sigmoid; "
+                    "frozen) run once at 150x150, its flattened block5_pool output (4x4x512) fed to Dense 256 - "
+                    "Dropout .5 - sigmoid; "
                     "RMSprop 1e-3, batch 16, 50 epochs. Fast: EfficientNet-Lite0 (model efficientnet_lite0) features "
                     "at 224 px, linear head, "
                     "Adam one-cycle, 10 epochs.",
@@ -233,8 +220,8 @@ def _recipes() -> dict[str, Recipe]:
                     ModelConfig(name="vgg16", transfer="features", pretrained=True, head=(256,), head_dropout=0.5),
                     _keras("rmsprop", 1e-3), 50, 16),
         fast=_run("cats-dogs-vgg16-bottleneck", fast=True, **LITE0_FAST),
-    ))
-    r.append(Recipe(
+    ),
+    Recipe(
         name="cats-dogs-inception-mixed7",
         description="The TF course's transfer lab: InceptionV3 (model inception_v3; ImageNet weights, frozen) cut "
                     "at Keras' mixed7 "
@@ -252,9 +239,8 @@ def _recipes() -> dict[str, Recipe]:
                     augment=AugmentConfig(rotation_range=40, width_shift_range=0.2, height_shift_range=0.2,
                                           shear_range=0.2, zoom_range=0.2, horizontal_flip=True)),
         fast=_run("cats-dogs-inception-mixed7", fast=True, **LITE0_FAST),
-    ))
-
-    r.append(Recipe(
+    ),
+    Recipe(
         name="horses-humans-cnn",
         description="The TF course's horses-or-humans convnet at 300x300 (model horses-cnn: five valid 3x3 "
                     "convolutions 16-32-64-64-64 each with MaxPool 2, Dense 512 - Dense 1 sigmoid; 1,704,097 "
@@ -269,9 +255,8 @@ def _recipes() -> dict[str, Recipe]:
                     ModelConfig(name="horses-cnn"), _keras("rmsprop", 1e-3), 15, 128),
         fast=_run("horses-humans-cnn", DataConfig(source="horses-vs-humans", image_size=(150, 150), channels=3),
                   ModelConfig(name="cifar-cnn-bn"), _modern(2e-3, 0.1), 10, 32, augment=STANDARD, fast=True),
-    ))
-
-    r.append(Recipe(
+    ),
+    Recipe(
         name="lenet5-mnist",
         description="LeNet-5 (model lenet5: valid 5x5 convolutions 6-16 each with MaxPool 2, Dense 120-84; 61,706 "
                     "parameters, MNIST's 28x28 padded to the paper's 32x32; ReLU and max pooling where the paper "
@@ -284,19 +269,16 @@ def _recipes() -> dict[str, Recipe]:
         config=_run("lenet5-mnist", MNIST, ModelConfig(name="lenet5"),
                     OptimConfig(name="sgd", lr=0.01, momentum=0.9, schedule="step", step_size=8, gamma=0.1), 20, 64),
         fast=_run("lenet5-mnist", MNIST, ModelConfig(name="lenet5"), _modern(), 6, 128, fast=True),
-    ))
-
-    sobel_cfg = _run("sobel-demo", DataConfig(source="chelsea"), ModelConfig(), OptimConfig(), 0, 1)
-    r.append(Recipe(
+    ),
+    Recipe(
         name="sobel-demo",
         description="Edge detection as a convolution: the Sobel x/y kernels applied with conv2d to scikit-image's "
                     "chelsea photo; writes sobel.png (original, dx, dy, gradient magnitude).",
         source="a demonstration: no accuracy to report.",
         data="chelsea (scikit-image)", reported=None, needs="nothing: scikit-image ships the photo",
-        config=sobel_cfg, fast=sobel_cfg, kind="sobel",
-    ))
-    r += _speedruns()
-    return {recipe.name: recipe for recipe in r}
+        config=SOBEL, fast=SOBEL, kind="sobel",
+    ),
+)
 
 
 def _speedruns() -> list[Recipe]:
@@ -344,183 +326,5 @@ def _speedruns() -> list[Recipe]:
     return recipes
 
 
-RECIPES: dict[str, Recipe] = _recipes()
-
-
-# ----------------------------------------------------------------------------- configuration
-
-
-def get_recipe(name: str) -> Recipe:
-    if name not in RECIPES:
-        raise ConfigError(f"unknown recipe {name!r}; recipes: {', '.join(RECIPES)} (see `cnnkit recipes`)")
-    return RECIPES[name]
-
-
-def apply_overrides(cfg: RunConfig, overrides: Mapping[str, Any] | None) -> RunConfig:
-    """Replace ``section.field`` values (e.g. ``{"train.epochs": 1, "data.image_size": (16, 16)}``):
-    :func:`cnnkit.config.override`, kept under the name recipes have always used."""
-    return override(cfg, overrides or {})
-
-
-def recipe_config(recipe: Recipe, fast: bool = False, data_dir: str | None = None,
-                  overrides: Mapping[str, Any] | None = None) -> RunConfig:
-    """The run configuration of ``recipe``: tutorial or fast settings, then ``data_dir`` and overrides."""
-    cfg = recipe.fast if fast else recipe.config
-    if data_dir:
-        cfg = override(cfg, {"data.data_dir": str(data_dir)})
-    return with_given(override(cfg, overrides or {}), dotted_keys(overrides or {}))  # named: a plan keeps them
-
-
-def _runs(recipe: Recipe, cfg: RunConfig) -> list[tuple[str, float | None, RunConfig]]:
-    """(label, reported %, config) for each training run of the recipe."""
-    if not recipe.compare:
-        return [(cfg.model.name, recipe.reported, cfg)]
-    runs = []
-    for model, reported in recipe.compare:
-        sub = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, name=model),
-                                  train=dataclasses.replace(cfg.train, out=f"{cfg.train.out}/{model}"))
-        runs.append((model, reported, sub))
-    return runs
-
-
-def check_weights(recipe: Recipe, model: ModelConfig) -> None:
-    """Pretrained torchvision backbones: the weight file must be in the torch hub cache (or --weights given).
-
-    Raises :class:`WeightsError` with one line naming the file expected, before any data is loaded.
-    """
-    from cnnkit.models.transfer import BACKBONES, hub_weights_path
-
-    spec = BACKBONES.get(model.name)
-    if spec is None or model.weights or not model.pretrained or spec.pretrained is not None:
-        return  # not a backbone, a local file given, or weights shipped with a package
-    url, cached = hub_weights_path(model.name)
-    if not cached.is_file():
-        raise WeightsError(
-            f"recipe {recipe.name} needs torchvision's {model.name} ImageNet weights, expected at {cached} (not "
-            f"found; recipes do not download): fetch {url} there (or set TORCH_HOME to a folder holding "
-            f"hub/checkpoints/{cached.name}), or pass --weights PATH with a {model.name} state_dict")
-
-
-# ----------------------------------------------------------------------------- running
-
-
-def _load(recipe: Recipe, cfg: RunConfig, splits: DataSplits | None) -> DataSplits:
-    from cnnkit.data import load_data
-    from cnnkit.train.run import model_input_config
-
-    data = model_input_config(cfg).data  # backbones: their input size and RGB
-    if splits is not None:
-        from cnnkit.data.arrays import conform_splits
-
-        return conform_splits(splits, data.image_size, data.channels)  # tiny given splits at the recipe's size
-    try:
-        return load_data(data)
-    except DataError as exc:
-        raise DataError(f"recipe {recipe.name} needs {recipe.needs}. {exc}") from None
-
-
-def _train_row(label: str, reported: float | None, cfg: RunConfig, splits: DataSplits) -> dict[str, Any]:
-    from cnnkit.commands.train import train
-
-    start = time.perf_counter()
-    result = train(cfg, splits=splits)
-    m = result.metrics
-    return {"label": label, "model": cfg.model.name, "reported": reported,
-            "measured": round(100.0 * m["accuracy"], 2) if m else None, "split": m.get("split"), "n": m.get("n"),
-            "epochs": len(result.history), "seconds": round(time.perf_counter() - start, 1),
-            "run_dir": str(result.run_dir) if result.run_dir is not None else None}
-
-
-def _sobel_row(cfg: RunConfig) -> dict[str, Any]:
-    from cnnkit.visualize.figures import save_figure
-    from cnnkit.visualize.sobel import default_image, plot_sobel, sobel
-
-    start = time.perf_counter()
-    image = default_image()  # uint8 (300, 451, 3)
-    result = sobel(image)  # float32 (H, W) maps
-    path = save_figure(plot_sobel(image, result), Path(cfg.train.out) / "sobel.png")
-    return {"label": "sobel", "model": "-", "reported": None, "measured": None, "split": None,
-            "n": 1, "epochs": 0, "seconds": round(time.perf_counter() - start, 1), "run_dir": str(path.parent),
-            "output": str(path), "max_magnitude": round(float(result["magnitude"].max()), 4)}
-
-
-def run_recipe(name: str, fast: bool = False, data_dir: str | None = None,
-               overrides: Mapping[str, Any] | None = None, splits: DataSplits | None = None) -> dict[str, Any]:
-    """Run recipe ``name`` end to end; return measured vs reported accuracy (percent) per training run.
-
-    ``fast`` picks the modern settings; ``data_dir`` is where the named dataset is looked for;
-    ``overrides`` replaces config fields (``{"train.epochs": 1}``); ``splits`` trains on given
-    data instead of loading the recipe's (conformed to its image size and channels).
-
-    Returns ``{"recipe", "variant", "data", "source", "reported", "measured", "seconds", "rows"}``
-    with one row per trained model: label, model, reported, measured, split, n, epochs, seconds,
-    run_dir.  ``reported``/``measured`` at the top are the first row's.
-    """
-    recipe = get_recipe(name)
-    cfg = recipe_config(recipe, fast, data_dir, overrides)
-    start = time.perf_counter()
-    if recipe.kind == "sobel":
-        rows = [_sobel_row(cfg)]
-    else:
-        runs = _runs(recipe, cfg)
-        for _, _, run_cfg in runs:
-            check_weights(recipe, run_cfg.model)
-        data = _load(recipe, cfg, splits)
-        rows = [_train_row(label, reported, run_cfg, data) for label, reported, run_cfg in runs]
-    return {"recipe": recipe.name, "variant": "fast" if fast else "tutorial", "data": recipe.data,
-            "source": recipe.source, "reported": rows[0]["reported"], "measured": rows[0]["measured"],
-            "seconds": round(time.perf_counter() - start, 1), "rows": rows}
-
-
-# ----------------------------------------------------------------------------- text
-
-
-def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}%"
-
-
-def format_results(results: list[dict[str, Any]], sources: bool = True) -> str:
-    """A plain-text table: recipe, variant, model, split, reported, measured, epochs, seconds."""
-    header = ("recipe", "variant", "model", "split", "reported", "measured", "epochs", "seconds")
-    lines = [header]
-    for res in results:
-        for row in res["rows"]:
-            split = f"{row['split']} ({row['n']})" if row.get("split") else "-"
-            lines.append((res["recipe"], res["variant"], row["label"], split, _pct(row["reported"]),
-                          _pct(row["measured"]), str(row["epochs"]), f"{row['seconds']:.1f}"))
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    text = ["  ".join(cell.ljust(w) if i < 4 else cell.rjust(w) for i, (cell, w) in enumerate(zip(line, widths)))
-            for line in lines]
-    if sources:
-        text.append("")
-        for res in results:
-            text.append(f"{res['recipe']}: reported figure: {res['source']}")
-            for row in res["rows"]:
-                if row.get("output"):
-                    text.append(f"{res['recipe']}: wrote {row['output']}")
-    return "\n".join(text)
-
-
-def format_recipe_list(verbose: bool = False) -> str:
-    """One line per recipe (name, data, reported figure); ``verbose`` adds description, source, needs."""
-    width = max(len(n) for n in RECIPES)
-    lines = []
-    for recipe in RECIPES.values():
-        if recipe.kind == "sobel":
-            reported = "nothing (a demo: writes sobel.png)"
-        elif recipe.compare:
-            reported = " vs ".join(f"{m} {_pct(v) if v is not None else '(none)'}" for m, v in recipe.compare)
-        elif recipe.target is not None:
-            reported = f"(no tutorial) target {_pct(recipe.target)}"
-        else:
-            reported = _pct(recipe.reported) if recipe.reported is not None else "not published"
-        lines.append(f"{recipe.name:<{width}}  {recipe.data:<22}  reported {reported}")
-        if verbose:
-            for label, text in (("what", recipe.description), ("source", recipe.source), ("needs", recipe.needs)):
-                lines.append(f"{'':<{width}}  {label}: {text}")
-            lines.append("")
-    return "\n".join(lines).rstrip("\n")
-
-
-__all__ = ["RECIPES", "Recipe", "apply_overrides", "check_weights", "format_recipe_list", "format_results",
-           "get_recipe", "recipe_config", "run_recipe"]
+SPEEDRUNS: tuple[Recipe, ...] = tuple(_speedruns())
+RECIPES: dict[str, Recipe] = {recipe.name: recipe for recipe in (*TUTORIALS, *SPEEDRUNS)}
