@@ -1,13 +1,13 @@
 """A finished run folder's pictures, metrics files and report.
 
 :func:`write_run_outputs` is what every finished training writes (handed to
-:func:`cnnkit.train.train` as its ``finish`` by :func:`cnnkit.commands.train.train`, and called by
+:func:`cnnkit.train.train` as its ``write_outputs`` by :func:`cnnkit.commands.train.train`, and called by
 the automatic default for the model it chose), under the run folder's lock::
 
     metrics.json            final evaluation         confusion_matrix.csv/png
-    curves.png              accuracy and loss curves report.html (cnnkit.visualize.report)
+    curves.png              every logged metric      report.html (cnnkit.visualize.report)
     label_issues.csv        file,split,given,suggested,score: the images whose label out-of-sample
-                            predictions doubt, most suspicious first (cnnkit.evaluate.label_issues)
+                            predictions doubt, most suspicious first (cnnkit.data.issues_table)
     lr_find.png             the range test's curve, when the run was trained with --lr auto
 """
 
@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from cnnkit.config import RunConfig, save_json
+from cnnkit.evaluate.evaluate import Evaluation
 from cnnkit.io import atomic_write_text
 from cnnkit.models.custom import trusted_code
 from cnnkit.phases import phase
@@ -62,7 +63,7 @@ def title(cfg: RunConfig) -> str:
     return f"{cfg.model.name} on {Path(cfg.data.source).name}"
 
 
-def write_report_safely(run_dir: Path, evaluation: tuple) -> None:
+def write_report_safely(run_dir: Path, evaluation: Evaluation) -> None:
     """report.html from the evaluation just made; a failure is a warning, never a lost run."""
     try:
         from cnnkit.visualize.report import write_report
@@ -74,7 +75,7 @@ def write_report_safely(run_dir: Path, evaluation: tuple) -> None:
 
 def write_label_issues(run_dir: Path, rows: list, announce: bool = False) -> Path:
     """``label_issues.csv`` (header only when no label is doubted); ``announce`` says how many rows it has."""
-    from cnnkit.evaluate.label_issues import LABEL_ISSUES, issues_csv
+    from cnnkit.data.issues_table import LABEL_ISSUES, issues_csv
 
     path = Path(run_dir) / LABEL_ISSUES
     atomic_write_text(path, issues_csv(rows))
@@ -94,7 +95,8 @@ def write_evaluation(folder: Path, metrics: dict, prefix: str = "") -> None:
     header = "true\\pred," + ",".join(metrics["classes"])
     rows = [f"{c}," + ",".join(str(v) for v in row) for c, row in zip(metrics["classes"], cm)]
     atomic_write_text(folder / f"{prefix}{CONFUSION_CSV}", "\n".join([header, *rows]) + "\n")
-    fig = plot_confusion_matrix(cm, metrics["classes"], title=f"{metrics.get('split', '')} accuracy {metrics['accuracy']:.4f}")
+    fig = plot_confusion_matrix(cm, metrics["classes"],
+                                title=f"{metrics.get('split', '')} accuracy {metrics['accuracy']:.4f}")
     save_figure(fig, folder / f"{prefix}{CONFUSION_PNG}")
 
 

@@ -1,7 +1,7 @@
 """``cnnkit train`` and ``cnnkit lr-find``: a training run with its pictures, metrics and report.
 
 :func:`train` (public as ``cnnkit.train_model``) trains one explicit config with
-:func:`cnnkit.train.train` and :func:`~cnnkit.commands.outputs.write_run_outputs` as its ``finish``
+:func:`cnnkit.train.train` and :func:`~cnnkit.commands.outputs.write_run_outputs` as its ``write_outputs``
 (called while the run folder is still locked), or, with no model named (``--model auto``), runs
 the automatic default's race (:mod:`cnnkit.commands.auto`), which writes the chosen model's run
 folder the same way.  It sits above both ``cnnkit.train`` and ``cnnkit.visualize``, so training
