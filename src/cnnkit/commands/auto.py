@@ -133,7 +133,7 @@ class Race:
         self.features: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # backbone -> (train, selection) features
         self.seed = cfg.train.seed
         self._runners: dict = {}  # ONNX Runtime sessions by backbone and input shape, kept for every pass
-        self.amp = None  # the autocast dtype train() will use: the features cache is keyed by it
+        self.amp = None  # features are computed in full precision, as training computes them (the cache key)
         # seconds a train() call spends outside its epochs (building, weights, final evaluation):
         # a first guess, then the largest measured
         self.overhead = 3.0
@@ -416,7 +416,6 @@ class Race:
     # ------------------------------------------------------------------ costs
 
     def _backbone(self, backbone: str):
-        from cnnkit import runtime
         from cnnkit.inference.preprocess import ImageInputs
         from cnnkit.models import build_model
         from cnnkit.runtime import select_device
@@ -428,7 +427,6 @@ class Race:
         device = select_device(self.user.train.device)
         model = build_model(model_cfg).to(device).eval()
         inputs = ImageInputs(*model.input_norm, device, False)
-        self.amp = runtime.amp_dtype(device, self.user.train.amp if self.user.train.fast else "off")
         return model, inputs
 
     def _probe_rate(self, backbone: str, model: Any, inputs: Any) -> float:

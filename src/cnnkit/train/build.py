@@ -177,7 +177,9 @@ def loop_parts(cfg: RunConfig, splits: DataSplits, built: Built, env: Env) -> Pa
     from cnnkit.train.features import feature_training, features_cache_dir
 
     cache = features_cache_dir(cfg.data.cache_dir)
-    setup = feature_training(model, splits, built.inputs, env.device, env.amp, cache, cfg.train.batch_size,
+    # features in full precision: what predict, evaluate and serve compute from the saved model (and what
+    # ONNX Runtime runs on a CPU), so a run's reported metrics are theirs
+    setup = feature_training(model, splits, built.inputs, env.device, None, cache, cfg.train.batch_size,
                              cfg.train.eval_batch_size, cfg.train.seed, augment, env.world)
     training = dataclasses.replace(training, model=setup.head, inputs=setup.inputs, train=setup.train, val=setup.val,
                                    augment=None)

@@ -24,6 +24,11 @@ from cnnkit.train.build import Built, Env
 __all__ = ["final_evaluation", "val_logits"]
 
 
+# the final evaluation and the calibration run in full precision, as `cnnkit evaluate`, predict and serve
+# do with the saved model: a run reports the metrics its checkpoint gives (bf16 autocast, where the CPU or
+# GPU has it, only speeds up training)
+EVAL_AMP = None
+
 def val_logits(model: torch.nn.Module, splits: DataSplits, built: Built, env: Env, cfg: RunConfig,
                features_cache: Path | None = None) -> np.ndarray | None:
     """(N,1) or (N,K) logits of the validation images (what the temperature is fitted on), or None.
@@ -34,8 +39,8 @@ def val_logits(model: torch.nn.Module, splits: DataSplits, built: Built, env: En
     if features_cache is not None:
         from cnnkit.train.features import logits_from_features
 
-        return logits_from_features(model, splits.val, built.inputs, env.device, env.amp, features_cache)
-    return predict_logits(model, BatchLoader(splits.val, cfg.train.eval_batch_size, env.device), built.inputs, env.amp)
+        return logits_from_features(model, splits.val, built.inputs, env.device, EVAL_AMP, features_cache)
+    return predict_logits(model, BatchLoader(splits.val, cfg.train.eval_batch_size, env.device), built.inputs, EVAL_AMP)
 
 
 def final_evaluation(model: torch.nn.Module, splits: DataSplits, built: Built, env: Env, cfg: RunConfig,
@@ -58,9 +63,9 @@ def final_evaluation(model: torch.nn.Module, splits: DataSplits, built: Built, e
     elif features_cache is not None and tta is None:
         from cnnkit.train.features import probs_from_features
 
-        probs = probs_from_features(model, data, built.inputs, env.device, env.amp, features_cache)
+        probs = probs_from_features(model, data, built.inputs, env.device, EVAL_AMP, features_cache)
     else:
-        probs = predict_probs(model, BatchLoader(data, cfg.train.eval_batch_size, env.device), built.inputs, env.amp,
+        probs = predict_probs(model, BatchLoader(data, cfg.train.eval_batch_size, env.device), built.inputs, EVAL_AMP,
                               tta=tta)
     calibrated = {}
     if calibration is not None:
