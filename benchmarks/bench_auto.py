@@ -93,7 +93,6 @@ def heads_alone(name: str, folder: Path, work: Path) -> list[dict]:
     import numpy as np
     import torch
 
-    from cnnkit import runtime
     from cnnkit.config import ModelConfig, make_config
     from cnnkit.data import load_data
     from cnnkit.data.arrays import conform_splits
@@ -116,7 +115,7 @@ def heads_alone(name: str, folder: Path, work: Path) -> list[dict]:
     arranged, _, reported = C.selection_split(splits, cfg.data.seed)
     report = arranged.test
     cpu = torch.device("cpu")
-    amp = runtime.amp_dtype(cpu, cfg.train.amp if cfg.train.fast else "off")
+    amp = None  # bottleneck features are computed in full precision, as a training run computes them
     rows, feats = [], {}
     for backbone in C.BACKBONES:
         model = build_model(ModelConfig(name=backbone, transfer="features", pretrained=True,

@@ -13,7 +13,6 @@ import torch
 from PIL import Image
 
 import cnnkit
-from cnnkit.cli import main
 from cnnkit.config import load_run_config, make_config
 from cnnkit.data import DataSplits, ImageSet
 from cnnkit.models.efficientnet_lite import LITE_VARIANTS
@@ -81,7 +80,8 @@ def test_race_folder_holds_the_chosen_model_and_every_candidate_in_the_leaderboa
     assert saved.model.name == ck.model_config.name == chosen[0]["model"]
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["split"] == "val" and metrics["n"] == 18  # the reported split: 25% of 72 images
-    assert (out / "report.html").is_file() and (out / "label_issues.csv").is_file()
+    report = (out / "report.html").read_text()
+    assert (out / "label_issues.csv").is_file() and f"{record['chosen']} (chosen)" in report  # the leaderboard
     # candidates not chosen keep their config and history only
     for sub in (out / "candidates").iterdir() if (out / "candidates").exists() else ():
         assert not list(sub.glob("*.safetensors")) and (sub / "config.json").is_file()
@@ -192,6 +192,15 @@ def test_concat_model_reuses_each_backbones_cached_features(tmp_path):
     with torch.no_grad():
         direct = both.features(inputs(images.images, layout="NHWC")).numpy()
     np.testing.assert_allclose(direct, f, rtol=1e-4, atol=1e-4)
+    # a run of the concatenation trains on those cached features and scores label issues on them too
+    folder = write_folder(tmp_path / "photos", 32, "RGB", classes=("cat", "dog"), n=6)
+    result = train(make_config(data=str(folder), model="efficientnet_lite0+efficientnet_lite1", transfer="features",
+                               image_size=32, epochs=2, val_split=0.34, out=str(tmp_path / "both"),
+                               cache_dir=str(tmp_path / "cache"), progress=False, report=False))
+    assert result.model.num_features == 2560 and result.metrics["n"] == 4 and result.label_issues is not None
+    assert cnnkit.load_checkpoint(result.run_dir / "best.safetensors").model_config.name == \
+        "efficientnet_lite0+efficientnet_lite1"
+
 
 
 

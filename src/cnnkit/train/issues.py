@@ -26,7 +26,10 @@ def _rows(probs: np.ndarray, data: ImageSet, split: str, root: str | None) -> li
 
 def _features(info: dict, split: str) -> np.ndarray:
     """(N, D) float32 cached features of one split, as feature training wrote them."""
-    return np.load(info["splits"][split]["path"], mmap_mode="r")
+    path = info["splits"][split]["path"]
+    if isinstance(path, list):  # backbones side by side: one cache file each, (N, D1 + D2 + ...)
+        return np.concatenate([np.load(p, mmap_mode="r") for p in path], axis=1)
+    return np.load(path, mmap_mode="r")
 
 
 def held_out_probs(evaluation: Evaluation | None, val_logits: np.ndarray | None,

@@ -75,6 +75,26 @@ def _per_class_table(metrics: dict) -> str:
     return f"<table>{head}{body}</table>"
 
 
+def _candidates_table(choice: dict) -> str:
+    """The automatic default's leaderboard: each candidate's score on held-out training images, time and
+    how it ended; the chosen one marked; the race's decisions below it."""
+    def num(v: Any, fmt: str) -> str:
+        return format(v, fmt) if isinstance(v, (int, float)) and not isinstance(v, bool) else ""
+
+    head = ("<tr><th>candidate</th><th>score</th><th>cross-validated</th><th>seconds</th><th>epochs</th>"
+            "<th>how it ended</th></tr>")
+    rows = "".join(
+        f"<tr><td>{'<b>' if c.get('chosen') else ''}{html.escape(str(c.get('name', '')))}"
+        f"{' (chosen)</b>' if c.get('chosen') else ''}</td><td class=num>{num(c.get('score'), '.1%')}</td>"
+        f"<td class=num>{num(c.get('cv'), '.1%')}</td><td class=num>{num(c.get('seconds'), '.0f')}</td>"
+        f"<td class=num>{html.escape(str(c.get('epochs', '')))}</td><td>{html.escape(str(c.get('stopped', '')))}</td></tr>"
+        for c in choice["candidates"] if isinstance(c, dict))
+    where = choice.get("selection") or "held-out training images"
+    notes = "".join(f"<li>{html.escape(str(n))}</li>" for n in choice.get("notes") or [])
+    return (f"<p class=note>Scores are accuracy on the {html.escape(str(where))}, never on the split reported "
+            f"above.</p><table>{head}{rows}</table>" + (f"<ul>{notes}</ul>" if notes else ""))
+
+
 # ----------------------------------------------------------------------------- sections
 
 
@@ -282,6 +302,8 @@ def render_report(run_dir: str | Path, data_source: str | None = None, evaluatio
     choice = _auto_choice(run_dir)  # a run planned by the automatic default says what it chose and why
     if choice:
         parts += ["<h2>Automatic choice</h2>", f"<p>{html.escape(choice['line'].removeprefix('cnnkit: auto: '))}</p>"]
+        if isinstance(choice.get("candidates"), list) and choice["candidates"]:
+            parts.append(_candidates_table(choice))
 
     curves = _curves_section(run_dir, history, title)
     if curves:
