@@ -245,8 +245,9 @@ class Race:
         cfg = C.scratch_config(self.user, self.grey, own.train.image_size, own.train.channels, flips, max(1, epochs),
                                len(own.train))
         if cfg.train.epochs <= leader.epochs and len(own.train) <= leader.extra.get("images", 0):
+            why = 'the epochs were named' if C.is_given(self.user, 'train.epochs') else f'{left:.0f} s left'
             self._note(f"{name}: the estimate already ran every image for {leader.epochs} epochs; no longer run "
-                       f"({'the epochs were named' if C.is_given(self.user, 'train.epochs') else f'{left:.0f} s left'})")
+                       f"({why})")
             return
         self._train(Candidate(name, "scratch", cfg, extra={"flips": flips, "images": len(own.train)}), own,
                     allowance=left + self.overhead)
@@ -284,10 +285,10 @@ class Race:
             if done is not None:
                 continue
             best = self._best("features", "concat")
-            if best is not None and best.cv is not None and 1 - best.cv <= C.GOOD_ENOUGH_ERROR:
-                self._note(f"stopped adding backbones: {best.name} is already at {best.cv:.1%} "
-                                  f"(cross-validated), so no candidate could beat it by more than "
-                                  f"{1 - best.cv:.1%}")
+            if best is not None and best.cv is not None and round(1 - best.cv, 6) <= C.GOOD_ENOUGH_ERROR:
+                self._note(f"stopped the race: {best.name} is already at {best.cv:.1%} (cross-validated); "
+                           f"no candidate could beat it by more than {1 - best.cv:.1%}, and frozen heads "
+                           f"differ by tenths of a point there")
                 break
             feats = self.data.features
             cost = self._pass_estimate(backbone, len(feats.train) + len(feats.val)) + self.setup_cost
@@ -298,7 +299,8 @@ class Race:
                                             extra={"backbone": backbone, "model": backbone}))
                 continue
             self._features_candidate(backbone, *self._backbone(backbone))
-        done = [c.extra["backbone"] for c in self.board if c.kind == "features" and not c.estimate and c.score is not None]
+        done = [c.extra["backbone"] for c in self.board
+                if c.kind == "features" and not c.estimate and c.score is not None]
         if len(done) >= 2:
             self._concat_candidate(done)
 
@@ -362,8 +364,8 @@ class Race:
         rate = self.rates.get(backbone)
         if rate is None:
             return
-        if lead.score is not None and lead.score >= 1.0:
-            self._note("no fine-tuning: the features already classify every selection image correctly")
+        if lead.cv is not None and round(1 - lead.cv, 6) <= C.GOOD_ENOUGH_ERROR:
+            self._note(f"no fine-tuning: {lead.name} is already at {lead.cv:.1%} (cross-validated)")
             return
         # an epoch: forward and backward through the top blocks (about two passes) over the training
         # images, one pass over the selection images; then one pass over the reported split

@@ -77,13 +77,17 @@ class ConcatModel(CNNKitModel):
 
 def concat_defaults(cfg: ModelConfig) -> ModelDefaults:
     """The first backbone's input size; every part's mean/std, which must agree."""
-    from cnnkit.models.transfer import BACKBONES, backbone_defaults
+    from cnnkit.models.transfer import BACKBONES, backbone_defaults, spec_defaults
 
     parts = part_names(cfg.name)
     if cfg.transfer not in ("features", "head"):
         raise ConfigError(f"model {cfg.name!r} keeps its backbones frozen: use --transfer features or head, "
                           f"not {cfg.transfer}")
-    defaults = [backbone_defaults(dataclasses.replace(cfg, name=p)) for p in parts]
+    # each part's own check (RGB, mode); the random-weights warning is the caller's, once (a checkpoint
+    # being loaded builds its parts without pretrained weights on purpose: its file holds them)
+    defaults = [spec_defaults(BACKBONES[p]) for p in parts]
+    if cfg.in_channels != 3:
+        backbone_defaults(dataclasses.replace(cfg, name=parts[0]))  # the one clear error about channels
     if len({(d.mean, d.std) for d in defaults}) != 1:
         raise ConfigError(f"model {cfg.name!r}: its backbones expect different input normalisation "
                           f"({', '.join(f'{p} mean {BACKBONES[p].mean}' for p in parts)})")
