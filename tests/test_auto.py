@@ -58,7 +58,7 @@ def test_selection_split_is_carved_from_training_images_and_the_reported_split_i
     assert all(r.tobytes() in rows for r in arranged.val.images)  # selection images are training images
     test = ImageSet(val.images, val.labels, val.classes)
     arranged, selection, reported = selection_split(DataSplits(train, val, test), seed=0)
-    assert (selection, reported) == ("val", "test") and arranged.val is val and arranged.test is test
+    assert (selection, reported) == ("validation split", "test") and arranged.val is val and arranged.test is test
 
 
 def test_race_folder_holds_the_chosen_model_and_every_candidate_in_the_leaderboard(tmp_path, capsys):
