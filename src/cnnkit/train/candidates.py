@@ -177,7 +177,8 @@ def selection_split(splits: DataSplits, seed: int) -> tuple[DataSplits, str, str
     has_val = splits.val is not None and len(splits.val) > 0
     has_test = splits.test is not None and len(splits.test) > 0
     if has_test and has_val:
-        return DataSplits(splits.train, splits.val, splits.test, splits.skipped, splits.label_map), "validation split", "test"
+        arranged = DataSplits(splits.train, splits.val, splits.test, splits.skipped, splits.label_map)
+        return arranged, "validation split", "test"
     reported, name = (splits.test, "test") if has_test else (splits.val, "val")
     train = splits.train
     fraction = min(SELECT_FRACTION, SELECT_MAX / max(1, len(train)))
