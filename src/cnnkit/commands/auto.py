@@ -64,6 +64,7 @@ ESTIMATE_SHARE = 0.08  # of the budget for each from-scratch estimate
 FEATURE_ESTIMATE_SHARE = 0.2  # a features pass longer than this share of the budget is estimated on a sample
 ESTIMATE_EPOCHS = 4
 REPORT_RESERVE = 0.04  # of the budget kept for the chosen model's pictures and report (at least 4 s)
+SAFETY = 1.25  # predicted costs are met with this margin: a busy machine runs slower than it measured
 
 
 @dataclass
@@ -292,7 +293,12 @@ class Race:
                 break
             feats = self.data.features
             cost = self._pass_estimate(backbone, len(feats.train) + len(feats.val)) + self.setup_cost
-            if cost > self.clock.left() - max(self._reserve(backbone), self._lead_reserve()):
+            # its pass, then the reported split's pass of whichever head may be chosen after it (the
+            # concatenation's takes every backbone's)
+            after = max(self._reserve(backbone), self._lead_reserve(), self._reserve("+".join(
+                [c.extra["backbone"] for c in self.board if c.kind == "features" and c.score is not None
+                 and not c.estimate] + [backbone])))
+            if SAFETY * cost > self.clock.left() - after:
                 self.board.append(Candidate(f"{_short(backbone)} features", "features",
                                             stopped=f"not run: its feature pass would take about {cost:.0f} s, "
                                                     f"{self.clock.left():.0f} s left",
@@ -498,11 +504,18 @@ class Race:
     def _select(self) -> Candidate:
         """The best feature head (by cross-validation) and the others compete on the selection split."""
         features = self._best("features", "concat")
+        while features is not None and not features.estimate and \
+                SAFETY * (self.overhead + self._final_cost(features.extra["backbone"])) > \
+                self.clock.left() - self.report_cost:  # its reported pass no longer fits: the next best head
+            self._note(f"{features.name}: no time left for its pass over the reported split")
+            features.stopped = "scored; no time left for its pass over the reported split"
+            features = max((c for c in self.board if c.kind in ("features", "concat") and c.score is not None
+                            and c.cv is not None and c.cv < features.cv), key=lambda c: c.cv, default=None)
         if features is not None and features.estimate:  # scored on a sample: its whole pass must still fit
             feats = self.data.features
             backbone = features.extra["backbone"]
             cost = self.rates.get(backbone, 0.0) * (len(feats.train) + len(feats.val))
-            if cost > self.clock.left() - self._reserve(backbone):
+            if SAFETY * cost > self.clock.left() - self._reserve(backbone):
                 self._note(f"{features.name}: no time for the whole feature pass (about {cost:.0f} s, "
                                   f"{self.clock.left():.0f} s left): its head trains on the sample it was scored on")
                 features.extra["sample_only"] = True
