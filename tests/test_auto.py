@@ -402,3 +402,12 @@ def test_time_budget_lets_a_run_finish_when_its_remaining_epochs_fit_the_grace()
     assert signal is not None and signal.stop and "time budget" in signal.reason
     assert TimeBudget(60.0).grace == pytest.approx(3.0)  # a short budget: 5% of it
 
+
+
+def test_a_budget_too_short_for_any_estimate_still_trains_the_cheapest_candidate(tmp_path):
+    result = cnnkit.train_model(make_config(data="arrays", out=str(tmp_path / "short"), channels=1, time=6.0,
+                                            progress=False, report=False), splits=grey_splits())
+    record = json.loads((result.run_dir / "auto.json").read_text())
+    assert record["chosen"] and result.metrics["split"] == "val" and (result.run_dir / "best.safetensors").is_file()
+    chosen = next(c for c in record["candidates"] if c["chosen"])
+    assert chosen["score"] is not None and chosen["epochs"] >= 1 and record["elapsed_s"] <= 6.0 * 1.05 + 5.0

@@ -154,6 +154,8 @@ class Race:
         if data.features is not None:
             self._lite0_estimate()
         leader = self._leader()
+        if leader is None:  # no estimate fitted its share (a slow or busy machine): one candidate with what is left
+            leader = self._fallback()
         if leader is not None and leader.kind == "scratch":
             self._scratch_long(leader)
         elif leader is not None:
@@ -252,6 +254,27 @@ class Race:
             return
         self._train(Candidate(name, "scratch", cfg, extra={"flips": flips, "images": len(own.train)}), own,
                     allowance=left + self.overhead)
+
+    def _fallback(self) -> Candidate | None:
+        """The cheapest candidate, trained with whatever time is left: the from-scratch net where it can run,
+        else Lite0's features of as many training images as the time holds."""
+        self._note("no estimate fitted its share of the budget: training the cheapest candidate with the time left")
+        own, feats = self.data.own, self.data.features
+        if own is not None:
+            flips = not self.data.description.digits
+            cfg = C.scratch_config(self.user, self.grey, own.train.image_size, own.train.channels, flips,
+                                   C.scratch_epochs_wanted(len(own.train)), len(own.train))
+            name = f"{cfg.model.name}, {'flips' if flips else 'no flips'}"
+            self._train(Candidate(name, "scratch", cfg, extra={"flips": flips, "images": len(own.train)}), own,
+                        allowance=self.clock.left() - self.report_cost)
+            return self._best("scratch")
+        backbone = C.BACKBONES[0]
+        model, inputs = self._backbone(backbone)
+        rate = self.rates.get(backbone) or self._probe_rate(backbone, model, inputs)
+        k = len(feats.train.classes)
+        room = 0.5 * (self.clock.left() - self.report_cost) / max(rate, 1e-6) - len(feats.val) - _n(feats.test)
+        sample = max(2 * k, int(room))
+        return self._features_candidate(backbone, model, inputs, sample=sample if sample < len(feats.train) else None)
 
     # ------------------------------------------------------------------ features
 
