@@ -50,6 +50,8 @@ def _add_train_flags(p: argparse.ArgumentParser, config: type, resume: bool = Tr
     if resume:
         p.add_argument("--resume", metavar="RUN", help="continue the run in this folder from its last epoch, with its "
                                                      "own settings (--epochs N trains to N instead of the run's own count)")
+        p.add_argument("--allow-data-change", action="store_true", help="--resume: continue although files of the "
+                       "data were added, removed or changed since the last epoch (the same classes only)")
     _add_trust_flag(p)
     settings.add_flags(p, config, skip=("data.source",))
 
@@ -103,7 +105,8 @@ def cmd_train(a: argparse.Namespace) -> int:
     if a.resume:  # the run's own settings; only --epochs (default: the run's own) and --quiet apply
         kept = {"--epochs", "--quiet"}
         ignored = (["--config"] if a.config else []) + [f for f in given.order if f not in kept]
-        resume = Resume(a.resume, given.values.get("train.epochs"), cfg.train.progress, tuple(ignored))
+        resume = Resume(a.resume, given.values.get("train.epochs"), cfg.train.progress, tuple(ignored),
+                        a.allow_data_change)
     else:
         _note_ineffective(cfg, given)
         if a.config and "model.name" not in given.values:  # the builder comes from a file, not from the user

@@ -12,8 +12,9 @@ from cnnkit.data import DataSplits
 from cnnkit.data.skipped import skipped_text
 from cnnkit.errors import ConfigError
 from cnnkit.inference import checkpoint as ckpt
-from cnnkit.io import atomic_write_text
+from cnnkit.io import atomic_write_bytes, atomic_write_text
 from cnnkit.train.commit import MANIFEST
+from cnnkit.train.data_listing import DATA_LISTING, listing_bytes
 from cnnkit.train.lock import FolderBusy, RunLock, lock_run_folder
 
 
@@ -63,9 +64,12 @@ def claim_fresh_dir(base: Path, explicit: bool) -> RunLock:
 
 
 def write_run_start(run_dir: Path, cfg: RunConfig, preprocess: Preprocess, splits: DataSplits,
-                    features_info: dict[str, Any] | None) -> None:
-    """config.json, preprocess.json, classes.txt (and features.json, skipped.txt where they apply)."""
+                    features_info: dict[str, Any] | None, listing: dict[str, Any] | None = None) -> None:
+    """config.json, preprocess.json, classes.txt (and features.json, skipped.txt where they apply),
+    and the data listing (``listing``; committed with the next epoch, see :mod:`cnnkit.train.data_listing`)."""
     run_dir.mkdir(parents=True, exist_ok=True)
+    if listing is not None:
+        atomic_write_bytes(run_dir / DATA_LISTING, listing_bytes(listing))
     save_json(cfg, run_dir / "config.json")
     save_json(preprocess, run_dir / "preprocess.json")
     if features_info is not None:

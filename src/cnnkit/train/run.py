@@ -49,6 +49,7 @@ from cnnkit.models import ModelDefaults, build_model, default_config
 from cnnkit.train.callbacks import BestCheckpoint, Callback, EarlyStopping, History, Progress, TimeBudget
 from cnnkit.train.checks import check_settings, check_splits, monitor_key, portable_paths
 from cnnkit.train.commit import commit, read_commit
+from cnnkit.train.data_listing import DATA_LISTING, data_listing, listing_bytes
 from cnnkit.train.folder import claim_fresh_dir, default_run_dir, write_run_start
 from cnnkit.train.issues import held_out_probs, run_label_issues
 from cnnkit.train.lock import RunLock, lock_run_folder
@@ -56,7 +57,7 @@ from cnnkit.train.loop import FitState, fit
 from cnnkit.train.losses import class_weights, imbalance
 from cnnkit.train.lr_find import LRFind, lr_range_test, range_test_bar
 from cnnkit.train.optim import build_optimizer, build_scheduler
-from cnnkit.train.resume import Resume, as_resume, check_commit, restore, resume_note, train_state
+from cnnkit.train.resume import Resume, as_resume, check_commit, check_data, restore, resume_note, train_state
 from cnnkit.train.tensorboard import TensorBoardLogger
 
 __all__ = ["Resume", "RunResult", "channel_stats", "find_lr", "model_input_config", "train"]
@@ -156,6 +157,7 @@ def train(cfg: RunConfig | None, splits: DataSplits | None = None, resume: str |
     cfg = _with_lr(cfg, UNIT_LR) if finding else cfg
     env = _setup_runtime(cfg, rank, world)  # device, precision, seed
     cfg, splits, built, val_loader, parts = _prepare(cfg, splits, env)  # model, data, optimizer, augment
+    listing = data_listing(splits) if env.writer else None  # committed with the first epoch; --resume checks it
     found = None
     if finding:  # the range test on copies of these parts; then the optimizer and schedule at its suggestion
         found, lr = _range_test(cfg, built, parts, env, AUTO_LR_SWEEPS, cfg.train.progress)
@@ -167,12 +169,12 @@ def train(cfg: RunConfig | None, splits: DataSplits | None = None, resume: str |
         run_dir = lock.folder if lock is not None else None
         history = History(None)  # its files are committed with each epoch's checkpoints
         cbs = _callbacks(cfg, val_loader is not None, history, env, callbacks, started, run_dir)
-        state = _restore(cfg, resume, parts, cbs, env)
+        state = _restore(cfg, resume, parts, cbs, env, listing)
         if run_dir is not None:
-            write_run_start(run_dir, cfg, built.preprocess, splits, parts.features_info)
+            write_run_start(run_dir, cfg, built.preprocess, splits, parts.features_info, listing)
             if found is not None:
                 save_json(found.to_dict(), run_dir / "lr_find.json")
-        state = _fit(cfg, built, parts, env, cbs, history, run_dir, state)
+        state = _fit(cfg, built, parts, env, cbs, history, run_dir, state, listing)
         result = _finish(cfg, splits, built, parts, env, run_dir, history, state)
         if finish is not None:
             finish(result)  # still under the lock
@@ -402,20 +404,24 @@ def _run_folder(cfg: RunConfig, resume: Resume | None, explicit_out: bool, env: 
     return claim_fresh_dir(default_run_dir(cfg, explicit_out), explicit_out)
 
 
-def _restore(cfg: RunConfig, resume: Resume | None, parts: Parts, cbs: list[Callback], env: Env) -> FitState:
-    """A resumed run's state from its last commit, checked by rank 0 before any rank reads it."""
+def _restore(cfg: RunConfig, resume: Resume | None, parts: Parts, cbs: list[Callback], env: Env,
+             listing: dict | None = None) -> FitState:
+    """A resumed run's state from its last commit, checked by rank 0 before any rank reads it;
+    its data checked against the committed listing (a change is refused unless allowed)."""
     if resume is None:
         return FitState()
     run_dir = Path(resume.run_dir)
+    note = None
     if env.writer:
         check_commit(run_dir)
+        note = check_data(run_dir, listing, resume.allow_data_change) if listing is not None else None
     if env.world > 1:
         import torch.distributed as dist
 
         dist.barrier()
     state = restore(run_dir, parts.model, parts.optimizer, parts.scheduler, cbs, tidy=False)
     if env.writer:
-        print(resume_note(run_dir, state, cfg.train.epochs), file=sys.stderr)
+        print(note or resume_note(run_dir, state, cfg.train.epochs), file=sys.stderr)
     return state
 
 
@@ -440,8 +446,11 @@ def _callbacks(cfg: RunConfig, has_val: bool, history: History, env: Env,
 
 
 def _fit(cfg: RunConfig, built: Built, parts: Parts, env: Env, cbs: list[Callback], history: History,
-         run_dir: Path | None, state: FitState) -> FitState:
-    """Run the loop, committing each epoch's checkpoints, training state and history together."""
+         run_dir: Path | None, state: FitState, listing: dict | None = None) -> FitState:
+    """Run the loop, committing each epoch's checkpoints, training state and history together
+    (and the data listing with this process's first commit)."""
+    pending = {DATA_LISTING: listing_bytes(listing)} if listing is not None else {}
+
     def save(st: FitState, best: bool) -> None:
         if run_dir is None:
             return
@@ -450,6 +459,8 @@ def _fit(cfg: RunConfig, built: Built, parts: Parts, env: Env, cbs: list[Callbac
         files = {ckpt.LAST: weights, ckpt.STATE: ckpt.train_state_bytes(train_state(st, parts.optimizer,
                                                                                   parts.scheduler, cbs))}
         files.update(history.files())
+        files.update(pending)
+        pending.clear()
         if best:
             files[ckpt.BEST] = weights
         commit(run_dir, st.epoch, files)
