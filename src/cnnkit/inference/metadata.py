@@ -122,7 +122,7 @@ def check_preprocess(data: Any, path: str | Path, key: str = "preprocess") -> Pr
 def _loaded(cls: type, data: dict[str, Any], key: str, path: str | Path) -> Any:
     """``cls`` from ``data``, checked as a config file is (type, range, choices of every setting)."""
     try:
-        return settings.load(cls, data)
+        return settings.load(cls, data, strict=False)  # a RunConfig subclass's run may carry more settings
     except settings.SettingError as exc:
         raise CheckpointError(f"{path}: {key}.{exc}") from None
     except (ConfigError, ValueError, TypeError) as exc:
