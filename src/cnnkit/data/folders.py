@@ -90,6 +90,17 @@ class _Walk:
     problems: list[tuple[str, str]] = field(default_factory=list)
     seen_dirs: set[tuple[int, int]] = field(default_factory=set)  # (st_dev, st_ino) of entered folders
     ignored: int = 0
+    class_dirs: dict[str, str] = field(default_factory=dict)  # real path of each class folder -> its class
+
+    def other_class(self, entry: os.DirEntry, own: str) -> str | None:
+        """The class whose folder a link ``entry`` really points into, when that is not ``own``."""
+        if not entry.is_symlink():
+            return None
+        real = os.path.realpath(entry.path)
+        for folder, name in self.class_dirs.items():
+            if name != own and (real == folder or real.startswith(folder + os.sep)):
+                return name
+        return None
 
     def enter(self, folder: Path) -> bool:
         """Mark ``folder`` as entered; False if this real folder was entered before (a loop or a second link)."""
@@ -124,14 +135,21 @@ def _scandir(folder: Path, walk: _Walk) -> list[os.DirEntry]:
 _LOOP = "link to a folder that is already listed (a loop, or a second way in): not followed"
 
 
-def _walk_images(folder: Path, walk: _Walk) -> list[tuple[str, os.stat_result]]:
-    """(path, stat) of every image file under ``folder`` (recursively, like Keras), sorted by path.
+def _walk_images(folder: Path, walk: _Walk, own: str = "") -> list[tuple[str, os.stat_result]]:
+    """(path, stat) of every image file under ``folder`` of class ``own`` (recursively, like Keras),
+    sorted by path.
 
     Links are followed (stat, not lstat), but each real folder is entered once, so a link to
-    ``..`` or to a sibling folder cannot make the walk go round.
+    ``..`` or to a sibling folder cannot make the walk go round.  A link into another class's
+    folder is not followed: a file's class is the class folder it really lives in.
     """
     images: list[tuple[str, os.stat_result]] = []
     for entry in _scandir(folder, walk):
+        other = walk.other_class(entry, own)
+        if other is not None:
+            walk.problems.append((entry.path, f"link into class folder {other!r}: not followed (a file's class "
+                                              f"is the class folder it really lives in)"))
+            continue
         try:
             st = entry.stat()  # follows links
         except OSError as exc:  # a link to itself (ELOOP), a dangling link, a vanished file
@@ -140,7 +158,7 @@ def _walk_images(folder: Path, walk: _Walk) -> list[tuple[str, os.stat_result]]:
             continue
         if stat.S_ISDIR(st.st_mode):
             if walk.enter(Path(entry.path)):
-                images.extend(_walk_images(Path(entry.path), walk))
+                images.extend(_walk_images(Path(entry.path), walk, own))
             else:
                 walk.problems.append((entry.path, _LOOP))
         elif not stat.S_ISREG(st.st_mode):
@@ -212,14 +230,15 @@ def list_split_folders(folders: dict[str, Path], root: str | Path | None = None)
     for folder in [root, *folders.values()] if root is not None else folders.values():
         walk.enter(Path(folder))  # a link back up to a split folder or the root is a loop
     per_split: dict[str, dict[str, list[tuple[str, os.stat_result]]]] = {}
-    for split in SPLIT_NAMES:
-        if split not in folders:
-            continue
+    entries = {split: _scandir(Path(folders[split]), walk) for split in SPLIT_NAMES if split in folders}
+    walk.class_dirs = {os.path.realpath(e.path): e.name for listed in entries.values() for e in listed
+                       if entry_is_dir(e)}
+    for split, listed in entries.items():
         classes: dict[str, list[tuple[str, os.stat_result]]] = {}
-        for entry in _scandir(Path(folders[split]), walk):
+        for entry in listed:
             if entry_is_dir(entry):
                 if walk.enter(Path(entry.path)):
-                    classes[entry.name] = _walk_images(Path(entry.path), walk)
+                    classes[entry.name] = _walk_images(Path(entry.path), walk, entry.name)
                 else:
                     walk.problems.append((entry.path, _LOOP))
             elif entry_is_file(entry) and is_image_name(entry.name):
