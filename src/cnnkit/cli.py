@@ -126,7 +126,8 @@ def cmd_train(a: argparse.Namespace) -> int:
         return 0
     if result.metrics:
         m = result.metrics
-        print(f"{m['split']} accuracy {m['accuracy']:.4f} ({m['n']} images); run folder: {result.run_dir}")
+        note = f"; {m['note']}" if m.get("note") else ""
+        print(f"{m['split']} accuracy {m['accuracy']:.4f} ({m['n']} images{note}); run folder: {result.run_dir}")
     else:
         print(f"run folder: {result.run_dir}")
     return 0
@@ -164,6 +165,8 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     metrics, _, _ = evaluate(a.checkpoint, source, split=a.split, tta=a.tta, device=a.device or "auto",
                              data_dir=a.data_dir)
     print(format_report(metrics))
+    if metrics.get("note"):  # e.g. the run's training images: never reported as held out
+        print(f"note: {metrics['note']}")
     out = Path(a.out) if a.out else (Path(a.checkpoint) if Path(a.checkpoint).is_dir() else Path(a.checkpoint).parent)
     write_evaluation(out, metrics, prefix=f"eval_{metrics['split']}_")
     print(f"wrote {out / ('eval_' + metrics['split'] + '_metrics.json')} and the confusion matrix")

@@ -40,6 +40,7 @@ from cnnkit.data import DataSplits, ImageSet, load_data
 from cnnkit.data.loader import BatchLoader
 from cnnkit.errors import ConfigError
 from cnnkit.evaluate.calibration import calibration_summary, expected_calibration_error, log_probs, scale_probs
+from cnnkit.evaluate.evaluate import NO_VALIDATION
 from cnnkit.evaluate.metrics import classification_metrics
 from cnnkit.evaluate.predict import predict_logits, predict_probs
 from cnnkit.inference import checkpoint as ckpt
@@ -47,7 +48,7 @@ from cnnkit.inference.calibrated import calibrated_bytes
 from cnnkit.inference.preprocess import ImageInputs
 from cnnkit.models import ModelDefaults, build_model, default_config
 from cnnkit.train.callbacks import BestCheckpoint, Callback, EarlyStopping, History, Progress, TimeBudget
-from cnnkit.train.checks import check_settings, check_splits, monitor_key, portable_paths
+from cnnkit.train.checks import check_settings, check_splits, monitor_key, portable_paths, validation_note
 from cnnkit.train.commit import commit, read_commit
 from cnnkit.train.data_listing import DATA_LISTING, data_listing, listing_bytes
 from cnnkit.train.folder import claim_fresh_dir, default_run_dir, write_run_start
@@ -333,6 +334,9 @@ def model_input_config(cfg: RunConfig) -> RunConfig:
 def _data(cfg: RunConfig, splits: DataSplits | None) -> DataSplits:
     splits = splits if splits is not None else load_data(cfg.data)
     check_splits(splits)
+    note = validation_note(splits)
+    if note is not None and _dist_info()[0] == 0:  # said before training, --quiet or not
+        print(f"cnnkit: note: {note}", file=sys.stderr, flush=True)
     if splits.label_map is not None and cfg.train.progress and _dist_info()[0] == 0:
         print(f"cnnkit: {splits.label_map.line()}", file=sys.stderr, flush=True)
     return splits
@@ -581,8 +585,9 @@ def final_evaluation(model: torch.nn.Module, splits: DataSplits, inputs: ImageIn
     runs the head on the cached features instead of the backbone again.
     """
     name, data = ("test", splits.test) if splits.test is not None and len(splits.test) else ("val", splits.val)
-    if data is None or not len(data):
-        return None
+    note = {}
+    if data is None or not len(data):  # nothing held out: the training images, and every output says so
+        name, data, note = "train", splits.train, {"note": NO_VALIDATION}
     tta = None if cfg.augment.tta in (None, "none") else cfg.augment.tta
     if name == "val" and tta is None and val_logits is not None:
         probs = np.exp(log_probs(val_logits)).astype(np.float32)
@@ -599,5 +604,5 @@ def final_evaluation(model: torch.nn.Module, splits: DataSplits, inputs: ImageIn
         probs = scale_probs(probs, calibration["temperature"])
         extra["ece"] = expected_calibration_error(probs, data.labels)
     metrics = {"split": name, **classification_metrics(probs, data.labels, data.classes), **extra,
-               **({"tta": tta} if tta else {})}
+               **({"tta": tta} if tta else {}), **note}
     return metrics, probs, data

@@ -272,6 +272,8 @@ def render_report(run_dir: str | Path, data_source: str | None = None, evaluatio
     if metrics:
         parts.append(f"<p class=big>{html.escape(str(metrics.get('split', '')))} accuracy "
                      f"{metrics['accuracy']:.4f} on {metrics['n']} images</p>")
+        if metrics.get("note"):  # e.g. no validation: metrics are training metrics
+            parts.append(f"<p class=big>{html.escape(str(metrics['note']))}</p>")
     if note:
         parts.append(f"<p class=note>{html.escape(note)}</p>")
     parts += ["<h2>Run</h2>", _table(_run_rows(run_dir, cfg, history))]
