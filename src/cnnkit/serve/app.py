@@ -46,7 +46,7 @@ from starlette.exceptions import HTTPException
 
 from cnnkit.errors import CnnkitError
 from cnnkit.inference.calibrated import resolve_min_confidence
-from cnnkit.inference.predictor import answer
+from cnnkit.inference.predictor import answer, warm_up
 from cnnkit.serve.limits import (BODY_IDLE_TIMEOUT, BODY_TOTAL_TIMEOUT, QUEUE, Admission, BodyLimit, HeadAsGet,
                                  TooLarge, WorkGate, release_memory)
 
@@ -293,6 +293,7 @@ def create_app(model: Any, max_upload_bytes: int = DEFAULT_MAX_UPLOAD, device: s
         raise CnnkitError(f"queue must be 0 or more, got {queue}")
     gate = WorkGate(workers, queue)
     service = ModelService(_load(model, device), max_upload_bytes, max_pixels, gate)
+    warm_up(service.predictor)  # a model that cannot answer never reports healthy
     name = service.predictor.preprocess.model or "model"
     app = FastAPI(title=f"cnnkit: {name}", description="Image classification with a cnnkit model.",
                   docs_url=None, redoc_url=None)
