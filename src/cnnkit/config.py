@@ -267,6 +267,8 @@ def load_run_config(path: str | Path, cls: type = RunConfig) -> Any:
         data = json.loads(Path(path).read_text())
     except (OSError, ValueError) as exc:
         raise ConfigError(f"{path}: cannot read a run config ({exc})") from None
+    except RecursionError:  # thousands of nested [ or {
+        raise ConfigError(f"{path}: cannot read a run config (nested too deeply)") from None
     if not isinstance(data, Mapping):
         raise ConfigError(f"{path}: a run config is a JSON object of sections, not {type(data).__name__}")
     def note(key: str, why: str) -> None:

@@ -74,6 +74,8 @@ def _json_object(meta: Mapping[str, str], key: str, path: str | Path, required: 
         data = json.loads(text)
     except ValueError as exc:
         raise CheckpointError(f"{path}: {key}: not valid JSON ({exc})") from None
+    except RecursionError:  # thousands of nested [ or {: a crafted file
+        raise CheckpointError(f"{path}: {key}: JSON nested too deeply") from None
     if not isinstance(data, dict):
         raise CheckpointError(f"{path}: {key}: must be a JSON object, not {type(data).__name__}")
     return data

@@ -13,13 +13,25 @@ from cnnkit.data import DataSplits
 from cnnkit.errors import DataError
 from cnnkit.train.callbacks import monitor_key
 
-__all__ = ["check_settings", "check_splits", "monitor_key", "portable_paths", "validation_note"]
+__all__ = ["check_out", "check_settings", "check_splits", "monitor_key", "portable_paths", "validation_note"]
 
 
 def check_settings(cfg: RunConfig) -> None:
     """Every setting usable (type, finite, range, choices: cnnkit.config.validate); a ConfigError
     naming the setting otherwise, before anything is loaded or written."""
     validate(cfg)
+
+
+def check_out(cfg: RunConfig, resume_dir: str | os.PathLike | None = None) -> None:
+    """The run folder can be written (``--out``, or the resumed run's folder), before any data is
+    loaded: a file, ``/dev/null``, ``/proc/x`` or a read-only folder is one line, not a traceback
+    after training."""
+    from cnnkit.io import check_writable_folder
+
+    if resume_dir is not None:
+        check_writable_folder(resume_dir, " (the run folder to resume)")
+    else:
+        check_writable_folder(cfg.train.out, " (--out: the run folder)")
 
 
 def check_splits(splits: DataSplits) -> None:

@@ -139,8 +139,8 @@ def read_listing(run_dir: Path) -> dict[str, Any] | None:
         raw = json.loads(path.read_text())
     except FileNotFoundError:
         return None
-    except (OSError, ValueError) as exc:
-        raise CheckpointError(f"{path}: unreadable data listing ({exc})") from None
+    except (OSError, ValueError, RecursionError) as exc:
+        raise CheckpointError(f"{path}: unreadable data listing ({type(exc).__name__})") from None
     if not isinstance(raw, dict) or raw.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a cnnkit data listing")
     return raw

@@ -48,7 +48,7 @@ from cnnkit.inference.calibrated import calibrated_bytes
 from cnnkit.inference.preprocess import ImageInputs
 from cnnkit.models import ModelDefaults, build_model, default_config
 from cnnkit.train.callbacks import BestCheckpoint, Callback, EarlyStopping, History, Progress, TimeBudget
-from cnnkit.train.checks import check_settings, check_splits, monitor_key, portable_paths, validation_note
+from cnnkit.train.checks import check_out, check_settings, check_splits, monitor_key, portable_paths, validation_note
 from cnnkit.train.commit import commit, read_commit
 from cnnkit.train.data_listing import DATA_LISTING, data_listing, listing_bytes
 from cnnkit.train.folder import claim_fresh_dir, default_run_dir, write_run_start
@@ -154,6 +154,8 @@ def train(cfg: RunConfig | None, splits: DataSplits | None = None, resume: str |
     rank, world = _dist_info()
     resume = as_resume(resume, cfg)
     cfg = _resolve_config(cfg, resume, announce=rank == 0)  # the run's own when resuming; checked
+    if rank == 0:  # its folder can be written: found out now, not after training
+        check_out(cfg, resume.run_dir if resume is not None else None)
     finding = _finds_lr(cfg, resume)  # --lr auto: built at unit rate, then set by the range test
     cfg = _with_lr(cfg, UNIT_LR) if finding else cfg
     env = _setup_runtime(cfg, rank, world)  # device, precision, seed

@@ -22,7 +22,7 @@ from matplotlib.figure import Figure
 from cnnkit.config import RunConfig, load_run_config
 from cnnkit.data.types import ImageSet
 from cnnkit.errors import CheckpointError, CnnkitError, ConfigError
-from cnnkit.io import atomic_write_text
+from cnnkit.io import atomic_write_text, check_writable_file
 from cnnkit.inference.checkpoint import Checkpoint, load_checkpoint
 
 log = logging.getLogger("cnnkit")
@@ -319,8 +319,9 @@ def write_report(run_dir: str | Path, data_source: str | None = None, *, evaluat
     that evaluation; training passes what it has just computed.
     """
     run_dir = Path(run_dir)
-    page = render_report(run_dir, data_source, evaluation)
     path = run_dir / REPORT
+    check_writable_file(path)  # before the evaluation it renders
+    page = render_report(run_dir, data_source, evaluation)
     atomic_write_text(path, page)
     return path
 
