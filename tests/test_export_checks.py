@@ -8,14 +8,13 @@ import shutil
 
 import onnx
 import pytest
+from test_export import make_checkpoint
 
 from cnnkit.cli import main
 from cnnkit.errors import CheckpointError
 from cnnkit.inference import load_predictor
 from cnnkit.serve.app import create_app
 from cnnkit.serve.export import export_model
-
-from test_export import make_checkpoint
 
 
 @pytest.fixture(scope="module")

@@ -7,13 +7,12 @@ import json
 import shutil
 
 import pytest
+from conftest import make_shapes
 from PIL import Image
 
 from cnnkit.cli import main
 from cnnkit.train.commit import read_commit
 from cnnkit.train.data_listing import DATA_LISTING
-
-from conftest import make_shapes
 
 
 def write_folder(root, classes=("cat", "dog", "fox"), per_class=6):
@@ -56,7 +55,7 @@ def resume(out, *extra):
 
 
 def test_the_commit_records_the_data_listing(run):
-    data, out = run
+    _, out = run
     record = read_commit(out)
     assert DATA_LISTING in record.files
     listing = json.loads((out / DATA_LISTING).read_text())

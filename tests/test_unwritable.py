@@ -30,15 +30,15 @@ def read_only(folder):
         finally:
             os.chmod(folder, 0o755)
         return
-    done = subprocess.run(["mount", "--bind", folder, folder], capture_output=True)
+    done = subprocess.run(["mount", "--bind", folder, folder], capture_output=True, check=False)
     if done.returncode != 0:
         pytest.skip("running as root without mount: a read-only folder cannot be made")
     try:
-        if subprocess.run(["mount", "-o", "remount,bind,ro", folder], capture_output=True).returncode != 0:
+        if subprocess.run(["mount", "-o", "remount,bind,ro", folder], capture_output=True, check=False).returncode != 0:
             pytest.skip("running as root, and a read-only bind mount is refused")
         yield
     finally:
-        subprocess.run(["umount", folder], capture_output=True)
+        subprocess.run(["umount", folder], capture_output=True, check=False)
 
 
 def one_error_line(capsys, *words):
@@ -152,7 +152,7 @@ def test_deeply_nested_safetensors_metadata_is_one_line(run, image, tmp_path, ca
     src = run / "best.safetensors"
     with safe_open(str(src), "pt") as f:
         meta = f.metadata()
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
+        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open is not iterable
     meta["run"] = "[" * 100_000 + "]" * 100_000
     bad = tmp_path / "deep.safetensors"
     save_file(tensors, str(bad), metadata=meta)
