@@ -170,20 +170,37 @@ def _walk_images(folder: Path, walk: _Walk, own: str = "") -> list[tuple[str, os
     return images
 
 
-def _split_dirs(root: Path) -> dict[str, Path]:
-    """``{split: folder}`` for the split folders directly under ``root`` (case-insensitive names)."""
+def _split_dirs(root: Path, unused: list[tuple[str, str]] | None = None) -> dict[str, Path]:
+    """``{split: folder}`` for the split folders directly under ``root`` (case-insensitive names).
+
+    Where two folders name the same split (``validation/`` and ``val/``), the first name of
+    :data:`SPLIT_NAMES` is used; the others go to ``unused`` as (path, why), to be said.
+    """
     found: dict[str, Path] = {}
     try:
         entries = [e for e in os.scandir(root) if entry_is_dir(e) and not is_hidden(e.name) and _decodable(e.name)]
     except OSError:
         return found
-    by_name = {e.name.lower(): Path(e.path) for e in entries}
+    by_name: dict[str, list[Path]] = {}
+    for e in sorted(entries, key=lambda e: e.name):
+        by_name.setdefault(e.name.lower(), []).append(Path(e.path))
     for split, names in SPLIT_NAMES.items():
-        for name in names:
-            if name in by_name:
-                found[split] = by_name[name]
-                break
+        present = [p for name in names for p in by_name.get(name, [])]
+        if not present:
+            continue
+        found[split] = present[0]
+        for other in present[1:]:
+            if unused is not None:
+                unused.append((str(other), f"a second {split} folder beside {present[0].name}/: not used "
+                                           f"(only {present[0].name}/ is read)"))
     return found
+
+
+def _holds_folders(folder: Path) -> bool:
+    try:
+        return any(entry_is_dir(e) and not is_hidden(e.name) for e in os.scandir(folder))
+    except OSError:
+        return True  # unreadable: left to the listing, which reports it
 
 
 def find_root(root: Path) -> Path:
@@ -213,11 +230,20 @@ def find_root(root: Path) -> Path:
     return root
 
 
-def layout(root: str | Path) -> dict[str, Path]:
-    """``{split: folder of class folders}``; a single class tree is ``{"train": root}``."""
+def layout(root: str | Path, unused: list[tuple[str, str]] | None = None) -> dict[str, Path]:
+    """``{split: folder of class folders}``; a single class tree is ``{"train": root}``.
+
+    A ``train/`` that holds no folders (only pictures) is a class of a single tree (pictures of
+    trains), not the training split.  Split folders left unused are added to ``unused``.
+    """
     root = find_root(Path(root))
-    splits = _split_dirs(root)
-    return splits if "train" in splits else {"train": root}
+    notes: list[tuple[str, str]] = []
+    splits = _split_dirs(root, notes)
+    if "train" not in splits or not _holds_folders(splits["train"]):
+        return {"train": root}
+    if unused is not None:
+        unused.extend(notes)
+    return splits
 
 
 def list_split_folders(folders: dict[str, Path], root: str | Path | None = None) -> FileListing:
@@ -280,7 +306,9 @@ def list_images(root: str | Path) -> FileListing:
     root = Path(root).expanduser().absolute()
     if not root.is_dir():
         raise DataError(f"{root}: not a folder")
-    listing = list_split_folders(layout(root), root)
+    unused: list[tuple[str, str]] = []
+    listing = list_split_folders(layout(root, unused), root)
+    listing.problems[:0] = unused  # first: the warning about what was left out names it
     if not listing.files and not listing.classes:
         loose = sum(1 for _, why in listing.problems if why == LOOSE_IMAGE)
         if loose:

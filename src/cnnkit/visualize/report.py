@@ -23,6 +23,7 @@ from cnnkit.config import RunConfig, load_run_config
 from cnnkit.data.types import ImageSet
 from cnnkit.errors import CheckpointError, CnnkitError, ConfigError
 from cnnkit.io import atomic_write_text, check_writable_file
+from cnnkit.visualize.figures import printable_text
 from cnnkit.inference.checkpoint import Checkpoint, load_checkpoint
 
 log = logging.getLogger("cnnkit")
@@ -53,7 +54,7 @@ def figure_data_uri(fig: Figure, dpi: int = 90) -> str:
             ax.set_xticks([])
             ax.set_yticks([])
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi)
+    printable_text(fig).savefig(buf, format="png", dpi=dpi)  # tabs, CJK class names: no missing-glyph warnings
     return png_data_uri(buf.getvalue())
 
 
