@@ -30,7 +30,13 @@ from cnnkit.data.folders import list_images
 from cnnkit.errors import ConfigError, DataError
 from cnnkit.settings import coerce, walk
 from cnnkit.train.commit import commit
-from cnnkit.train.data_listing import DATA_LISTING, compare, data_listing, listing_bytes, read_listing
+from cnnkit.train.data_listing import (
+    DATA_LISTING,
+    compare,
+    data_listing,
+    listing_bytes,
+    read_listing,
+)
 from cnnkit.train.resume import check_data
 
 SETTINGS = {s.key: s for s in walk(RunConfig)}

@@ -78,9 +78,10 @@ def test_a_killed_export_leaves_no_temp_file_behind(tmp_path):
     import subprocess
     import sys
 
+    from test_export import make_checkpoint
+
     from cnnkit.io import _owner
     from cnnkit.serve.export import export_model
-    from test_export import make_checkpoint
 
     ckpt = make_checkpoint(tmp_path / "best.safetensors", name="lenet5")
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,

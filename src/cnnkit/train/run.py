@@ -14,6 +14,7 @@ Files this module writes in the run folder::
     classes.txt        one class a line             history.csv/json per-epoch metrics
     best.safetensors   best weights (+ metadata)    last.safetensors latest weights (+ metadata)
     train_state.pt     optimizer etc. for --resume  commit.json      the committed epoch, each file's sha256
+    data_listing.json  classes, per split a digest of the files (committed: --resume checks the data)
     .lock              held while a run writes the folder (names its pid and host)
     tensorboard/       event files of the epoch metrics (--tensorboard; logs, not part of the commit)
 
