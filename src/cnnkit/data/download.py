@@ -24,9 +24,9 @@ import zipfile
 import zlib
 from pathlib import Path, PurePosixPath
 
+from cnnkit.data.unpack import DATA_LIMITS, unpack, verify_compressed_tail  # noqa: F401 - re-exported for named.py
 from cnnkit.errors import DataError, DiskFullError
 from cnnkit.io import atomic_path, free_bytes, is_disk_full
-from cnnkit.data.unpack import DATA_LIMITS, unpack, verify_compressed_tail  # noqa: F401 - re-exported for named.py
 
 log = logging.getLogger("cnnkit.data")
 

@@ -147,8 +147,8 @@ def _walk_images(folder: Path, walk: _Walk, own: str = "") -> list[tuple[str, os
     for entry in _scandir(folder, walk):
         other = walk.other_class(entry, own)
         if other is not None:
-            walk.problems.append((entry.path, f"link into class folder {other!r}: not followed (a file's class "
-                                              f"is the class folder it really lives in)"))
+            why = f"link into class folder {other!r}: not followed (a file's class is the class folder it really lives in)"
+            walk.problems.append((entry.path, why))
             continue
         try:
             st = entry.stat()  # follows links
@@ -191,8 +191,8 @@ def _split_dirs(root: Path, unused: list[tuple[str, str]] | None = None) -> dict
         found[split] = present[0]
         for other in present[1:]:
             if unused is not None:
-                unused.append((str(other), f"a second {split} folder beside {present[0].name}/: not used "
-                                           f"(only {present[0].name}/ is read)"))
+                used = present[0].name
+                unused.append((str(other), f"a second {split} folder beside {used}/: not used (only {used}/ is read)"))
     return found
 
 

@@ -25,7 +25,7 @@ def check_top_k(top_k: int) -> None:
         raise ConfigError(f"--top-k must be at least 1, got {top_k}")
 
 
-def warm_up(predictor: "BasePredictor") -> None:
+def warm_up(predictor: BasePredictor) -> None:
     """One inference on a black image of the model's input size, checked against its classes.
 
     What a model file says about itself (classes, size, channels) can disagree with what it
