@@ -4,13 +4,17 @@ Starts ``python -m cnnkit serve`` as a subprocess on a free port of 127.0.0.1 (n
 the machine) and sends ``--requests`` uploads (default 10,000) with ``--concurrency`` in flight
 (default 16): good PNG and JPEG photos, and bad ones (random bytes, truncated images, an empty
 file, a wrong field name, a body over the upload limit, a small PNG that declares 7000x7000
-pixels).  It stops by itself after ``--max-seconds`` (default 900) whatever is left.  It prints
-the good requests that failed (anything but 200), the status counts per kind, p50/p99 latency,
+pixels).  Meanwhile ``--drips`` connections (default 18) each send an upload's headers and then
+drip its body a byte every ``--drip-seconds`` (default 8), reconnecting whenever the server cuts
+them off: slow bodies must never cost good requests their answer.  It stops by itself after
+``--max-seconds`` (default 900) whatever is left.  It prints the good requests that failed
+(anything but 200), the status counts per kind, how the drips were answered, p50/p99 latency,
 and the server's RSS sampled every half second (start, peak, end).  Exit status 1 if any good
 request failed.
 
     python benchmarks/soak_serve.py
     python benchmarks/soak_serve.py --requests 2000 --checkpoint runs/x
+    python benchmarks/soak_serve.py --requests 300 --drips 18 --drip-seconds 1 --max-seconds 60
 """
 
 from __future__ import annotations
@@ -83,7 +87,39 @@ def uploads(rng: np.random.Generator) -> dict[str, list[tuple[str, bytes, int]]]
     }
 
 
-async def soak(url: str, pid: int, n: int, concurrency: int, max_seconds: float, seed: int) -> int:
+async def drip(url: str, interval: float, stop: asyncio.Event, answers: Counter) -> None:
+    """One slow client: an upload's headers, then a byte every ``interval`` s until the server
+    answers (counted by status line) or ``stop``; then again, on a new connection."""
+    host, port = url.removeprefix("http://").split(":")
+    head = (b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+            b"Content-Length: 100000\r\n\r\n--b\r\n")
+    while not stop.is_set():
+        try:
+            reader, writer = await asyncio.open_connection(host, int(port))
+        except OSError as exc:
+            answers[type(exc).__name__] += 1
+            await asyncio.sleep(interval)
+            continue
+        try:
+            writer.write(head)
+            await writer.drain()
+            while not stop.is_set():
+                try:
+                    line = await asyncio.wait_for(reader.readline(), interval)
+                except asyncio.TimeoutError:
+                    writer.write(b"x")
+                    await writer.drain()
+                    continue
+                answers[line.decode("latin-1").split(" ")[1] if line else "closed"] += 1
+                break
+        except OSError as exc:
+            answers[type(exc).__name__] += 1
+        finally:
+            writer.close()
+
+
+async def soak(url: str, pid: int, n: int, concurrency: int, max_seconds: float, seed: int,
+               drips: int = 0, drip_seconds: float = 8.0) -> int:
     rng = np.random.default_rng(seed)
     pick = random.Random(seed)
     kinds = uploads(rng)
@@ -123,9 +159,14 @@ async def soak(url: str, pid: int, n: int, concurrency: int, max_seconds: float,
                 failed_good.append(f"request {i}: {code}")
 
     sampler = asyncio.create_task(sample())
+    stop, dripped = asyncio.Event(), Counter()
+    dripping = [asyncio.create_task(drip(url, drip_seconds, stop, dripped)) for _ in range(drips)]
+    await asyncio.sleep(min(2 * drip_seconds, 2.0) if drips else 0.0)  # the drips are in before the good uploads
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(timeout=60, limits=limits) as client:
         await asyncio.gather(*(worker(client) for _ in range(concurrency)))
+    stop.set()
+    await asyncio.gather(*dripping)
     sampler.cancel()
     elapsed = time.monotonic() - start
     await asyncio.sleep(1.0)  # let the server settle, then its memory at rest
@@ -139,6 +180,9 @@ async def soak(url: str, pid: int, n: int, concurrency: int, max_seconds: float,
     for kind, counts in status.items():
         want = kinds[kind][0][2]
         print(f"  {kind:13s} expected {want}: " + ", ".join(f"{c} x{k}" for c, k in sorted(counts.items())))
+    if drips:
+        print(f"  {drips} dripping uploads (a byte every {drip_seconds:g} s) were answered: "
+              + (", ".join(f"{c} x{k}" for k, c in sorted(dripped.items())) or "not yet"))
     print(f"latency ms: p50 {np.percentile(lat, 50):.1f}  p99 {np.percentile(lat, 99):.1f}  max {lat.max():.1f}")
     values = [v for _, v in rss]
     print(f"server RSS MiB: start {values[0]:.0f}  peak {max(values):.0f}  end {values[-1]:.0f}  "
@@ -156,6 +200,8 @@ def main() -> int:
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--max-seconds", type=float, default=900.0, help="hard stop (default 900 s)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--drips", type=int, default=18, help="connections dripping a body meanwhile (default 18)")
+    ap.add_argument("--drip-seconds", type=float, default=8.0, help="seconds between their bytes (default 8)")
     a = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = a.checkpoint or str(tiny_checkpoint(Path(tmp)))
@@ -164,7 +210,8 @@ def main() -> int:
             with serve_subprocess(args, timeout=120) as (server, url):
                 for _ in range(20):  # warm-up: the first model calls allocate
                     httpx.post(f"{url}/predict", files={"file": ("w.png", _png(np.zeros((40, 40, 3), np.uint8)))})
-                return asyncio.run(soak(url, server.pid, a.requests, a.concurrency, a.max_seconds, a.seed))
+                return asyncio.run(soak(url, server.pid, a.requests, a.concurrency, a.max_seconds, a.seed,
+                                        a.drips, a.drip_seconds))
         except ServerDidNotStart as exc:
             raise SystemExit(str(exc)) from None
 

@@ -38,7 +38,7 @@ def test_link_loops_are_cut_and_reported(tmp_path):
     why = dict(listing.problems)
     assert "Too many levels of symbolic links" in why[str(root / "cats" / "self.png")]
     assert "already listed" in why[str(root / "dogs" / "up")]
-    assert "already listed" in why[str(root / "dogs" / "cats-again")]
+    assert "class folder 'cats'" in why[str(root / "dogs" / "cats-again")]  # another class: never relabelled
     report = inspect_data(str(root))  # the file-by-file report walks the same way
     assert sum(report["totals"].values()) == 6
     assert {p for p, _ in report["unreadable"]} >= {str(root / "dogs" / "up"), str(root / "cats" / "self.png")}
@@ -118,3 +118,24 @@ def test_a_training_run_writes_an_escaped_skipped_txt(tmp_path):
     lines = (result.run_dir / "skipped.txt").read_text().splitlines()
     assert lines[0].startswith("# file<TAB>reason") and len(lines) == 2
     assert lines[1].startswith(f"{root}/cats/bad\\tname.png\tnot an image")
+
+
+def test_a_link_to_a_sibling_class_never_relabels_its_images(tmp_path):
+    # a/more_b -> ../b once dropped class b: its images were listed (and trained) as a
+    root = tmp_path / "d"
+    for c, cls in enumerate(("a", "b", "c")):
+        (root / cls).mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(np.full((8, 8, 3), 30 * i + 70 * c, np.uint8)).save(root / cls / f"{i}.png")
+    os.symlink("../b", root / "a" / "more_b")
+    os.symlink("../c/0.png", root / "a" / "from_c.png")  # a linked file of another class: the same rule
+    listing = list_images(root)
+    assert listing.classes == ("a", "b", "c")
+    labels = {f.path: listing.classes[f.label] for f in listing.files}
+    assert len(labels) == 9
+    assert all(os.path.basename(os.path.dirname(p)) == cls for p, cls in labels.items()), labels
+    why = dict(listing.problems)
+    assert "class folder 'b'" in why[str(root / "a" / "more_b")]
+    assert "class folder 'c'" in why[str(root / "a" / "from_c.png")]
+    splits = load_data(DataConfig(source=str(root), val_split=0.0, cache_dir=str(tmp_path / "cache")))
+    assert splits.classes == ("a", "b", "c") and np.bincount(splits.train.labels).tolist() == [3, 3, 3]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import select
 import socket
@@ -93,9 +94,11 @@ def test_release_memory_works_on_linux():
 
 @pytest.fixture()
 def tight_server(ckpt):
-    """uvicorn in a thread: one upload at a time, no queue, 0.5 s without body bytes -> 408."""
-    with serve_in_thread(create_app(ckpt, workers=1, queue=0, body_idle_timeout=0.5, body_timeout=2.0)) as port:
-        yield port
+    """uvicorn in a thread: one upload at a time, no queue, 0.5 s without body bytes -> 408; no
+    minimum rate (each test of a rate says its own)."""
+    app = create_app(ckpt, workers=1, queue=0, body_idle_timeout=0.5, body_timeout=2.0, body_min_rate=0)
+    with serve_in_thread(app) as port:
+        yield port, app
 
 
 def stalled_upload(port: int) -> socket.socket:
@@ -106,32 +109,83 @@ def stalled_upload(port: int) -> socket.socket:
     return s
 
 
-def test_stalled_body_is_408_and_a_full_server_503_with_retry_after(tight_server):
-    port = tight_server
+def read_answer(s: socket.socket) -> str:
+    """The whole HTTP answer on ``s``: its head, then as many body bytes as its content-length says
+    (the server may send them in two writes)."""
+    data = b""
+    while b"\r\n\r\n" not in data and (chunk := s.recv(4096)):
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                   if line.lower().startswith(b"content-length:")), 0)
+    while len(body) < length and (chunk := s.recv(4096)):
+        body += chunk
+    return (head + b"\r\n\r\n" + body).decode("latin-1")
+
+
+def test_a_stalled_body_never_holds_the_only_place_and_gets_408(tight_server):
+    port, _ = tight_server
     url = f"http://127.0.0.1:{port}"
     stalled = stalled_upload(port)
     try:
-        time.sleep(0.2)  # the stalled upload is admitted and holds the only place
+        time.sleep(0.2)  # the stalled upload is still sending: it holds its connection, not the one worker
         r = httpx.post(f"{url}/predict", files={"file": ("a.png", png_bytes())}, timeout=10)
-        assert r.status_code == 503 and r.headers["retry-after"] == "1" and "busy" in r.json()["detail"]
-        assert httpx.get(f"{url}/health", timeout=10).status_code == 200  # reads are not queued
-        answer = stalled.recv(4096).decode("latin-1")
+        assert r.status_code == 200, r.text
+        assert httpx.get(f"{url}/health", timeout=10).status_code == 200
+        answer = read_answer(stalled)
         assert answer.startswith("HTTP/1.1 408") and "request body too slow" in answer, answer
     finally:
         stalled.close()
-    time.sleep(0.1)
-    assert httpx.post(f"{url}/predict", files={"file": ("a.png", png_bytes())}, timeout=10).status_code == 200
+
+
+def test_a_full_server_is_503_with_retry_after(tight_server):
+    port, app = tight_server
+    gate = app.state.service.gate
+    assert gate.admit()  # the one place taken (as a long inference would)
+    try:
+        r = httpx.post(f"http://127.0.0.1:{port}/predict", files={"file": ("a.png", png_bytes())}, timeout=10)
+        assert r.status_code == 503 and r.headers["retry-after"] == "1" and "busy" in r.json()["detail"]
+    finally:
+        gate.leave()
+    assert httpx.post(f"http://127.0.0.1:{port}/predict", files={"file": ("a.png", png_bytes())},
+                      timeout=10).status_code == 200
 
 
 def test_a_trickling_body_is_stopped_at_the_total_timeout(tight_server):
-    s = stalled_upload(tight_server)
+    s = stalled_upload(tight_server[0])
     start = time.monotonic()
     while time.monotonic() - start < 5 and not select.select([s], [], [], 0.2)[0]:
         s.sendall(b"x")  # a byte every 0.2 s: never idle, never done
-    answer = s.recv(4096).decode("latin-1")
+    answer = read_answer(s)
     s.close()
     assert answer.startswith("HTTP/1.1 408") and "not complete within 2 s" in answer, answer
     assert time.monotonic() - start < 4
+
+
+def test_dripping_uploads_never_starve_good_requests(ckpt):
+    # 18 connections dripping a byte at a time once held every worker and queue place: good
+    # uploads got 503 for as long as the drips went on, and each drip could renew its hold
+    app = create_app(ckpt, workers=1, queue=1, body_idle_timeout=0.6, body_timeout=30.0, body_min_rate=2048)
+    with serve_in_thread(app) as port:
+        url = f"http://127.0.0.1:{port}"
+        drips = [stalled_upload(port) for _ in range(18)]
+        try:
+            start, answered = time.monotonic(), []
+            while time.monotonic() - start < 1.5:
+                for s in drips:
+                    with contextlib.suppress(OSError):
+                        s.sendall(b"x")
+                r = httpx.post(f"{url}/predict", files={"file": ("a.png", png_bytes())}, timeout=10)
+                answered.append(r.status_code)
+                time.sleep(0.1)
+            assert answered and set(answered) == {200}, answered
+            # the drips are under the minimum rate: cut after the grace time, not after 30 s
+            answers = [read_answer(s) for s in drips]
+            assert all(a.startswith("HTTP/1.1 408") and "/s" in a for a in answers), answers[:2]
+            assert time.monotonic() - start < 5
+        finally:
+            for s in drips:
+                s.close()
 
 
 def test_head_answers_like_get_without_a_body(ckpt):

@@ -90,7 +90,7 @@ def test_resume_after_a_cut_short_commit_says_where_it_continues(two_runs, shape
             break  # the weights are staged, the state is not: epoch 1 still stands
     capsys.readouterr()
     resumed = train(cfg(run, epochs=3), splits=shapes_splits, resume=run)
-    assert f"resuming {run} after epoch 1 of 3 (weights, training state and history match {MANIFEST})" \
+    assert f"resuming {run} after epoch 1 of 3 (weights, training state, history and data match {MANIFEST})" \
         in capsys.readouterr().err
     assert [r["epoch"] for r in resumed.history] == [1, 2, 3]
     assert_consistent(run, 3)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import signal
 import sys
 import threading
@@ -48,6 +49,8 @@ def _add_train_flags(p: argparse.ArgumentParser, config: type, resume: bool = Tr
     if resume:
         p.add_argument("--resume", metavar="RUN", help="continue the run in this folder from its last epoch, with its "
                                                      "own settings (--epochs N trains to N instead of the run's own count)")
+        p.add_argument("--allow-data-change", action="store_true", help="--resume: continue although files of the "
+                       "data were added, removed or changed since the last epoch (the same classes only)")
     _add_trust_flag(p)
     settings.add_flags(p, config, skip=("data.source",))
 
@@ -114,7 +117,8 @@ def cmd_train(a: argparse.Namespace) -> int:
     if a.resume:  # the run's own settings; only --epochs (default: the run's own) and --quiet apply
         kept = {"--epochs", "--quiet"}
         ignored = (["--config"] if a.config else []) + [f for f in given.order if f not in kept]
-        resume = Resume(a.resume, given.values.get("train.epochs"), cfg.train.progress, tuple(ignored))
+        resume = Resume(a.resume, given.values.get("train.epochs"), cfg.train.progress, tuple(ignored),
+                        a.allow_data_change)
     else:
         _checked(a, cfg, given)
     with distributed_from_env() as (rank, _):
@@ -130,7 +134,8 @@ def cmd_train(a: argparse.Namespace) -> int:
         return 0
     if result.metrics:
         m = result.metrics
-        print(f"{m['split']} accuracy {m['accuracy']:.4f} ({m['n']} images); run folder: {result.run_dir}")
+        note = f"; {m['note']}" if m.get("note") else ""
+        print(f"{m['split']} accuracy {m['accuracy']:.4f} ({m['n']} images{note}); run folder: {result.run_dir}")
     else:
         print(f"run folder: {result.run_dir}")
     return 0
@@ -159,11 +164,16 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     from cnnkit.evaluate.metrics import format_report
     from cnnkit.commands.train import write_evaluation
 
+    from cnnkit.io import check_writable_folder
+
+    out = Path(a.out) if a.out else (Path(a.checkpoint) if Path(a.checkpoint).is_dir() else Path(a.checkpoint).parent)
+    check_writable_folder(out, " (--out another folder)")  # before the evaluation, not after it
     source = a.data or _run_source(a.checkpoint)
     metrics, _, _ = evaluate(a.checkpoint, source, split=a.split, tta=a.tta, device=a.device or "auto",
                              data_dir=a.data_dir)
     print(format_report(metrics))
-    out = Path(a.out) if a.out else (Path(a.checkpoint) if Path(a.checkpoint).is_dir() else Path(a.checkpoint).parent)
+    if metrics.get("note"):  # e.g. the run's training images: never reported as held out
+        print(f"note: {metrics['note']}")
     write_evaluation(out, metrics, prefix=f"eval_{metrics['split']}_")
     print(f"wrote {out / ('eval_' + metrics['split'] + '_metrics.json')} and the confusion matrix")
     return 0
@@ -185,6 +195,10 @@ def cmd_predict(a: argparse.Namespace) -> int:
     from cnnkit.inference.load import load_predictor
     from cnnkit.serve.predict import write_predictions
 
+    if a.output:
+        from cnnkit.io import check_writable_file
+
+        check_writable_file(a.output)
     predictor = load_predictor(a.checkpoint, a.device or "cpu")
     files = expand_inputs(a.inputs)
     preds = predictor.iter_predictions(files, top_k=a.top_k, batch_size=a.batch_size,
@@ -301,41 +315,45 @@ def cmd_studio(a: argparse.Namespace) -> int:
     return 0
 
 
-def _save_picture(fig, out: str) -> int:
+def _save_picture(draw, out: str) -> int:
+    """``draw()`` -> Figure saved at ``out``, which is checked first (drawing may take a while)."""
+    from cnnkit.io import check_writable_file
     from cnnkit.visualize.figures import save_figure
 
-    print(f"wrote {save_figure(fig, out)}")
+    check_writable_file(out)
+    print(f"wrote {save_figure(draw(), out)}")
     return 0
 
 
 def cmd_explain_sobel(a: argparse.Namespace) -> int:
     from cnnkit.commands.explain import sobel_figure
 
-    return _save_picture(sobel_figure(a.image), a.out)
+    return _save_picture(lambda: sobel_figure(a.image), a.out)
 
 
 def cmd_explain_filters(a: argparse.Namespace) -> int:
     from cnnkit.commands.explain import filters_figure
 
-    return _save_picture(filters_figure(a.checkpoint), a.out)
+    return _save_picture(lambda: filters_figure(a.checkpoint), a.out)
 
 
 def cmd_explain_features(a: argparse.Namespace) -> int:
     from cnnkit.commands.explain import features_figure
 
-    return _save_picture(features_figure(a.checkpoint, a.image, a.layer), a.out)
+    return _save_picture(lambda: features_figure(a.checkpoint, a.image, a.layer), a.out)
 
 
 def cmd_explain_gradcam(a: argparse.Namespace) -> int:
     from cnnkit.commands.explain import gradcam_figure
 
-    return _save_picture(gradcam_figure(a.checkpoint, a.image, a.class_name), a.out)
+    return _save_picture(lambda: gradcam_figure(a.checkpoint, a.image, a.class_name), a.out)
 
 
 def cmd_explain_most_wrong(a: argparse.Namespace) -> int:
     from cnnkit.commands.explain import most_wrong_figure
 
-    return _save_picture(most_wrong_figure(a.checkpoint, a.data, n=a.n, split=a.split, data_dir=a.data_dir), a.out)
+    return _save_picture(lambda: most_wrong_figure(a.checkpoint, a.data, n=a.n, split=a.split, data_dir=a.data_dir),
+                         a.out)
 
 
 def cmd_report(a: argparse.Namespace) -> int:
@@ -578,6 +596,17 @@ def main(argv: Sequence[str] | None = None, config: type = C.RunConfig) -> int:
             return args.func(args)
     except CnnkitError as exc:
         print(f"cnnkit: error: {exc}", file=sys.stderr)
+        return 2
+    except (PermissionError, IsADirectoryError, NotADirectoryError) as exc:  # a place cnnkit may not write
+        print(f"cnnkit: error: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        if exc.errno != errno.EROFS:
+            raise
+        print(f"cnnkit: error: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    except RecursionError:  # JSON (or other input) nested deeper than Python's stack
+        print("cnnkit: error: an input is nested too deeply to read (thousands of [ or { levels)", file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:
         # checkpoints are written atomically at each epoch's end, so nothing saved is lost

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, ClassVar, Iterable, Mapping
@@ -177,6 +178,10 @@ class TrainConfig:
 class RunConfig:
     shared_flags: ClassVar[tuple[SharedFlag, ...]] = (
         SharedFlag("--seed", ("data.seed", "train.seed"), "random seed of the split and of training"),)
+    # keys older versions wrote that are gone -> what became of them; a config file holding one gets a
+    # note instead of an error (any section may declare its own).  None so far: every setting that
+    # config.py and the transforms ever declared is still one.
+    gone_settings: ClassVar[Mapping[str, str]] = {}
 
     data: DataConfig = section(DataConfig, "data")
     model: ModelConfig = section(ModelConfig, "model")
@@ -261,9 +266,11 @@ def save_json(obj: Any, path: str | Path) -> None:
 
 
 def load_run_config(path: str | Path, cls: type = RunConfig, *, named: bool = True) -> Any:
-    """A checked run config from a JSON file (any run's ``config.json``); unknown keys are ignored.
+    """A checked run config from a JSON file (any run's ``config.json``).
 
-    A file that cannot be read or a value that cannot be used is a ConfigError naming the file.
+    A file that cannot be read, an unknown key or a value that cannot be used is a ConfigError
+    naming the file and the key path; a key an older cnnkit wrote that is gone
+    (``gone_settings`` of a section) gets a one-line note and is ignored.
     ``named``: every setting the file holds counts as given by the user (added to ``given``, with
     the file's own ``given``), as a ``--config`` file's settings do; False reads a run's record back
     as it was saved.
@@ -274,10 +281,15 @@ def load_run_config(path: str | Path, cls: type = RunConfig, *, named: bool = Tr
         data = json.loads(Path(path).read_text())
     except (OSError, ValueError) as exc:
         raise ConfigError(f"{path}: cannot read a run config ({exc})") from None
+    except RecursionError:  # thousands of nested [ or {
+        raise ConfigError(f"{path}: cannot read a run config (nested too deeply)") from None
     if not isinstance(data, Mapping):
         raise ConfigError(f"{path}: a run config is a JSON object of sections, not {type(data).__name__}")
+    def note(key: str, why: str) -> None:
+        print(f"cnnkit: note: {path}: {key} is a setting of an older cnnkit ({why}); ignored", file=sys.stderr)
+
     try:
-        cfg = load(cls, data)
+        cfg = load(cls, data, on_gone=note)
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
     return _named_in_file(cfg, data) if named else cfg

@@ -13,6 +13,10 @@ class ConfigError(CnnkitError):
     """A setting is invalid or inconsistent."""
 
 
+class NotWritableError(CnnkitError):
+    """A file or folder cnnkit is asked to write cannot be written there (read-only, not a folder, ...)."""
+
+
 class CheckpointError(CnnkitError):
     """A checkpoint or run folder is missing, unreadable or incompatible."""
 

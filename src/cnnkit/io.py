@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
-from cnnkit.errors import DiskFullError
+from cnnkit.errors import DiskFullError, NotWritableError
 
 _DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
 # What libraries that wrap the OS error in their own exception (torch.save's RuntimeError,
@@ -74,6 +74,44 @@ def reserve(fd: int, size: int, path: str | Path, hint: str = "") -> None:
         if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS, errno.ENODEV):
             raise
 
+def check_writable_folder(folder: str | Path, hint: str = "") -> None:
+    """:class:`NotWritableError` (one line naming ``folder``) unless files can be created in it, or,
+    where it does not exist yet, in the folder it would be made in.  Checked by creating (and
+    removing) a file there: permissions, read-only mounts and pseudo file systems (``/proc``) all
+    answer that truthfully, for root too.  Call it before long work whose results go there."""
+    _check_folder(Path(folder), Path(folder), hint)
+
+
+def _check_folder(folder: Path, shown: Path, hint: str) -> None:
+    """:func:`check_writable_folder` naming ``shown`` (the file or folder asked for) in its error."""
+    if folder.exists() and not folder.is_dir():
+        raise NotWritableError(f"{shown}: {'' if folder == shown else f'{folder} '}exists and is not a folder{hint}")
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise NotWritableError(f"{shown}: {existing} is a file, not a folder{hint}")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".cnnkit-write-check.", dir=existing)
+    except OSError as exc:
+        where = "there" if existing == shown else f"in {existing}"
+        raise NotWritableError(f"{shown}: cannot write {where} ({exc.strerror or exc}){hint}") from None
+    os.close(fd)
+    os.unlink(probe)
+
+
+def check_writable_file(path: str | Path, hint: str = "") -> None:
+    """:class:`NotWritableError` unless ``path`` can be written as cnnkit writes files: a new file
+    beside it renamed onto it (so a folder, ``/dev/null`` or another special file is refused)."""
+    path = Path(path)
+    if path.is_dir():
+        raise NotWritableError(f"{path}: is a folder; name a file to write{hint}")
+    if path.exists() and not path.is_file():
+        raise NotWritableError(f"{path}: not a regular file; cnnkit writes a new file and renames it into place, "
+                               f"so name a file{hint}")
+    _check_folder(path.parent, path, hint)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path, size: int | None = None) -> Iterator[Path]:
     """Yield a temporary path in the same folder; on success it replaces ``path``.
@@ -84,6 +122,9 @@ def atomic_path(path: str | Path, size: int | None = None) -> Iterator[Path]:
     :class:`DiskFullError` naming ``path``.
     """
     path = Path(path)
+    if path.exists() and not path.is_file():  # a folder, a device such as /dev/null, a FIFO: never replaced
+        raise NotWritableError(f"{path}: not a regular file; cnnkit writes a new file and renames it into place, "
+                               f"so name a file")
     path.parent.mkdir(parents=True, exist_ok=True)
     if size is not None:
         ensure_free_space(path.parent, size)

@@ -15,6 +15,7 @@ Files of a run folder::
     history.csv/.json    per-epoch metrics                        features.json    the cached features' pass
     best.safetensors     best weights (+ metadata)                last.safetensors latest weights (+ metadata)
     train_state.pt       optimizer etc. for --resume              commit.json      the committed epoch
+    data_listing.json    the data trained on (committed)
     metrics.json         final evaluation                         confusion_matrix.csv/.png
     curves.png           the logged metrics by epoch              report.html      the run's report
     label_issues.csv     images whose label is doubted            lr_find.json/.png the range test
@@ -45,6 +46,7 @@ FEATURES = "features.json"
 HISTORY_CSV, HISTORY_JSON = "history.csv", "history.json"
 BEST, LAST, STATE = "best.safetensors", "last.safetensors", "train_state.pt"
 COMMIT = "commit.json"
+DATA_LISTING = "data_listing.json"  # the data trained on, committed with the epochs (cnnkit.train.data_listing)
 METRICS = "metrics.json"
 CONFUSION_CSV, CONFUSION_PNG = "confusion_matrix.csv", "confusion_matrix.png"
 CURVES = "curves.png"
@@ -206,7 +208,8 @@ class RunFolder:
         save_json(record, self.path / AUTO)
 
 
-__all__ = ["AUTO", "BEST", "CANDIDATES", "CLASSES", "COMMIT", "CONFIG", "CONFUSION_CSV", "CONFUSION_PNG", "CURVES",
-           "FEATURES", "HISTORY_CSV", "HISTORY_JSON", "KINDS", "LABEL_ISSUES", "LAST", "LEADERBOARD", "LOCK",
-           "LR_FIND_JSON", "LR_FIND_PNG", "MARKER", "MARKER_FORMAT", "METRICS", "PREPROCESS", "REPORT", "RunFolder",
-           "SKIPPED", "STATE", "TENSORBOARD", "check_usable", "claim", "is_empty", "is_run", "usable"]
+__all__ = ["AUTO", "BEST", "CANDIDATES", "CLASSES", "COMMIT", "CONFIG", "CONFUSION_CSV", "CONFUSION_PNG",
+           "CURVES", "DATA_LISTING", "FEATURES", "HISTORY_CSV", "HISTORY_JSON", "KINDS", "LABEL_ISSUES",
+           "LAST", "LEADERBOARD", "LOCK", "LR_FIND_JSON", "LR_FIND_PNG", "MARKER", "MARKER_FORMAT",
+           "METRICS", "PREPROCESS", "REPORT", "RunFolder", "SKIPPED", "STATE", "TENSORBOARD",
+           "check_usable", "claim", "is_empty", "is_run", "usable"]

@@ -330,15 +330,44 @@ def coerce(s: Setting, value: Any) -> Any:
     return value
 
 
-def _flatten(changes: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """{"train": {"epochs": 1}} and {"train.epochs": 1} -> {"train.epochs": 1}."""
+def _section_keys(cls: type) -> set[str]:
+    """Dotted names of the sections of ``cls`` (``data``, ``augment``, ...)."""
+    return {prefix[:-1] for prefix, _, _ in sections(cls) if prefix}
+
+
+def gone_settings(cls: type) -> dict[str, str]:
+    """Keys that older versions wrote and that are gone (dotted key -> what became of it), from each
+    section's ``gone_settings`` class attribute: a config file holding one gets a note, not an error."""
+    return {prefix + k: why for prefix, sub, _ in sections(cls) for k, why in getattr(sub, "gone_settings", {}).items()}
+
+
+def _flatten(cls: type, changes: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"train": {"epochs": 1}} and {"train.epochs": 1} -> {"train.epochs": 1}.
+
+    A section must be given a mapping (``"train": null`` is a ConfigError naming ``train``); a
+    setting keeps what it is given, a mapping too, for :func:`check` to name its key; a mapping
+    under an unknown name is flattened, so the unknown key is named in full (``data.sorce``).
+    """
+    heads, keys = _section_keys(cls), {s.key for s in walk(cls)}
     flat: dict[str, Any] = {}
     for key, value in changes.items():
-        if isinstance(value, Mapping):
-            flat.update(_flatten(value, f"{prefix}{key}."))
+        full = f"{prefix}{key}"
+        if full in heads:
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"{full}: must be an object of {full}.* settings, not {_json_kind(value)}")
+            flat.update(_flatten(cls, value, full + "."))
+        elif full not in keys and isinstance(value, Mapping) and value:
+            flat.update(_flatten(cls, value, full + "."))
         else:
-            flat[f"{prefix}{key}"] = value
+            flat[full] = value
     return flat
+
+
+def _json_kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    return {list: "a list", tuple: "a list", str: "text", bool: "true/false", dict: "an object"}.get(
+        type(value), "a number" if isinstance(value, (int, float)) else type(value).__name__)
 
 
 def _unknown(cls: type, key: str) -> ConfigError:
@@ -352,18 +381,24 @@ def _unknown(cls: type, key: str) -> ConfigError:
     return ConfigError(f"unknown setting {key!r}: {cls.__name__} has no field {key!r}")
 
 
-def override(obj: Any, changes: Mapping[str, Any], *, ignore_unknown: bool = False) -> Any:
+def override(obj: Any, changes: Mapping[str, Any], *, ignore_unknown: bool = False,
+             on_gone: Callable[[str, str], None] | None = None) -> Any:
     """``obj`` with settings replaced by dotted key: ``override(cfg, {"train.epochs": 5})``.
 
     Nested mappings (``{"train": {"epochs": 5}}``) work too; values are coerced (lists to tuples,
     a setting's own ``coerce``) but not validated - :func:`check` does that.  An unknown key is a
-    ConfigError unless ``ignore_unknown`` (config files written by other versions).
+    ConfigError naming its full path unless ``ignore_unknown``.  With ``on_gone``, a key that
+    older versions wrote and that is gone (:func:`gone_settings`) is passed to it and skipped.
     """
     by_key = {s.key: s for s in walk(type(obj))}
+    gone = gone_settings(type(obj)) if on_gone is not None else {}
     tree: dict[str, Any] = {}
-    for key, value in _flatten(changes).items():
+    for key, value in _flatten(type(obj), changes).items():
         s = by_key.get(key)
         if s is None:
+            if key in gone:
+                on_gone(key, gone[key])
+                continue
             if ignore_unknown:
                 continue
             raise _unknown(type(obj), key)
@@ -379,9 +414,16 @@ def _replace(obj: Any, changes: Mapping[str, Any]) -> Any:
     return dataclasses.replace(obj, **own) if own else obj
 
 
-def load(cls: type, data: Mapping[str, Any]) -> Any:
-    """A checked ``cls`` from a (JSON) mapping; keys it does not know are ignored."""
-    cfg = override(cls(), data, ignore_unknown=True)
+def load(cls: type, data: Mapping[str, Any], *, strict: bool = True,
+         on_gone: Callable[[str, str], None] | None = None) -> Any:
+    """A checked ``cls`` from a (JSON) mapping.
+
+    ``strict`` (a config file): an unknown key or a value of the wrong type is a ConfigError naming
+    its key path; a key older versions wrote and that is gone goes to ``on_gone(key, why)``.  Not
+    ``strict`` (a checkpoint's own config, perhaps from a RunConfig subclass): unknown keys are
+    skipped, the values of known ones are still checked.
+    """
+    cfg = override(cls(), data, ignore_unknown=not strict, on_gone=on_gone or (lambda key, why: None))
     check(cfg)
     return cfg
 

@@ -48,6 +48,17 @@ def conform_splits(splits: DataSplits, size: tuple[int, int] | None, channels: i
     return DataSplits(fix(splits.train), fix(splits.val), fix(splits.test), splits.skipped)
 
 
+def split_counts(n: int, fractions: list[float]) -> list[int]:
+    """Images of a class of ``n`` for each fraction: rounded, but at least one for every fraction
+    above 0 while one image is still left to train on (2 images at 0.1 give 1 validation image, not
+    none; 1 image gives none)."""
+    counts = [int(round(f * n)) for f in fractions]
+    for k, f in enumerate(fractions):
+        if f > 0 and counts[k] == 0 and n - sum(counts) >= 2:
+            counts[k] = 1
+    return counts
+
+
 def stratified_split(labels: np.ndarray, fractions: list[float], seed: int) -> list[np.ndarray]:
     """Split indices into len(fractions)+1 parts (rest first), stratified by label, reproducible."""
     rng = np.random.default_rng(seed)
@@ -56,7 +67,7 @@ def stratified_split(labels: np.ndarray, fractions: list[float], seed: int) -> l
         idx = np.flatnonzero(labels == label)
         rng.shuffle(idx)
         start = 0
-        counts = [int(round(f * len(idx))) for f in fractions]
+        counts = split_counts(len(idx), fractions)
         rest = len(idx) - sum(counts)
         bounds = [rest] + counts
         for k, n in enumerate(bounds):

@@ -30,8 +30,9 @@ import numpy as np
 
 from cnnkit.data.decode import TARGET_LIMIT, BadImage, ImageInfo, decode, parallel_map, probe
 from cnnkit.data.folders import FileEntry, FileListing
-from cnnkit.errors import DataError
-from cnnkit.io import atomic_path, atomic_write_text, ensure_free_space, remove_orphaned_temps, reserve
+from cnnkit.errors import DataError, NotWritableError
+from cnnkit.io import (atomic_path, atomic_write_text, check_writable_folder, ensure_free_space,
+                       remove_orphaned_temps, reserve)
 from cnnkit.phases import phase
 
 log = logging.getLogger("cnnkit.data")
@@ -237,7 +238,11 @@ def decoded(listing: FileListing, size: tuple[int, int] | None = None, channels:
                 _report_bad(path, reason, strict, [])
             return hit
     try:
+        check_writable_folder(folder, " (the image cache: give --cache-dir, or set CNNKIT_CACHE_DIR to, a writable "
+                                      "folder)")
         folder.mkdir(parents=True, exist_ok=True)
+    except NotWritableError as exc:
+        raise DataError(str(exc)) from None
     except OSError as exc:
         raise DataError(f"cannot create the image cache folder {folder}: {exc.strerror or exc} "
                         f"(set cache_dir / CNNKIT_CACHE_DIR to a writable folder)") from None

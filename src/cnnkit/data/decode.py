@@ -160,6 +160,9 @@ def _to_8bit_grey(im: Image.Image) -> Image.Image:
     arr = np.asarray(im)
     if im.mode == "F":
         arr = arr.astype(np.float32)
+        bad = int(np.count_nonzero(~np.isfinite(arr)))
+        if bad:  # NaN would turn black with a numpy warning: a picture of nothing, not a dark one
+            raise BadImage(f"{bad} of {arr.size} float pixels are NaN or infinite: not a usable image")
         top = float(arr.max()) if arr.size else 0.0
         arr = arr * 255.0 if top <= 1.0 else arr
     elif im.mode.startswith("I;16") or (arr.size and int(arr.max()) > 255):

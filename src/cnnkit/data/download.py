@@ -24,6 +24,7 @@ import zipfile
 import zlib
 from pathlib import Path, PurePosixPath
 
+from cnnkit.data.unpack import DATA_LIMITS, unpack, verify_compressed_tail  # noqa: F401 - re-exported for named.py
 from cnnkit.errors import DataError, DiskFullError
 from cnnkit.io import atomic_path, free_bytes, is_disk_full
 
@@ -32,19 +33,6 @@ log = logging.getLogger("cnnkit.data")
 MIRROR_ENV = "CNNKIT_DATASET_MIRROR"
 DATA_DIR_ENV = "CNNKIT_DATA_DIR"
 _CHUNK = 1 << 20
-
-
-def verify_compressed_tail(tf: tarfile.TarFile) -> None:
-    """Read a .tar.gz/.bz2/.xz to its end so the checksum in its trailer is checked.
-
-    tarfile stops at the end-of-archive blocks, before gzip's CRC32, so a bit flipped inside
-    the compressed data would otherwise extract "successfully" into damaged files.
-    Raises gzip.BadGzipFile / OSError / EOFError on a mismatch.
-    """
-    stream = tf.fileobj
-    if stream is not None and hasattr(stream, "read") and type(stream).__module__ in ("gzip", "bz2", "lzma"):
-        while stream.read(_CHUNK):
-            pass
 
 
 def data_root(data_dir: str | None = None) -> Path:
@@ -135,13 +123,6 @@ def _download(url: str, dest: Path, sha256: str | None, md5: str | None, timeout
     return dest
 
 
-def _safe_members_zip(zf: zipfile.ZipFile, archive: Path) -> None:
-    for name in zf.namelist():
-        p = PurePosixPath(name)
-        if p.is_absolute() or ".." in p.parts:
-            raise DataError(f"{archive}: unsafe path {name!r} inside the archive; not extracting")
-
-
 def _starts_like_zip(path: Path) -> bool:
     with open(path, "rb") as fh:
         return fh.read(4) in (b"PK\x03\x04", b"PK\x05\x06")
@@ -165,6 +146,8 @@ def extract(archive: str | Path, cache_dir: str | Path) -> Path:
 
     Extraction goes to a temporary folder that is renamed into place when complete, so a
     half-extracted archive is never used; a later call finds the folder and returns at once.
+    It is :func:`cnnkit.data.unpack.unpack` with the data archives' caps (``DATA_LIMITS``): a
+    small archive that would unpack to gigabytes is refused, and nothing of it stays in the cache.
     """
     archive = Path(archive)
     if not archive.is_file():
@@ -180,14 +163,9 @@ def extract(archive: str | Path, cache_dir: str | Path) -> Path:
                         f"{exc.strerror or exc} (set cache_dir to a writable folder)") from None
     log.warning("extracting %s -> %s (once)", archive, target)
     try:
-        if zipfile.is_zipfile(archive):
-            with zipfile.ZipFile(archive) as zf:
-                _safe_members_zip(zf, archive)
-                zf.extractall(tmp)
-        elif tarfile.is_tarfile(archive):
-            with tarfile.open(archive) as tf:
-                tf.extractall(tmp, filter="data")
-                verify_compressed_tail(tf)
+        if zipfile.is_zipfile(archive) or tarfile.is_tarfile(archive):
+            os.rmdir(tmp)  # unpack makes the folder itself (and removes it again on any failure)
+            unpack(archive, tmp, str(archive), DATA_LIMITS)
         elif _starts_like_zip(archive):
             raise DataError(f"{archive}: truncated or damaged zip archive (its table of contents, at the end "
                             f"of the file, is missing); download or copy it again")

@@ -123,6 +123,17 @@ class _Walk:
     problems: list[tuple[str, str]] = field(default_factory=list)
     seen_dirs: set[tuple[int, int]] = field(default_factory=set)  # (st_dev, st_ino) of entered folders
     ignored: int = 0
+    class_dirs: dict[str, str] = field(default_factory=dict)  # real path of each class folder -> its class
+
+    def other_class(self, entry: os.DirEntry, own: str) -> str | None:
+        """The class whose folder a link ``entry`` really points into, when that is not ``own``."""
+        if not entry.is_symlink():
+            return None
+        real = os.path.realpath(entry.path)
+        for folder, name in self.class_dirs.items():
+            if name != own and (real == folder or real.startswith(folder + os.sep)):
+                return name
+        return None
 
     def enter(self, folder: Path) -> bool:
         """Mark ``folder`` as entered; False if this real folder was entered before (a loop or a second link)."""
@@ -159,14 +170,22 @@ def _scandir(folder: Path, walk: _Walk) -> list[os.DirEntry]:
 _LOOP = "link to a folder that is already listed (a loop, or a second way in): not followed"
 
 
-def _walk_images(folder: Path, walk: _Walk) -> list[tuple[str, os.stat_result]]:
-    """(path, stat) of every image file under ``folder`` (recursively, like Keras), sorted by path.
+def _walk_images(folder: Path, walk: _Walk, own: str = "") -> list[tuple[str, os.stat_result]]:
+    """(path, stat) of every image file under ``folder`` of class ``own`` (recursively, like Keras),
+    sorted by path.
 
     Links are followed (stat, not lstat), but each real folder is entered once, so a link to
-    ``..`` or to a sibling folder cannot make the walk go round.
+    ``..`` or to a sibling folder cannot make the walk go round.  A link into another class's
+    folder is not followed: a file's class is the class folder it really lives in.
     """
     images: list[tuple[str, os.stat_result]] = []
     for entry in _scandir(folder, walk):
+        other = walk.other_class(entry, own)
+        if other is not None:
+            why = (f"link into class folder {other!r}: not followed (a file's class is the class folder it "
+                   f"really lives in)")
+            walk.problems.append((entry.path, why))
+            continue
         try:
             st = entry.stat()  # follows links
         except OSError as exc:  # a link to itself (ELOOP), a dangling link, a vanished file
@@ -175,7 +194,7 @@ def _walk_images(folder: Path, walk: _Walk) -> list[tuple[str, os.stat_result]]:
             continue
         if stat.S_ISDIR(st.st_mode):
             if walk.enter(Path(entry.path)):
-                images.extend(_walk_images(Path(entry.path), walk))
+                images.extend(_walk_images(Path(entry.path), walk, own))
             else:
                 walk.problems.append((entry.path, _LOOP))
         elif not stat.S_ISREG(st.st_mode):
@@ -187,20 +206,37 @@ def _walk_images(folder: Path, walk: _Walk) -> list[tuple[str, os.stat_result]]:
     return images
 
 
-def _split_dirs(root: Path) -> dict[str, Path]:
-    """``{split: folder}`` for the split folders directly under ``root`` (case-insensitive names)."""
+def _split_dirs(root: Path, unused: list[tuple[str, str]] | None = None) -> dict[str, Path]:
+    """``{split: folder}`` for the split folders directly under ``root`` (case-insensitive names).
+
+    Where two folders name the same split (``validation/`` and ``val/``), the first name of
+    :data:`SPLIT_NAMES` is used; the others go to ``unused`` as (path, why), to be said.
+    """
     found: dict[str, Path] = {}
     try:
         entries = [e for e in os.scandir(root) if entry_is_dir(e) and not is_hidden(e.name) and _decodable(e.name)]
     except OSError:
         return found
-    by_name = {e.name.lower(): Path(e.path) for e in entries}
+    by_name: dict[str, list[Path]] = {}
+    for e in sorted(entries, key=lambda e: e.name):
+        by_name.setdefault(e.name.lower(), []).append(Path(e.path))
     for split, names in SPLIT_NAMES.items():
-        for name in names:
-            if name in by_name:
-                found[split] = by_name[name]
-                break
+        present = [p for name in names for p in by_name.get(name, [])]
+        if not present:
+            continue
+        found[split] = present[0]
+        for other in present[1:]:
+            if unused is not None:
+                used = present[0].name
+                unused.append((str(other), f"a second {split} folder beside {used}/: not used (only {used}/ is read)"))
     return found
+
+
+def _holds_folders(folder: Path) -> bool:
+    try:
+        return any(entry_is_dir(e) and not is_hidden(e.name) for e in os.scandir(folder))
+    except OSError:
+        return True  # unreadable: left to the listing, which reports it
 
 
 def find_root(root: Path) -> Path:
@@ -230,11 +266,20 @@ def find_root(root: Path) -> Path:
     return root
 
 
-def layout(root: str | Path) -> dict[str, Path]:
-    """``{split: folder of class folders}``; a single class tree is ``{"train": root}``."""
+def layout(root: str | Path, unused: list[tuple[str, str]] | None = None) -> dict[str, Path]:
+    """``{split: folder of class folders}``; a single class tree is ``{"train": root}``.
+
+    A ``train/`` that holds no folders (only pictures) is a class of a single tree (pictures of
+    trains), not the training split.  Split folders left unused are added to ``unused``.
+    """
     root = find_root(Path(root))
-    splits = _split_dirs(root)
-    return splits if "train" in splits else {"train": root}
+    notes: list[tuple[str, str]] = []
+    splits = _split_dirs(root, notes)
+    if "train" not in splits or not _holds_folders(splits["train"]):
+        return {"train": root}
+    if unused is not None:
+        unused.extend(notes)
+    return splits
 
 
 def list_split_folders(folders: dict[str, Path], root: str | Path | None = None) -> FileListing:
@@ -251,14 +296,15 @@ def list_split_folders(folders: dict[str, Path], root: str | Path | None = None)
     for folder in [root, *folders.values()] if root is not None else folders.values():
         walk.enter(Path(folder))  # a link back up to a split folder or the root is a loop
     per_split: dict[str, dict[str, list[tuple[str, os.stat_result]]]] = {}
-    for split in SPLIT_NAMES:
-        if split not in folders:
-            continue
+    entries = {split: _scandir(Path(folders[split]), walk) for split in SPLIT_NAMES if split in folders}
+    walk.class_dirs = {os.path.realpath(e.path): e.name for listed in entries.values() for e in listed
+                       if entry_is_dir(e)}
+    for split, listed in entries.items():
         classes: dict[str, list[tuple[str, os.stat_result]]] = {}
-        for entry in _scandir(Path(folders[split]), walk):
+        for entry in listed:
             if entry_is_dir(entry):
                 if walk.enter(Path(entry.path)):
-                    classes[entry.name] = _walk_images(Path(entry.path), walk)
+                    classes[entry.name] = _walk_images(Path(entry.path), walk, entry.name)
                 else:
                     walk.problems.append((entry.path, _LOOP))
             elif entry_is_file(entry) and is_image_name(entry.name):
@@ -299,7 +345,9 @@ def list_images(root: str | Path) -> FileListing:
     root = Path(root).expanduser().absolute()
     if not root.is_dir():
         raise DataError(f"{root}: not a folder")
-    listing = list_split_folders(layout(root), root)
+    unused: list[tuple[str, str]] = []
+    listing = list_split_folders(layout(root, unused), root)
+    listing.problems[:0] = unused  # first: the warning about what was left out names it
     if not listing.files and not listing.classes:
         loose = sum(1 for _, why in listing.problems if why == LOOSE_IMAGE)
         if loose:

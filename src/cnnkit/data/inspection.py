@@ -73,11 +73,13 @@ def _size_stats(sizes: list[tuple[int, int]]) -> dict[str, Any]:
         return {"distinct": 0}
     arr = np.asarray(sizes)
     common = Counter(sizes).most_common(5)
+    # the smallest, median and largest image by pixels: per side, 1x20000 and 20000x1 would make "20000x20000"
+    by_area = arr[np.argsort(arr[:, 0] * arr[:, 1], kind="stable")]
     return {
         "distinct": len(set(sizes)),
-        "min_hw": [int(arr[:, 0].min()), int(arr[:, 1].min())],
-        "median_hw": [int(np.median(arr[:, 0])), int(np.median(arr[:, 1]))],
-        "max_hw": [int(arr[:, 0].max()), int(arr[:, 1].max())],
+        "min_hw": [int(v) for v in by_area[0]],
+        "median_hw": [int(v) for v in by_area[len(by_area) // 2]],
+        "max_hw": [int(v) for v in by_area[-1]],
         "most_common": [[h, w, n] for (h, w), n in common],
     }
 
@@ -229,8 +231,9 @@ def render_inspection(report: dict[str, Any], console: Any = None) -> None:
     sz = report["sizes"]
     if sz.get("distinct"):
         common = ", ".join(f"{h}x{w} ({n})" for h, w, n in sz["most_common"])
-        console.print(f"image sizes (HxW): {sz['distinct']} distinct; min {sz['min_hw'][0]}x{sz['min_hw'][1]}, "
-                      f"median {sz['median_hw'][0]}x{sz['median_hw'][1]}, max {sz['max_hw'][0]}x{sz['max_hw'][1]}; "
+        console.print(f"image sizes (HxW): {sz['distinct']} distinct; smallest {sz['min_hw'][0]}x{sz['min_hw'][1]}, "
+                      f"median {sz['median_hw'][0]}x{sz['median_hw'][1]}, largest {sz['max_hw'][0]}x{sz['max_hw'][1]} "
+                      f"(by pixels); "
                       f"most common: {common}")
     if report["modes"]:
         console.print("pixel modes: " + ", ".join(f"{m} ({n})" for m, n in report["modes"].items()))

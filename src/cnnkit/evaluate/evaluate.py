@@ -22,6 +22,9 @@ from cnnkit.inference.calibrated import temperature_of
 from cnnkit.inference.checkpoint import Checkpoint, load_checkpoint
 from cnnkit.inference.preprocess import ImageInputs
 
+# what a run's metrics say when it had no validation images: they were measured on the training images
+NO_VALIDATION = "no validation: metrics are training metrics"
+
 
 @dataclass(frozen=True)
 class Evaluation:
@@ -100,8 +103,11 @@ def evaluate(checkpoint: str | Path, source: str, split: str = "auto", tta: str 
     dev = runtime.select_device(device)
     runtime.prepare(dev, fast=True)
     ckpt = load_checkpoint(checkpoint, dev)
-    splits = load_data(data_config_for(ckpt, source, data_dir))
+    data_cfg = data_config_for(ckpt, source, data_dir)
+    splits = load_data(data_cfg)
     name, data = pick_split(splits, split)
+    # the run's own data split as it trained: its train split is what the model learnt from
+    trained_on = name == "train" and ckpt.run_config is not None and data_cfg.source == ckpt.run_config.data.source
     data = align_classes(data, ckpt.preprocess.classes)
     inputs = ImageInputs.from_preprocess(ckpt.preprocess, dev)
     probs = predict_probs(ckpt.model, BatchLoader(data, batch_size, dev), inputs, tta=tta)
@@ -113,4 +119,6 @@ def evaluate(checkpoint: str | Path, source: str, split: str = "auto", tta: str 
                "ece": expected_calibration_error(probs, data.labels), "ece_uncalibrated": uncalibrated}
     if tta:
         metrics["tta"] = tta
+    if trained_on:
+        metrics["note"] = NO_VALIDATION
     return Evaluation(metrics, probs, data)

@@ -43,7 +43,7 @@ def read_export_metadata(path: str | Path) -> dict:
     if not path.is_file():
         raise ExportError(f"{path}: no such exported model")
     try:
-        if path.suffix == ".onnx":
+        if path.suffix.lower() == ".onnx":  # model.ONNX too: the suffix that load_predictor routes to ONNX
             import onnx
 
             proto = onnx.load(str(path), load_external_data=False)

@@ -74,6 +74,8 @@ def _json_object(meta: Mapping[str, str], key: str, path: str | Path, required: 
         data = json.loads(text)
     except ValueError as exc:
         raise CheckpointError(f"{path}: {key}: not valid JSON ({exc})") from None
+    except RecursionError:  # thousands of nested [ or {: a crafted file
+        raise CheckpointError(f"{path}: {key}: JSON nested too deeply") from None
     if not isinstance(data, dict):
         raise CheckpointError(f"{path}: {key}: must be a JSON object, not {type(data).__name__}")
     return data
@@ -122,7 +124,7 @@ def check_preprocess(data: Any, path: str | Path, key: str = "preprocess") -> Pr
 def _loaded(cls: type, data: dict[str, Any], key: str, path: str | Path) -> Any:
     """``cls`` from ``data``, checked as a config file is (type, range, choices of every setting)."""
     try:
-        return settings.load(cls, data)
+        return settings.load(cls, data, strict=False)  # a RunConfig subclass's run may carry more settings
     except settings.SettingError as exc:
         raise CheckpointError(f"{path}: {key}.{exc}") from None
     except (ConfigError, ValueError, TypeError) as exc:

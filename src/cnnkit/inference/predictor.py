@@ -12,7 +12,7 @@ import numpy as np
 
 from cnnkit.config import Preprocess
 from cnnkit.data.decode import parallel_map
-from cnnkit.errors import ConfigError, DataError
+from cnnkit.errors import CheckpointError, CnnkitError, ConfigError, DataError
 from cnnkit.inference.calibrated import resolve_min_confidence
 from cnnkit.inference.files import read_image
 
@@ -23,6 +23,30 @@ def check_top_k(top_k: int) -> None:
     """top-k below 1 would print empty rows (0) or quietly drop classes (negative slicing)."""
     if top_k < 1:
         raise ConfigError(f"--top-k must be at least 1, got {top_k}")
+
+
+def warm_up(predictor: BasePredictor) -> None:
+    """One inference on a black image of the model's input size, checked against its classes.
+
+    What a model file says about itself (classes, size, channels) can disagree with what it
+    computes; this finds out before the first request does (serve reports healthy only after it).
+    """
+    pre = predictor.preprocess
+    (h, w), k = pre.image_size, len(predictor.classes)
+    where = getattr(predictor, "path", None) or getattr(getattr(predictor, "ckpt", None), "path", None) or "the model"
+    try:
+        probs = np.asarray(predictor.probs(np.zeros((1, h, w, pre.channels), np.uint8)))
+    except CnnkitError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - runtimes raise their own types; the first line says what
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{where}: cannot run on one {h}x{w} image of {pre.channels} channel(s), "
+                              f"the input its metadata describes ({first[:300]})") from None
+    if probs.shape != (1, k):
+        raise CheckpointError(f"{where}: its metadata names {k} classes but the model gives "
+                              f"{probs.shape[-1] if probs.ndim else 0} probabilities per image")
+    if not np.isfinite(probs).all():
+        raise CheckpointError(f"{where}: gives non-finite probabilities on a black image")
 
 
 @dataclass

@@ -46,9 +46,9 @@ from starlette.exceptions import HTTPException
 
 from cnnkit.errors import CnnkitError
 from cnnkit.inference.calibrated import resolve_min_confidence
-from cnnkit.inference.predictor import answer
-from cnnkit.serve.limits import (BODY_IDLE_TIMEOUT, BODY_TOTAL_TIMEOUT, QUEUE, Admission, BodyLimit, HeadAsGet,
-                                 TooLarge, WorkGate, release_memory)
+from cnnkit.inference.predictor import answer, warm_up
+from cnnkit.serve.limits import (BODY_IDLE_TIMEOUT, BODY_TOTAL_TIMEOUT, MIN_BODY_RATE, QUEUE, Admission, HeadAsGet,
+                                 ReadBodyFirst, TooLarge, WorkGate, release_memory)
 
 FIELD = "file"  # the multipart field that carries the image
 DEFAULT_MAX_UPLOAD = 10 * 1024 * 1024
@@ -273,7 +273,8 @@ async def _upload_bytes(request: Request, file: UploadFile | None, limit: int) -
 
 def create_app(model: Any, max_upload_bytes: int = DEFAULT_MAX_UPLOAD, device: str = "cpu",
                max_pixels: int = DEFAULT_MAX_PIXELS, workers: int | None = None, queue: int = QUEUE,
-               body_idle_timeout: float = BODY_IDLE_TIMEOUT, body_timeout: float = BODY_TOTAL_TIMEOUT) -> FastAPI:
+               body_idle_timeout: float = BODY_IDLE_TIMEOUT, body_timeout: float = BODY_TOTAL_TIMEOUT,
+               body_min_rate: float = MIN_BODY_RATE) -> FastAPI:
     """The web app for ``model`` (checkpoint, run folder, ``.onnx`` or a loaded predictor).
 
     ``max_upload_bytes`` bounds the uploaded file (413 above it); the whole request body may
@@ -281,7 +282,9 @@ def create_app(model: Any, max_upload_bytes: int = DEFAULT_MAX_UPLOAD, device: s
     to (413 "decompression bomb", naming the cap, above it), lowered to what the model's input size needs.
     ``workers`` uploads decode and run the model at once (default: the cores, 2 to 4) and
     ``queue`` more wait; beyond that a request gets 503 with ``Retry-After``.  A request body
-    that sends nothing for ``body_idle_timeout`` seconds, or takes over ``body_timeout``, gets 408.
+    that sends nothing for ``body_idle_timeout`` seconds, takes over ``body_timeout``, or averages under
+    ``body_min_rate`` bytes/s after ``body_idle_timeout`` seconds, gets 408.  A body is read whole
+    before the request is admitted, so slow uploads never hold the places good requests need.
     The API is described at ``/openapi.json``; there is no ``/docs`` page, which would load its
     scripts from the internet.
     """
@@ -293,14 +296,15 @@ def create_app(model: Any, max_upload_bytes: int = DEFAULT_MAX_UPLOAD, device: s
         raise CnnkitError(f"queue must be 0 or more, got {queue}")
     gate = WorkGate(workers, queue)
     service = ModelService(_load(model, device), max_upload_bytes, max_pixels, gate)
+    warm_up(service.predictor)  # a model that cannot answer never reports healthy
     name = service.predictor.preprocess.model or "model"
     app = FastAPI(title=f"cnnkit: {name}", description="Image classification with a cnnkit model.",
                   docs_url=None, redoc_url=None)
     app.state.service = service
-    # outermost last: HEAD -> GET, then admission (503 before any body is read), then the body's limits
-    app.add_middleware(BodyLimit, max_body=max_upload_bytes + MULTIPART_SLACK, max_upload=max_upload_bytes,
-                       idle_timeout=body_idle_timeout, total_timeout=body_timeout)
+    # outermost last: HEAD -> GET, then the whole body read within its limits, then admission (503)
     app.add_middleware(Admission, gate=gate)
+    app.add_middleware(ReadBodyFirst, max_body=max_upload_bytes + MULTIPART_SLACK, max_upload=max_upload_bytes,
+                       idle_timeout=body_idle_timeout, total_timeout=body_timeout, min_rate=body_min_rate)
     app.add_middleware(HeadAsGet)
     page = _page()
 

@@ -31,7 +31,7 @@ from cnnkit.inference.calibrated import min_confidence_of, temperature_of
 from cnnkit.inference.checkpoint import Checkpoint, load_checkpoint
 from cnnkit.inference.exported import INPUT_DOC, META_FORMAT, META_KEY, ExportError, read_export_metadata
 from cnnkit.inference.exported import quiet_deprecations as _quiet_deprecations
-from cnnkit.io import atomic_path
+from cnnkit.io import atomic_path, check_writable_file, remove_orphaned_temps
 from cnnkit.models.base import logits_to_probs
 
 FORMATS = ("onnx", "torchscript")
@@ -156,6 +156,8 @@ def export_model(checkpoint: str | Path | Checkpoint, fmt: str = "onnx", out: st
     if (out.suffix.lower() == ".onnx") != (fmt == "onnx"):
         need = "end in .onnx" if fmt == "onnx" else "not end in .onnx (e.g. .pt)"
         raise ExportError(f"{out}: the file name of a {fmt} export must {need}")
+    check_writable_file(out, " (--out another file)")  # before the export and its parity check
+    remove_orphaned_temps(out.parent)  # what exports killed mid-write left (as large as the model each)
     wrapper = ExportWrapper(ckpt.model.cpu().float().eval(), tuple(pre.mean), tuple(pre.std),
                             temperature_of(ckpt.info)).eval()
     meta = export_metadata(pre, ckpt.model_config, ckpt.info)

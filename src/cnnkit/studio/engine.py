@@ -142,7 +142,7 @@ def resume(run_dir: Path, callbacks: Sequence[Callback], epochs: int | None = No
     from cnnkit.config import load_run_config
     from cnnkit.train.resume import Resume
 
-    with confined(load_run_config(run_dir / "config.json").data.source, root):
+    with confined(load_run_config(run_dir / CONFIG).data.source, root):
         return train_model(None, resume=Resume(run_dir, epochs, progress=False), callbacks=list(callbacks))
 
 
@@ -214,6 +214,7 @@ def sample_grid_png(source: str, n: int = 16, cache_dir: str | None = None, data
     """PNG of ``n`` training images with their class names (``cnnkit inspect --samples``)."""
     from cnnkit.config import DataConfig
     from cnnkit.data import load_data
+    from cnnkit.visualize.figures import printable_text
     from cnnkit.visualize.samples import plot_samples
 
     cfg = DataConfig(source=source, cache_dir=cache_dir, data_dir=data_dir, val_split=0.0, test_split=0.0)
@@ -221,7 +222,7 @@ def sample_grid_png(source: str, n: int = 16, cache_dir: str | None = None, data
         train_set = load_data(cfg).train
     fig = plot_samples(train_set, n, title=f"{len(train_set)} training images, {len(train_set.classes)} classes")
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90)
+    printable_text(fig).savefig(buf, format="png", dpi=90)  # tabs, CJK class names: no missing-glyph warnings
     return buf.getvalue()
 
 

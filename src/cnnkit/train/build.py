@@ -26,7 +26,7 @@ from cnnkit.data.loader import BatchLoader
 from cnnkit.errors import ConfigError
 from cnnkit.inference.preprocess import ImageInputs
 from cnnkit.models import ModelDefaults, build_model, default_config
-from cnnkit.train.checks import check_splits
+from cnnkit.train.checks import check_splits, validation_note
 from cnnkit.train.loop import Training
 from cnnkit.train.losses import class_weights, imbalance
 from cnnkit.train.optim import build_optimizer, build_scheduler
@@ -111,9 +111,13 @@ def model_input_config(cfg: RunConfig) -> RunConfig:
 
 
 def load_checked(cfg: RunConfig, splits: DataSplits | None) -> DataSplits:
-    """``splits`` (Python API) or ``cfg.data`` loaded, checked; a label map is said once."""
+    """``splits`` (Python API) or ``cfg.data`` loaded, checked; missing validation images and a label
+    map are said once."""
     splits = splits if splits is not None else load_data(cfg.data)
     check_splits(splits)
+    note = validation_note(splits)
+    if note is not None and dist_info()[0] == 0:  # said before training, --quiet or not
+        print(f"cnnkit: note: {note}", file=sys.stderr, flush=True)
     if splits.label_map is not None and cfg.train.progress and dist_info()[0] == 0:
         print(f"cnnkit: {splits.label_map.line()}", file=sys.stderr, flush=True)
     return splits

@@ -13,13 +13,25 @@ from cnnkit.data import DataSplits
 from cnnkit.errors import DataError
 from cnnkit.train.callbacks import monitor_key
 
-__all__ = ["check_settings", "check_splits", "monitor_key", "portable_paths"]
+__all__ = ["check_out", "check_settings", "check_splits", "monitor_key", "portable_paths", "validation_note"]
 
 
 def check_settings(cfg: RunConfig) -> None:
     """Every setting usable (type, finite, range, choices: cnnkit.config.validate); a ConfigError
     naming the setting otherwise, before anything is loaded or written."""
     validate(cfg)
+
+
+def check_out(cfg: RunConfig, resume_dir: str | os.PathLike | None = None) -> None:
+    """The run folder can be written (``--out``, or the resumed run's folder), before any data is
+    loaded: a file, ``/dev/null``, ``/proc/x`` or a read-only folder is one line, not a traceback
+    after training."""
+    from cnnkit.io import check_writable_folder
+
+    if resume_dir is not None:
+        check_writable_folder(resume_dir, " (the run folder to resume)")
+    else:
+        check_writable_folder(cfg.train.out, " (--out: the run folder)")
 
 
 def check_splits(splits: DataSplits) -> None:
@@ -32,6 +44,27 @@ def check_splits(splits: DataSplits) -> None:
     if untrained:  # e.g. validation/cats beside train/cat: an output the model could never learn
         raise DataError(f"class(es) {', '.join(map(repr, untrained))} have no training images, only validation "
                         f"or test ones; give every class training images (check the class folder names)")
+
+
+def validation_note(splits: DataSplits) -> str | None:
+    """What a run must say before training when validation images are missing: none at all (its
+    metrics are then training metrics) or none for some classes (too few images to spare one)."""
+    from cnnkit.evaluate.evaluate import NO_VALIDATION
+
+    classes = splits.train.classes
+    val = splits.val if splits.val is not None and len(splits.val) else None
+    if val is None:
+        if splits.test is not None and len(splits.test):
+            return ("no validation images: the best epoch is chosen on training metrics; the final metrics are "
+                    "the test split's")
+        return f"{NO_VALIDATION} (no validation images: no class has two images to spare one, or --val-split is 0)"
+    counts = np.bincount(val.labels, minlength=len(classes))
+    missing = [c for c, n in zip(classes, counts) if n == 0]
+    if not missing:
+        return None
+    shown = ", ".join(map(repr, missing[:5])) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+    return (f"{len(missing)} of {len(classes)} classes have no validation image ({shown}: too few images to spare "
+            f"one); their validation metrics are missing")
 
 
 def portable_paths(cfg: RunConfig) -> RunConfig:

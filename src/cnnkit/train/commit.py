@@ -53,8 +53,8 @@ def read_commit(run_dir: Path) -> Commit | None:
         return Commit(int(raw["epoch"]), {str(k): dict(v) for k, v in raw["files"].items()})
     except FileNotFoundError:
         return None
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise CheckpointError(f"{path}: unreadable commit record ({exc})") from None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
+        raise CheckpointError(f"{path}: unreadable commit record ({type(exc).__name__})") from None
 
 
 def commit_steps(run_dir: Path, epoch: int, files: Mapping[str, bytes],

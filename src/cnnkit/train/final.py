@@ -1,4 +1,5 @@
-"""A finished run's final evaluation: the best weights on the test split (else validation).
+"""A finished run's final evaluation: the best weights on the test split (else validation, else the
+training images, which every output then says).
 
 :func:`cnnkit.train.run.train` concludes with it: the validation logits (:func:`val_logits`) fit the
 calibration temperature, then :func:`final_evaluation` gives the :class:`~cnnkit.evaluate.evaluate.Evaluation`
@@ -16,7 +17,7 @@ from cnnkit.config import RunConfig
 from cnnkit.data import DataSplits
 from cnnkit.data.loader import BatchLoader
 from cnnkit.evaluate.calibration import expected_calibration_error, log_probs, scale_probs
-from cnnkit.evaluate.evaluate import Evaluation
+from cnnkit.evaluate.evaluate import NO_VALIDATION, Evaluation
 from cnnkit.evaluate.metrics import classification_metrics
 from cnnkit.evaluate.predict import predict_logits, predict_probs
 from cnnkit.train.build import Built, Env
@@ -28,6 +29,7 @@ __all__ = ["final_evaluation", "val_logits"]
 # do with the saved model: a run reports the metrics its checkpoint gives (bf16 autocast, where the CPU or
 # GPU has it, only speeds up training)
 EVAL_AMP = None
+
 
 def val_logits(model: torch.nn.Module, splits: DataSplits, built: Built, env: Env, cfg: RunConfig,
                features_cache: Path | None = None) -> np.ndarray | None:
@@ -45,8 +47,9 @@ def val_logits(model: torch.nn.Module, splits: DataSplits, built: Built, env: En
 
 def final_evaluation(model: torch.nn.Module, splits: DataSplits, built: Built, env: Env, cfg: RunConfig,
                      calibration: dict | None = None, val_logits: np.ndarray | None = None,
-                     features_cache: Path | None = None, extra: dict | None = None) -> Evaluation | None:
-    """The model on the test split (else validation), or None when the run holds out neither.
+                     features_cache: Path | None = None, extra: dict | None = None) -> Evaluation:
+    """The model on the test split, else validation, else (nothing held out) the training images:
+    then the metrics' ``note`` says "no validation: metrics are training metrics".
 
     With a ``calibration`` the probabilities (and the metrics' loss) are the calibrated ones, and
     the metrics hold ``temperature``, ``ece`` and ``ece_uncalibrated``.  ``val_logits`` spare a
@@ -55,8 +58,9 @@ def final_evaluation(model: torch.nn.Module, splits: DataSplits, built: Built, e
     metrics as it is (e.g. the loss's ``class_weights``).
     """
     name, data = ("test", splits.test) if splits.test is not None and len(splits.test) else ("val", splits.val)
-    if data is None or not len(data):
-        return None
+    note = {}
+    if data is None or not len(data):  # nothing held out: the training images, and every output says so
+        name, data, note = "train", splits.train, {"note": NO_VALIDATION}
     tta = None if cfg.augment.tta in (None, "none") else cfg.augment.tta
     if name == "val" and tta is None and val_logits is not None:
         probs = np.exp(log_probs(val_logits)).astype(np.float32)
@@ -74,5 +78,5 @@ def final_evaluation(model: torch.nn.Module, splits: DataSplits, built: Built, e
         probs = scale_probs(probs, calibration["temperature"])
         calibrated["ece"] = expected_calibration_error(probs, data.labels)
     metrics = {"split": name, **classification_metrics(probs, data.labels, data.classes), **calibrated,
-               **({"tta": tta} if tta else {}), **(extra or {})}
+               **({"tta": tta} if tta else {}), **(extra or {}), **note}
     return Evaluation(metrics, probs, data)

@@ -12,8 +12,9 @@ from cnnkit.config import Preprocess, RunConfig
 from cnnkit.data import DataSplits
 from cnnkit.data.skipped import skipped_text
 from cnnkit.errors import ConfigError
-from cnnkit.io import atomic_write_text
-from cnnkit.run_folder import COMMIT, LAST, SKIPPED, RunFolder, check_usable, claim, usable
+from cnnkit.io import atomic_write_bytes, atomic_write_text
+from cnnkit.run_folder import COMMIT, DATA_LISTING, LAST, SKIPPED, RunFolder, check_usable, claim, usable
+from cnnkit.train.data_listing import listing_bytes
 from cnnkit.train.lock import FolderBusy, RunLock, lock_run_folder
 
 
@@ -74,9 +75,12 @@ def claim_fresh_dir(base: Path, explicit: bool, kind: str = "train") -> RunLock:
 
 
 def write_run_start(run_dir: Path, cfg: RunConfig, preprocess: Preprocess, splits: DataSplits,
-                    features_info: dict[str, Any] | None) -> None:
-    """config.json, preprocess.json, classes.txt (and features.json, skipped.txt where they apply)."""
+                    features_info: dict[str, Any] | None, listing: dict[str, Any] | None = None) -> None:
+    """config.json, preprocess.json, classes.txt (and features.json, skipped.txt where they apply),
+    and the data listing (``listing``; committed with the next epoch, see :mod:`cnnkit.train.data_listing`)."""
     run_dir.mkdir(parents=True, exist_ok=True)
+    if listing is not None:
+        atomic_write_bytes(run_dir / DATA_LISTING, listing_bytes(listing))
     folder = RunFolder(run_dir)
     folder.write_config(cfg)
     folder.write_preprocess(preprocess)

@@ -36,7 +36,7 @@ def held_out_probs(evaluation: Evaluation | None, val_logits: np.ndarray | None,
                    calibration: dict | None) -> dict[str, np.ndarray]:
     """{split: (N, K) calibrated probabilities} of the splits the final model did not fit (val, test)."""
     out: dict[str, np.ndarray] = {}
-    if evaluation is not None:
+    if evaluation is not None and evaluation.split != "train":  # the training images are not held out
         out[evaluation.split] = np.asarray(evaluation.probs)
     if "val" not in out and val_logits is not None:
         probs = np.exp(log_probs(val_logits))

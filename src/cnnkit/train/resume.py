@@ -14,12 +14,13 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from cnnkit.config import RunConfig, load_run_config, replace
-from cnnkit.errors import CheckpointError
+from cnnkit.errors import CheckpointError, DataError
 from cnnkit.inference import checkpoint as ckpt
 from cnnkit.models.custom import check_trusted
 from cnnkit.run_folder import CONFIG
 from cnnkit.train.callbacks import Callback
-from cnnkit.train.commit import MANIFEST, Commit, read_commit, recover
+from cnnkit.train.commit import MANIFEST, Commit, commit, read_commit, recover
+from cnnkit.train.data_listing import DATA_LISTING, compare, listing_bytes, read_listing
 from cnnkit.train.loop import FitState
 
 
@@ -30,12 +31,15 @@ class Resume:
     ``epochs`` trains to that many epochs (None: the run's own count); ``progress`` None keeps the
     run's own setting; ``ignored`` names settings the caller was also given (e.g. command-line
     flags), which the run's own config overrides: they are named once on stderr, never applied.
+    ``allow_data_change`` continues on data whose files changed since the last epoch (the same
+    classes only); without it such a resume is refused.
     """
 
     run_dir: str | Path
     epochs: int | None = None
     progress: bool | None = None
     ignored: tuple[str, ...] = ()
+    allow_data_change: bool = False
 
     def config(self, announce: bool = True) -> RunConfig:
         if self.ignored and announce:
@@ -105,11 +109,37 @@ def restore(run_dir: Path, model: Any, optimizer: Any, scheduler: Any, cbs: Sequ
                     logs=list(state["logs"]))
 
 
+def check_data(run_dir: Path, listing: dict, allow_change: bool) -> str | None:
+    """Compare the data found now (``listing``, :func:`cnnkit.train.data_listing.data_listing`) with
+    the run's committed listing (after :func:`check_commit`).
+
+    Changed classes are a DataError (each output would mean another class); changed files are one
+    unless ``allow_change``, which commits the new listing and returns the note to print.
+    """
+    old = read_listing(run_dir)
+    change = compare(old, listing) if old is not None else None
+    if not change:
+        return None
+    if change.classes_changed:
+        raise DataError(f"{run_dir}: the data changed since the run started ({change.text()}); the model's outputs "
+                        f"are the run's classes, so it cannot resume on these: start a new run")
+    if not allow_change:
+        raise DataError(f"{run_dir}: the data changed since the last epoch ({change.text()}); restore it, or "
+                        f"resume with --allow-data-change to continue on the data as it is now")
+    record = read_commit(run_dir)
+    commit(run_dir, record.epoch if record else 0, {DATA_LISTING: listing_bytes(listing)})
+    n = change.files
+    count = f"{n} file{'s' if n != 1 else ''} changed" if n else "its images changed"
+    return f"cnnkit: note: --allow-data-change: continuing on the data as it is now ({count}: {change.text()})"
+
+
 def resume_note(run_dir: Path, state: FitState, epochs: int) -> str:
     """The one line a resumed run prints: where it continues, and whether the folder was checked."""
     line = f"cnnkit: resuming {run_dir} after epoch {state.epoch} of {epochs}"
     if (run_dir / MANIFEST).exists():
-        return line + f" (weights, training state and history match {MANIFEST})"
+        what = "weights, training state, history and data" if (run_dir / DATA_LISTING).exists() else \
+            "weights, training state and history"
+        return line + f" ({what} match {MANIFEST})"
     return line + f" (no {MANIFEST}: a run folder of an older cnnkit, not checked)"
 
 

@@ -16,12 +16,14 @@ Files this module writes in the run folder::
     classes.txt        one class a line             history.csv/json per-epoch metrics
     best.safetensors   best weights (+ metadata)    last.safetensors latest weights (+ metadata)
     train_state.pt     optimizer etc. for --resume  commit.json      the committed epoch, each file's sha256
+    data_listing.json  classes, per split a digest of the files (committed: --resume checks the data)
     .lock              held while a run writes the folder (names its pid and host)
     lr_find.json       the range test behind --lr auto
     tensorboard/       event files of the epoch metrics (--tensorboard; logs, not part of the commit)
 
 Each epoch's checkpoints, training state and history are one commit (:mod:`cnnkit.train.commit`),
-so ``--resume`` always finds weights and state of the same epoch.
+so ``--resume`` always finds weights and state of the same epoch; the data listing
+(:mod:`cnnkit.train.data_listing`) joins the first commit, so ``--resume`` notices changed data.
 """
 
 from __future__ import annotations
@@ -43,20 +45,21 @@ from cnnkit.evaluate.evaluate import Evaluation
 from cnnkit.inference import checkpoint as ckpt
 from cnnkit.inference.calibrated import calibrated_bytes
 from cnnkit.phases import phase
-from cnnkit.run_folder import LR_FIND_JSON
+from cnnkit.run_folder import DATA_LISTING, LR_FIND_JSON
 from cnnkit.train.build import (Built, Env, Parts, build, build_optimization, channel_stats, dist_info, load_checked,
                                 loop_parts, model_input_config, setup_runtime, use_compile)
 from cnnkit.train.candidates import AUTO
 from cnnkit.train.callbacks import BestCheckpoint, Callback, EarlyStopping, History, Progress, TimeBudget
-from cnnkit.train.checks import check_settings, monitor_key, portable_paths
+from cnnkit.train.checks import check_out, check_settings, monitor_key, portable_paths
 from cnnkit.train.commit import commit, read_commit
+from cnnkit.train.data_listing import data_listing, listing_bytes
 from cnnkit.train.final import final_evaluation, val_logits
 from cnnkit.train.folder import claim_fresh_dir, default_run_dir, write_run_start
 from cnnkit.train.issues import held_out_probs, run_label_issues
 from cnnkit.train.lock import RunLock, lock_run_folder
 from cnnkit.train.loop import FitState, fit
 from cnnkit.train.lr_find import LRFind, lr_range_test, range_test_bar
-from cnnkit.train.resume import Resume, as_resume, check_commit, restore, resume_note, train_state
+from cnnkit.train.resume import Resume, as_resume, check_commit, check_data, restore, resume_note, train_state
 from cnnkit.train.tensorboard import TensorBoardLogger
 
 __all__ = ["Resume", "RunResult", "WriteOutputs", "channel_stats", "find_lr", "model_input_config", "train"]
@@ -107,9 +110,12 @@ def train(cfg: RunConfig | None, splits: DataSplits | None = None, resume: str |
     rank, world = dist_info()
     resume = as_resume(resume, cfg)
     cfg = _resolve_config(cfg, resume, announce=rank == 0)  # the run's own when resuming; checked
+    if rank == 0:  # its folder can be written: found out now, not after training
+        check_out(cfg, folder.folder if folder is not None else resume.run_dir if resume is not None else None)
     finding = _finds_lr(cfg, resume)
     env = setup_runtime(cfg, rank, world)  # device, precision, seed
     cfg, splits, built, parts = _prepare(cfg, splits, env)  # model input, data, model, what the loop runs
+    listing = data_listing(splits) if env.writer else None  # committed with the first epoch; --resume checks it
     found = None
     if finding:  # --lr auto: the range test on copies of the model chooses the rate
         found, cfg = _choose_lr(cfg, built, parts, env, AUTO_LR_SWEEPS, cfg.train.progress)
@@ -121,12 +127,12 @@ def train(cfg: RunConfig | None, splits: DataSplits | None = None, resume: str |
         run_dir = lock.folder if lock is not None else None
         history = History(None)  # its files are committed with each epoch's checkpoints
         cbs = _callbacks(cfg, parts.training.val is not None, history, env, callbacks, started, run_dir)
-        state = _restore(cfg, resume, parts, optimizer, scheduler, cbs, env)
+        state = _restore(cfg, resume, parts, optimizer, scheduler, cbs, env, listing)
         if run_dir is not None:
-            write_run_start(run_dir, cfg, built.preprocess, splits, parts.features_info)
+            write_run_start(run_dir, cfg, built.preprocess, splits, parts.features_info, listing)
             if found is not None:
                 save_json(found.to_dict(), run_dir / LR_FIND_JSON)
-        state = _fit(cfg, built, parts, optimizer, scheduler, env, cbs, history, run_dir, state)
+        state = _fit(cfg, built, parts, optimizer, scheduler, env, cbs, history, run_dir, state, listing)
         result = _conclude(cfg, splits, built, parts, env, run_dir, history, state)
         if write_outputs is not None:
             write_outputs(result)  # still under the lock
@@ -251,26 +257,33 @@ def _callbacks(cfg: RunConfig, has_val: bool, history: History, env: Env,
 
 
 def _restore(cfg: RunConfig, resume: Resume | None, parts: Parts, optimizer: torch.optim.Optimizer, scheduler: Any,
-             cbs: list[Callback], env: Env) -> FitState:
-    """A resumed run's state from its last commit, checked by rank 0 before any rank reads it."""
+             cbs: list[Callback], env: Env, listing: dict | None = None) -> FitState:
+    """A resumed run's state from its last commit, checked by rank 0 before any rank reads it;
+    its data checked against the committed listing (a change is refused unless allowed)."""
     if resume is None:
         return FitState()
     run_dir = Path(resume.run_dir)
+    note = None
     if env.writer:
         check_commit(run_dir)
+        note = check_data(run_dir, listing, resume.allow_data_change) if listing is not None else None
     if env.world > 1:
         import torch.distributed as dist
 
         dist.barrier()
     state = restore(run_dir, parts.model, optimizer, scheduler, cbs, tidy=False)
     if env.writer:
-        print(resume_note(run_dir, state, cfg.train.epochs), file=sys.stderr)
+        print(note or resume_note(run_dir, state, cfg.train.epochs), file=sys.stderr)
     return state
 
 
 def _fit(cfg: RunConfig, built: Built, parts: Parts, optimizer: torch.optim.Optimizer, scheduler: Any, env: Env,
-         cbs: list[Callback], history: History, run_dir: Path | None, state: FitState) -> FitState:
-    """Run the loop, committing each epoch's checkpoints, training state and history together."""
+         cbs: list[Callback], history: History, run_dir: Path | None, state: FitState,
+         listing: dict | None = None) -> FitState:
+    """Run the loop, committing each epoch's checkpoints, training state and history together
+    (and the data listing with this process's first commit)."""
+    pending = {DATA_LISTING: listing_bytes(listing)} if listing is not None else {}
+
     def save(st: FitState, best: bool) -> None:
         if run_dir is None:
             return
@@ -279,6 +292,8 @@ def _fit(cfg: RunConfig, built: Built, parts: Parts, optimizer: torch.optim.Opti
         files = {ckpt.LAST: weights,
                  ckpt.STATE: ckpt.train_state_bytes(train_state(st, optimizer, scheduler, cbs))}
         files.update(history.files())
+        files.update(pending)
+        pending.clear()
         if best:
             files[ckpt.BEST] = weights
         commit(run_dir, st.epoch, files)

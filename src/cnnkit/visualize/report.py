@@ -23,7 +23,8 @@ from cnnkit.config import RunConfig, load_run_config
 from cnnkit.data.types import ImageSet
 from cnnkit.evaluate.evaluate import Evaluation
 from cnnkit.errors import CheckpointError, CnnkitError, ConfigError
-from cnnkit.io import atomic_write_text
+from cnnkit.io import atomic_write_text, check_writable_file
+from cnnkit.visualize.figures import printable_text
 from cnnkit.inference.checkpoint import Checkpoint, load_checkpoint
 from cnnkit.run_folder import AUTO, CONFIG, CURVES, HISTORY_JSON, METRICS, REPORT
 
@@ -53,7 +54,7 @@ def figure_data_uri(fig: Figure, dpi: int = 90) -> str:
             ax.set_xticks([])
             ax.set_yticks([])
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi)
+    printable_text(fig).savefig(buf, format="png", dpi=dpi)  # tabs, CJK class names: no missing-glyph warnings
     return png_data_uri(buf.getvalue())
 
 
@@ -296,6 +297,8 @@ def render_report(run_dir: str | Path, data_source: str | None = None, evaluatio
     if metrics:
         parts.append(f"<p class=big>{html.escape(str(metrics.get('split', '')))} accuracy "
                      f"{metrics['accuracy']:.4f} on {metrics['n']} images</p>")
+        if metrics.get("note"):  # e.g. no validation: metrics are training metrics
+            parts.append(f"<p class=big>{html.escape(str(metrics['note']))}</p>")
     if note:
         parts.append(f"<p class=note>{html.escape(note)}</p>")
     parts += ["<h2>Run</h2>", _table(_run_rows(run_dir, cfg, history))]
@@ -345,8 +348,9 @@ def write_report(run_dir: str | Path, data_source: str | None = None, *, evaluat
     that evaluation; training passes what it has just computed.
     """
     run_dir = Path(run_dir)
-    page = render_report(run_dir, data_source, evaluation)
     path = run_dir / REPORT
+    check_writable_file(path)  # before the evaluation it renders
+    page = render_report(run_dir, data_source, evaluation)
     atomic_write_text(path, page)
     return path
 
