@@ -22,6 +22,7 @@ MAIN_DEFAULT = "mnist-mini"
 # (cnnkit.config, cnnkit.augment.transforms); cnnkit.settings derives the argparse groups.
 
 PREVIEW_SKIP = ("model.", "optim.", "train.", "data.source", "augment.tta")
+TABLE_KEYS = ("data.labels", "data.file_column", "data.label_column", "data.split_column")  # a labels table
 RECIPE_KEYS = ("model.weights", "train.epochs", "train.batch_size", "data.image_size", "train.out", "data.cache_dir",
                "train.device", "data.seed", "train.seed", "train.progress")
 
@@ -261,7 +262,10 @@ def cmd_relabel(a: argparse.Namespace) -> int:
 def cmd_inspect(a: argparse.Namespace) -> int:
     from cnnkit.commands.inspect import inspect_command
 
-    inspect_command(a.data, samples=a.samples, n=a.n, data_dir=a.data_dir, cache_dir=a.cache_dir, json_out=a.json)
+    given = settings.given(a, a.run_config)  # --labels and its columns
+    data = _build(a.run_config(), given).data if given.values else None
+    inspect_command(a.data, samples=a.samples, n=a.n, data_dir=a.data_dir, cache_dir=a.cache_dir, json_out=a.json,
+                    data=data)
     return 0
 
 
@@ -532,6 +536,7 @@ def build_parser(config: type = C.RunConfig) -> argparse.ArgumentParser:
     p.add_argument("--json", metavar="FILE", help="also save the report as JSON")
     p.add_argument("--data-dir", help="folder holding (or receiving) named datasets")
     p.add_argument("--cache-dir", help="decode-once image cache (default ~/.cache/cnnkit)")
+    settings.add_flags(p, config, keys=TABLE_KEYS)
     p.set_defaults(func=cmd_inspect)
 
     p = sub.add_parser("recipes", help="list the tutorial recipes and the accuracy each tutorial reported")

@@ -14,6 +14,7 @@ from cnnkit.data.cache import cache_root
 from cnnkit.data.download import extract
 from cnnkit.data.images import check_fractions, load_folder
 from cnnkit.data.named import DIGITS, NAMED
+from cnnkit.data.table import load_table
 from cnnkit.data.types import DataDescription, DataSplits, ImageSet, Source
 from cnnkit.errors import CnnkitError, ConfigError, DataError, DiskFullError
 from cnnkit.io import atomic_path
@@ -115,12 +116,18 @@ def load_data(cfg: DataConfig) -> DataSplits:
     """``DataConfig`` -> train/val/test ImageSets at the configured size and channels.
 
     ``cfg.source`` is a dataset name (see :data:`SOURCES`), a folder of class folders, or a
-    ``.zip`` / ``.tar.gz`` of one (extracted once into the cache).
+    ``.zip`` / ``.tar.gz`` of one (extracted once into the cache); with ``cfg.labels``, a folder
+    (or archive) of images labelled by that table (:mod:`cnnkit.data.table`).
     """
     cfg = _square_size(cfg)
     folder = folder_of(cfg.source, cfg.cache_dir)
+    if folder is not None and cfg.labels is not None:
+        return load_table(folder, cfg)
     if folder is not None:
         return load_folder(folder, cfg)
+    if cfg.labels is not None:
+        raise ConfigError(f"--labels {cfg.labels}: a labels table labels an image folder, not the dataset "
+                          f"{cfg.source!r}")
     if cfg.label_map is not None and cfg.label_map.lower() != "none":
         raise ConfigError(f"--label-map {cfg.label_map}: a label map applies to image folders, not to {cfg.source!r}")
     if cfg.source in SINGLE_SET:
