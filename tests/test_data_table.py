@@ -12,6 +12,7 @@ from PIL import Image
 
 from cnnkit.config import DataConfig, make_config
 from cnnkit.data import load_data
+from cnnkit.data.sources import folder_listing
 from cnnkit.data.table import read_table, table_counts
 from cnnkit.errors import ConfigError, DataError
 from conftest import make_shapes
@@ -153,8 +154,29 @@ def test_train_report_label_issues_predict_and_inspect_on_a_table(tmp_path, caps
         predicted = list(csv.DictReader(fh))
     assert len(predicted) == len(list((tmp_path / "test").iterdir()))
 
+    assert main(["evaluate", str(run)]) == 0  # the run's own data: its table and split
+    first = sorted(p for p in images.glob("*.png"))[0]
+    given = next(label for ident, label in rows if Path(ident).stem == first.stem)
+    other = next(c for c in ("bright", "dark", "stripes") if c != given)
+    assert main(["relabel", str(images), first.name, "--to", other, "--labels", str(table)]) == 0
+    assert (images / "label_map.csv").read_text() == f"file,label\n{first.name},{other}\n"
+    splits = load_data(DataConfig(source=str(images), labels=str(table), val_split=0.0, cache_dir=cache))
+    assert splits.train.classes[splits.train.labels[splits.train.paths.index(str(first))]] == other
+    assert main(["relabel", str(images), first.name, "--to", given, "--labels", str(table)]) == 0  # back: no row
+    assert (images / "label_map.csv").read_text() == "file,label\n"
+
     capsys.readouterr()
     report = tmp_path / "inspect.json"
     assert main(["inspect", str(images), "--labels", str(table), "--json", str(report)]) == 0
     counts = json.loads(report.read_text())["counts"]
     assert sum(counts["train"].values()) == len(rows) and set(counts["train"]) == {"bright", "dark", "stripes"}
+
+
+def test_a_table_source_is_listed_without_opening_an_image(tmp_path):
+    images, table, rows = write_kaggle(tmp_path)
+    broken = sorted(images.glob("*.png"))[0]
+    broken.write_bytes(b"not a picture")  # listing never decodes: it is only found unreadable on load
+    listing = folder_listing(DataConfig(source=str(images), labels=str(table)))
+    assert listing.classes == ("bright", "dark", "stripes") and len(listing.files) == len(rows)
+    assert {f.split for f in listing.files} == {"train"} and str(broken) in {f.path for f in listing.files}
+    assert folder_listing(DataConfig(source="digits")) is None

@@ -251,9 +251,12 @@ def cmd_organize(a: argparse.Namespace) -> int:
 
 def cmd_relabel(a: argparse.Namespace) -> int:
     from cnnkit.data.label_map import relabel_command
+    from cnnkit.data.sources import folder_listing
 
+    given = settings.given(a, a.run_config)  # --labels and its columns: the folder's classes come from a table
+    listing = folder_listing(_build(a.run_config(data=C.DataConfig(source=a.data)), given).data) if given.values else None
     r = relabel_command(a.data, a.files, to=a.to, exclude=a.exclude, from_csv=a.from_csv, top=a.top,
-                        map_path=a.label_map)
+                        map_path=a.label_map, listing=listing)
     print(f"wrote {r.path}: {r.changed} rows added or updated, {r.removed} removed, {r.rows} in all "
           f"(image files are not moved; the next load applies it)")
     return 0
@@ -527,6 +530,7 @@ def build_parser(config: type = C.RunConfig) -> argparse.ArgumentParser:
                       help="accept the suggested labels of a run's label_issues.csv (most suspicious first)")
     p.add_argument("--top", type=int, metavar="K", help="with --from: only the first K rows (default: all)")
     p.add_argument("--label-map", metavar="FILE", help="the map to update (default DATA/label_map.csv)")
+    settings.add_flags(p, config, keys=TABLE_KEYS)
     p.set_defaults(func=cmd_relabel)
 
     p = sub.add_parser("inspect", help="counts per class and split, sizes, unreadable files, leakage, imbalance")

@@ -23,10 +23,8 @@ from cnnkit.data.decode import BadImage, open_image, parallel_map
 from cnnkit.data.folders import FileEntry, FileListing, list_images
 from cnnkit.data.neardup import HASH_DRAFT, near_pairs, phash, similarity
 from cnnkit.data.skipped import display_path
-from cnnkit.data.sources import folder_of, load_data
-from cnnkit.data.table import table_listing, table_of
+from cnnkit.data.sources import folder_listing, folder_of, load_data
 from cnnkit.data.types import DataSplits
-from cnnkit.errors import ConfigError
 
 IMBALANCE_WARN = 1.5  # largest / smallest class count above which a split is called imbalanced
 SPLIT_ORDER = ("train", "val", "test")
@@ -212,12 +210,12 @@ def inspect_data(source: str, data_dir: str | None = None, cache_dir: str | None
     (``data.labels`` and its columns) that labels the folder.
     """
     folder = folder_of(source, cache_dir)
-    if folder is not None and data is not None and data.labels is not None:
-        return inspect_folder(folder, workers, table_listing(table_of(data, folder)))
     if folder is not None:
-        return inspect_folder(folder, workers)
-    if data is not None and data.labels is not None:
-        raise ConfigError(f"--labels {data.labels}: a labels table labels an image folder, not the dataset {source!r}")
+        table = data is not None and data.labels is not None
+        return inspect_folder(folder, workers, folder_listing(replace(data, source=source, cache_dir=cache_dir))
+                              if table else None)
+    if data is not None:
+        folder_listing(replace(data, source=source))  # a labels table for a dataset name: the one error
     cfg = DataConfig(source=source, data_dir=data_dir, cache_dir=cache_dir)
     return inspect_splits(load_data(replace(cfg, val_split=0.0, test_split=0.0)), source)
 

@@ -14,7 +14,8 @@ from cnnkit.data.cache import cache_root
 from cnnkit.data.download import extract
 from cnnkit.data.images import check_fractions, load_folder
 from cnnkit.data.named import DIGITS, NAMED
-from cnnkit.data.table import load_table
+from cnnkit.data.folders import FileListing, list_images
+from cnnkit.data.table import load_table, table_listing, table_of
 from cnnkit.data.types import DataDescription, DataSplits, ImageSet, Source
 from cnnkit.errors import CnnkitError, ConfigError, DataError, DiskFullError
 from cnnkit.io import atomic_path
@@ -110,6 +111,22 @@ def image_folder(data: DataConfig) -> Path | None:
         return folder_of(data.source, data.cache_dir)
     except CnnkitError:
         return None
+
+
+def folder_listing(data: DataConfig) -> FileListing | None:
+    """The image files of a folder source with their split and class - from its class folders, or from
+    its labels table (``data.labels``) - without opening an image; None for a dataset name.
+
+    What a caller that counts or samples a source's files needs (classes, per-split counts, a few
+    headers to probe), whichever way the folder is labelled.
+    """
+    folder = folder_of(data.source, data.cache_dir)
+    if folder is None:
+        if data.labels is not None:
+            raise ConfigError(f"--labels {data.labels}: a labels table labels an image folder, not the dataset "
+                              f"{data.source!r}")
+        return None
+    return table_listing(table_of(data, folder)) if data.labels is not None else list_images(folder)
 
 
 def load_data(cfg: DataConfig) -> DataSplits:
