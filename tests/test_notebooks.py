@@ -24,6 +24,19 @@ QUICK = ("01-mnist-mlp", "02-lenet5", "07-sobel-filters-feature-maps")
 TRAINS = ("01", "02", "03", "04", "05", "06", "07", "08")  # every notebook trains a model
 
 
+class RecordingClient(nbclient.NotebookClient):
+    """A NotebookClient that keeps every display update the kernel sends (the live progress redraws)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.updates: list[str] = []  # text/html of each update_display_data, in order
+
+    def process_message(self, msg, cell, cell_index):
+        if msg["msg_type"] == "update_display_data":
+            self.updates.append(msg["content"]["data"].get("text/html", ""))
+        return super().process_message(msg, cell, cell_index)
+
+
 def run_notebook(name: str, folder: Path, monkeypatch) -> "nbformat.NotebookNode":
     """Execute docs/notebooks/<name>.ipynb with ``folder`` as the working folder; the kernel imports
     the cnnkit these tests import and finds the shared datasets through CNNKIT_DATA_DIR."""
@@ -33,9 +46,9 @@ def run_notebook(name: str, folder: Path, monkeypatch) -> "nbformat.NotebookNode
     if SHARED is not None:
         monkeypatch.setenv("CNNKIT_DATA_DIR", str(SHARED))
     nb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
-    client = nbclient.NotebookClient(nb, timeout=300, kernel_name="python3",
-                                     resources={"metadata": {"path": str(folder)}})
+    client = RecordingClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(folder)}})
     client.execute()  # a cell error raises CellExecutionError naming the cell
+    nb.metadata["updates"] = client.updates
     return nb
 
 
@@ -52,6 +65,9 @@ def check_rich_outputs(nb) -> None:
     html = progress[-1].data["text/html"]
     assert "<th>epoch</th>" in html and "<td>1</td>" in html  # the table filled in epoch by epoch
     assert "text/plain" in progress[-1].data
+    live = [u for u in nb.metadata["updates"] if "cnnkit-progress" in u]
+    assert any("<progress value=" in u for u in live), "no bar while an epoch runs"
+    assert any("left" in u for u in live), "no time left shown"
     shown = [o for o in training if o.output_type == "execute_result"]
     if shown:  # the cell ends with `result`
         assert "cnnkit-result" in shown[0].data["text/html"] and "accuracy" in shown[0].data["text/html"]

@@ -178,7 +178,7 @@ NOTEBOOKS = {
         ("code", "%matplotlib inline\nfrom cnnkit.visualize import plot_sobel\nfrom cnnkit.visualize.sobel import "
                  "default_image\n\nplot_sobel(default_image())  # scikit-image's chelsea photo"),
         ("code", "import cnnkit\n\n"
-                 "cfg = cnnkit.make_config(data=\"mnist-mini\", model=\"lenet5\", epochs=1, out=\"runs/filters\")\n"
+                 "cfg = cnnkit.make_config(data=\"mnist-mini\", model=\"lenet5\", epochs=2, out=\"runs/filters\")\n"
                  "result = cnnkit.train_model(cfg)"),
         ("code", "from cnnkit.visualize import filter_weights, plot_filters\n\n"
                  "plot_filters(filter_weights(result.model))"),
