@@ -62,6 +62,8 @@ def notebook(name: str, title: str, cells: list[tuple[str, str]]) -> Path:
     """Write ``name``.ipynb: a title, then ("md" | "code", text) cells."""
     nb = new_notebook(cells=[new_markdown_cell(f"# {title}")] + [
         new_markdown_cell(text) if kind == "md" else new_code_cell(text) for kind, text in cells])
+    for i, cell in enumerate(nb.cells):
+        cell.id = f"cell-{i}"  # stable ids: rebuilding an unchanged notebook changes no byte
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nb.metadata["language_info"] = {"name": "python"}
     path = HERE / f"{name}.ipynb"
