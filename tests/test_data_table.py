@@ -104,6 +104,7 @@ def test_a_dataframe_is_a_table_saved_under_the_cache(tmp_path):
     (("id", "label"), [("img001", "dark"), ("img001.png", "bright")], r"row 3: 'img001\.png' is 'bright' .* in row 2"),
     (("id", "label", "split"), [("img001", "dark", "holdout")], r"row 2: split 'holdout' is not one of"),
     (("id",), [("img001",)], r"row 1: the table needs a file column and a label column"),
+    (("img000", "dark"), [("img001", "dark")], r"row 1 names an image \(img000\), not the columns; add a header"),
 ])
 def test_a_bad_table_is_one_error_naming_the_row(tmp_path, header, rows, message, capsys):
     from cnnkit.cli import main

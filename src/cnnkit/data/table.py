@@ -130,15 +130,24 @@ class _Index:
 # ----------------------------------------------------------------------------- reading
 
 
-def _column(header: list[str], name: str | None, default: int, what: str, path: Path, flag: str) -> int:
-    if name is None:
-        if len(header) <= default:
-            raise DataError(f"{path}: row 1: the table needs a file column and a label column, found "
-                            f"{len(header)} column(s): {', '.join(header) or '(none)'}")
-        return default
+def _column(header: list[str], name: str, what: str, path: Path, flag: str) -> int:
+    """The index of column ``name``; a DataError naming the header row and the columns when absent."""
     if name not in header:
         raise DataError(f"{path}: row 1: no column {name!r} ({what}, {flag}); the columns are {', '.join(header)}")
     return header.index(name)
+
+
+def _columns(header: list[str], path: Path, file_column: str | None, label_column: str | None,
+             split_column: str | None) -> tuple[int, int, int | None]:
+    """(file, label, split or None) column indices: named ones, else the first two and a column named split."""
+    if (file_column is None or label_column is None) and len(header) < 2:
+        raise DataError(f"{path}: row 1: the table needs a file column and a label column, found "
+                        f"{len(header)} column(s): {', '.join(header) or '(none)'}")
+    f = _column(header, file_column, "the image files", path, "--file-column") if file_column is not None else 0
+    lab = _column(header, label_column, "the labels", path, "--label-column") if label_column is not None else 1
+    if split_column is not None:
+        return f, lab, _column(header, split_column, "the splits", path, "--split-column")
+    return f, lab, next((i for i, h in enumerate(header) if h.lower() == SPLIT_COLUMN and i not in (f, lab)), None)
 
 
 def _split_of(value: str, path: Path, line: int) -> str:
@@ -174,14 +183,12 @@ def read_table(path: str | os.PathLike, root: str | os.PathLike, file_column: st
     if not rows or not any(rows[0]):
         raise DataError(f"{path}: empty table; expected a header row (e.g. id,label) and one row per image")
     header = rows[0]
-    f_col = _column(header, file_column, 0, "the image files", path, "--file-column")
-    l_col = _column(header, label_column, 1, "the labels", path, "--label-column")
-    if split_column is None:
-        s_col = next((i for i, h in enumerate(header) if h.lower() == SPLIT_COLUMN and i not in (f_col, l_col)), None)
-    else:
-        s_col = _column(header, split_column, -1, "the splits", path, "--split-column")
+    f_col, l_col, s_col = _columns(header, path, file_column, label_column, split_column)
     files = image_files(root)
     index = _Index(files)
+    if index.find(header[f_col])[0] is not None:  # else the first image's row would be lost as a header
+        raise DataError(f"{path}: row 1 names an image ({header[f_col]}), not the columns; add a header row "
+                        f"such as file,label")
     seen: dict[str, TableRow] = {}
     for line, cells in enumerate(rows[1:], start=2):
         if not any(cells):
