@@ -156,6 +156,10 @@ def test_train_report_label_issues_predict_and_inspect_on_a_table(tmp_path, caps
     assert len(predicted) == len(list((tmp_path / "test").iterdir()))
 
     assert main(["evaluate", str(run)]) == 0  # the run's own data: its table and split
+    from cnnkit.studio.engine import evaluate as studio_evaluate
+
+    metrics, _, evaluated = studio_evaluate(run)  # the studio's review of the run reads the same split
+    assert metrics["n"] == len(evaluated) == json.loads((run / "metrics.json").read_text())["n"]
     first = sorted(p for p in images.glob("*.png"))[0]
     given = next(label for ident, label in rows if Path(ident).stem == first.stem)
     other = next(c for c in ("bright", "dark", "stripes") if c != given)
