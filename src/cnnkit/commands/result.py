@@ -55,7 +55,7 @@ def auto_reason(run_dir: Path | None) -> str:
         record = json.loads((Path(run_dir) / AUTO_JSON).read_text())
     except (OSError, ValueError):
         return ""
-    text = record.get("line") or record.get("reason") or ""
+    text = record.get("reason") or record.get("line") or ""
     return str(text).removeprefix("cnnkit: auto: ")
 
 

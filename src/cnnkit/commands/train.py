@@ -27,7 +27,6 @@ from cnnkit.train.callbacks import Callback
 from cnnkit.train.candidates import AUTO
 from cnnkit.train.lock import RunLock
 from cnnkit.train.resume import Resume
-from cnnkit.train.run import RunResult
 from cnnkit.train.run import train as train_only
 
 __all__ = ["LR_FIND_JSON", "LR_FIND_PNG", "lr_find", "train", "write_curves", "write_evaluation",
