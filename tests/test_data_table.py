@@ -61,6 +61,13 @@ def test_a_table_labels_a_flat_folder_with_ids_with_and_without_extensions(tmp_p
     assert any("/more/" in p for p in splits.train.paths + splits.val.paths)  # files in sub-folders
     classes, counts = table_counts(DataConfig(source=str(images), labels=str(table)), images)
     assert classes == splits.classes and sum(counts["train"].values()) == len(rows)  # before val is split off
+    # decoded once: a second load maps the same cache entry, and a label map (applied after it) keeps it
+    (entry,) = (tmp_path / "cache" / "decoded").glob("*.npy")
+    stamp = entry.stat().st_mtime_ns
+    (images / "label_map.csv").write_text(f"file,label\n{Path(splits.train.paths[0]).relative_to(images)},exclude\n")
+    again = load_data(DataConfig(source=str(images), labels=str(table), val_split=0.25, cache_dir=str(tmp_path / "cache")))
+    assert len(again.train) == len(splits.train) - 1 and entry.stat().st_mtime_ns == stamp
+    assert len(list((tmp_path / "cache" / "decoded").glob("*.npy"))) == 1
 
 
 def test_a_split_column_and_named_columns(tmp_path):
