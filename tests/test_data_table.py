@@ -65,7 +65,8 @@ def test_a_table_labels_a_flat_folder_with_ids_with_and_without_extensions(tmp_p
     (entry,) = (tmp_path / "cache" / "decoded").glob("*.npy")
     stamp = entry.stat().st_mtime_ns
     (images / "label_map.csv").write_text(f"file,label\n{Path(splits.train.paths[0]).relative_to(images)},exclude\n")
-    again = load_data(DataConfig(source=str(images), labels=str(table), val_split=0.25, cache_dir=str(tmp_path / "cache")))
+    again = load_data(DataConfig(source=str(images), labels=str(table), val_split=0.25,
+                                 cache_dir=str(tmp_path / "cache")))
     assert len(again.train) == len(splits.train) - 1 and entry.stat().st_mtime_ns == stamp
     assert len(list((tmp_path / "cache" / "decoded").glob("*.npy"))) == 1
 
@@ -73,7 +74,8 @@ def test_a_table_labels_a_flat_folder_with_ids_with_and_without_extensions(tmp_p
 def test_a_split_column_and_named_columns(tmp_path):
     images, _, rows = write_kaggle(tmp_path)
     table = write_rows(tmp_path / "meta.csv", ("class", "where", "file"),
-                       [(label, "validation" if i % 4 == 0 else "train", ident) for i, (ident, label) in enumerate(rows)])
+                       [(label, "validation" if i % 4 == 0 else "train", ident)
+                        for i, (ident, label) in enumerate(rows)])
     cfg = DataConfig(source=str(images), labels=str(table), file_column="file", label_column="class",
                      cache_dir=str(tmp_path / "cache"), split_column="where")
     splits = load_data(cfg)

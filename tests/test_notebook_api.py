@@ -40,8 +40,8 @@ def test_outside_a_kernel_progress_keeps_plain_lines():
 
 @pytest.fixture(scope="module")
 def result(tmp_path_factory):
-    from conftest import make_shapes
     from cnnkit.data import DataSplits
+    from conftest import make_shapes
 
     root = tmp_path_factory.mktemp("nbapi")
     splits = DataSplits(train=make_shapes(16, seed=0), val=make_shapes(6, seed=1), test=make_shapes(6, seed=2))
@@ -97,6 +97,8 @@ def test_dir_lists_the_public_api_with_docstrings():
         assert name in names
         assert (getattr(cnnkit, name).__doc__ or "").strip(), name
     pictures = dir(cnnkit.visualize)
-    assert {"plot_curves", "plot_confusion_matrix", "plot_most_wrong", "plot_gradcam", "plot_label_issues"} <= set(pictures)
+    wanted = {"plot_curves", "plot_confusion_matrix", "plot_most_wrong", "plot_gradcam", "plot_label_issues"}
+    assert wanted <= set(pictures)
     for name in pictures:
-        assert callable(getattr(cnnkit.visualize, name)) and (getattr(cnnkit.visualize, name).__doc__ or "").strip(), name
+        picture = getattr(cnnkit.visualize, name)
+        assert callable(picture) and (picture.__doc__ or "").strip(), name

@@ -71,9 +71,9 @@ def check_rich_outputs(nb) -> None:
     shown = [o for o in training if o.output_type == "execute_result"]
     if shown:  # the cell ends with `result`
         assert "cnnkit-result" in shown[0].data["text/html"] and "accuracy" in shown[0].data["text/html"]
+    pictures = ("plot_curves", "plot_confusion", "plot_top_losses", "plot_gradcam")
     for cell in nb.cells:
-        if cell.cell_type == "code" and cell.source.strip().split("(")[0].endswith(("plot_curves", "plot_confusion",
-                                                                                      "plot_top_losses", "plot_gradcam")):
+        if cell.cell_type == "code" and cell.source.strip().split("(")[0].endswith(pictures):
             assert any("image/png" in o.get("data", {}) for o in cell.outputs), cell.source
 
 

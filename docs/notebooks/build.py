@@ -88,7 +88,7 @@ NOTEBOOKS = {
         ("code", "result.plot_curves()"),
         ("code", "result.plot_top_losses(9)"),
         ("md", "A run folder alone predicts: its checkpoint carries the classes and the preprocessing."),
-        ("code", "from PIL import Image\n\nimages = result.evaluation[2]  # the evaluated test images\n"
+        ("code", "from PIL import Image\n\nimages = result.evaluation.images  # the evaluated test images\n"
                  "Image.fromarray(images.images[0][..., 0]).save(\"digit.png\")\n"
                  "cnnkit.predict(result.run_dir, [\"digit.png\"])[0].top"),
     ]),
@@ -112,7 +112,8 @@ NOTEBOOKS = {
         ("code", FIND_DATA),
         ("code", "import numpy as np\n\nimport cnnkit\n\n"
                  "cfg = cnnkit.make_config(data=\"fashion-mnist\", data_dir=str(DATA), model=\"fashion-functional\",\n"
-                 "                         optimizer=\"adam\", lr=1e-3, batch_size=64, epochs=2, out=\"runs/fashion\")\n"
+                 "                         optimizer=\"adam\", lr=1e-3, batch_size=64, epochs=2,\n"
+                 "                         out=\"runs/fashion\")\n"
                  "splits = cnnkit.load_data(cfg.data)\n"
                  "splits.train = splits.train.subset(np.arange(6000))  # a small part, to stay quick\n"
                  "splits.val = splits.val.subset(np.arange(1000))\n"
@@ -128,7 +129,8 @@ NOTEBOOKS = {
                "copied out of the JPEG archive into a folder of class folders, two epochs."),
         ("code", FIND_DATA),
         ("code", EXTRACT),
-        ("code", "folder = extract_subset(DATA / \"cifar10-jpeg.zip\", \"cifar10-small\", {\"train\": 200, \"test\": 40})\n"
+        ("code", "folder = extract_subset(DATA / \"cifar10-jpeg.zip\", \"cifar10-small\",\n"
+                 "                        {\"train\": 200, \"test\": 40})\n"
                  "sorted(p.name for p in (folder / \"train\").iterdir())"),
         ("code", "import cnnkit\n\n"
                  "cfg = cnnkit.make_config(data=str(folder), model=\"cifar-cnn\", width_shift_range=0.1,\n"
@@ -185,7 +187,7 @@ NOTEBOOKS = {
         ("code", "from cnnkit.visualize import filter_weights, plot_filters\n\n"
                  "plot_filters(filter_weights(result.model))"),
         ("code", "from PIL import Image\n\nfrom cnnkit.commands.explain import features_figure\n\n"
-                 "Image.fromarray(result.evaluation[2].images[0][..., 0]).save(\"digit.png\")\n"
+                 "Image.fromarray(result.evaluation.images.images[0][..., 0]).save(\"digit.png\")\n"
                  "features_figure(result.run_dir, \"digit.png\", \"features.0\")"),
     ]),
     "08-labels-from-a-table": ("Labels from a table (Kaggle's train.csv)", [

@@ -254,7 +254,9 @@ def cmd_relabel(a: argparse.Namespace) -> int:
     from cnnkit.data.sources import folder_listing
 
     given = settings.given(a, a.run_config)  # --labels and its columns: the folder's classes come from a table
-    listing = folder_listing(_build(a.run_config(data=C.DataConfig(source=a.data)), given).data) if given.values else None
+    listing = None
+    if given.values:
+        listing = folder_listing(_build(a.run_config(data=C.DataConfig(source=a.data)), given).data)
     r = relabel_command(a.data, a.files, to=a.to, exclude=a.exclude, from_csv=a.from_csv, top=a.top,
                         map_path=a.label_map, listing=listing)
     print(f"wrote {r.path}: {r.changed} rows added or updated, {r.removed} removed, {r.rows} in all "

@@ -21,12 +21,12 @@ import html
 import json
 import os
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
 
 from cnnkit.errors import ConfigError, DataError
+from cnnkit.evaluate.evaluate import Evaluation
 from cnnkit.train.notebook import in_notebook
 from cnnkit.train.run import RunResult
 
@@ -77,7 +77,7 @@ class TrainResult(RunResult):
         data = Path(self.config.data.source).name if self.config is not None else ""
         return f"{model} on {data}" if data else model
 
-    def _evaluated(self, what: str) -> tuple[dict, np.ndarray, Any]:
+    def _evaluated(self, what: str) -> Evaluation:
         if self.evaluation is None:
             raise DataError(f"{what}: this run evaluated no held-out images (no validation or test split, or "
                             f"not the writing process)")
@@ -115,7 +115,7 @@ class TrainResult(RunResult):
         """Grad-CAM (gradient saliency for a dense model) of the predicted class, or of ``class_name``.
 
         ``image``: an image file, the index of an evaluated image (as ``plot_top_losses`` orders
-        them: ``result.evaluation[2]``), or a uint8 (H, W, C) array.
+        them: ``result.evaluation.images``), or a uint8 (H, W, C) array.
         """
         from cnnkit.commands.explain import gradcam_figure, gradcam_picture
         from cnnkit.inference.load import load_predictor, require_gradients
@@ -152,8 +152,8 @@ class TrainResult(RunResult):
             raise DataError("plot_label_issues: no suspected label errors: every scored image's most probable "
                             "class is its label")
         top = self.label_issues[:max(1, k)]
-        data = self.evaluation[2] if self.evaluation is not None else None
-        split = self.evaluation[0].get("split") if self.evaluation is not None else None
+        data = self.evaluation.images if self.evaluation is not None else None
+        split = self.evaluation.split if self.evaluation is not None else None
         root = image_folder(self.config.data) if self.config is not None else None
         size, channels = (data.image_size, data.channels) if data is not None else (THUMBNAIL, 3)
         images, found = issue_thumbnails(top, root, data, split, size, channels)

@@ -58,7 +58,8 @@ class ProgressView:
         out = [str(epoch)]
         for key in self.columns()[1:]:
             v = row.get(key)
-            out.append("" if v is None else f"{v:.2e}" if key == "lr" else _duration(v) if key == "time" else f"{v:.4f}")
+            text = f"{v:.2e}" if key == "lr" else _duration(v) if key == "time" else f"{v:.4f}"
+            out.append("" if v is None else text)
         return out
 
     def _status(self) -> str:
