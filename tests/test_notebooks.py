@@ -46,7 +46,9 @@ def run_notebook(name: str, folder: Path, monkeypatch) -> "nbformat.NotebookNode
     if SHARED is not None:
         monkeypatch.setenv("CNNKIT_DATA_DIR", str(SHARED))
     nb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
-    client = RecordingClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(folder)}})
+    # generous limits: a kernel on a busy machine takes long to start and to import torch
+    client = RecordingClient(nb, timeout=600, startup_timeout=300, kernel_name="python3",
+                             resources={"metadata": {"path": str(folder)}})
     client.execute()  # a cell error raises CellExecutionError naming the cell
     nb.metadata["updates"] = client.updates
     return nb
