@@ -23,6 +23,7 @@ MAIN_DEFAULT = "mnist-mini"
 # (cnnkit.config, cnnkit.augment.transforms); cnnkit.settings derives the argparse groups.
 
 PREVIEW_SKIP = ("model.", "optim.", "train.", "data.source", "augment.tta")
+TABLE_KEYS = ("data.labels", "data.file_column", "data.label_column", "data.split_column")  # a labels table
 RECIPE_KEYS = ("model.weights", "train.epochs", "train.batch_size", "data.image_size", "train.out", "data.cache_dir",
                "train.device", "data.seed", "train.seed", "train.progress")
 
@@ -264,9 +265,14 @@ def cmd_organize(a: argparse.Namespace) -> int:
 
 def cmd_relabel(a: argparse.Namespace) -> int:
     from cnnkit.data.label_map import relabel_command
+    from cnnkit.data.sources import folder_listing
 
+    given = settings.given(a, a.run_config)  # --labels and its columns: the folder's classes come from a table
+    listing = None
+    if given.values:
+        listing = folder_listing(_build(a.run_config(data=C.DataConfig(source=a.data)), given).data)
     r = relabel_command(a.data, a.files, to=a.to, exclude=a.exclude, from_csv=a.from_csv, top=a.top,
-                        map_path=a.label_map)
+                        map_path=a.label_map, listing=listing)
     print(f"wrote {r.path}: {r.changed} rows added or updated, {r.removed} removed, {r.rows} in all "
           f"(image files are not moved; the next load applies it)")
     return 0
@@ -275,7 +281,10 @@ def cmd_relabel(a: argparse.Namespace) -> int:
 def cmd_inspect(a: argparse.Namespace) -> int:
     from cnnkit.commands.inspect import inspect_command
 
-    inspect_command(a.data, samples=a.samples, n=a.n, data_dir=a.data_dir, cache_dir=a.cache_dir, json_out=a.json)
+    given = settings.given(a, a.run_config)  # --labels and its columns
+    data = _build(a.run_config(), given).data if given.values else None
+    inspect_command(a.data, samples=a.samples, n=a.n, data_dir=a.data_dir, cache_dir=a.cache_dir, json_out=a.json,
+                    data=data)
     return 0
 
 
@@ -541,6 +550,7 @@ def build_parser(config: type = C.RunConfig) -> argparse.ArgumentParser:
                       help="accept the suggested labels of a run's label_issues.csv (most suspicious first)")
     p.add_argument("--top", type=int, metavar="K", help="with --from: only the first K rows (default: all)")
     p.add_argument("--label-map", metavar="FILE", help="the map to update (default DATA/label_map.csv)")
+    settings.add_flags(p, config, keys=TABLE_KEYS)
     p.set_defaults(func=cmd_relabel)
 
     p = sub.add_parser("inspect", help="counts per class and split, sizes, unreadable files, leakage, imbalance")
@@ -550,6 +560,7 @@ def build_parser(config: type = C.RunConfig) -> argparse.ArgumentParser:
     p.add_argument("--json", metavar="FILE", help="also save the report as JSON")
     p.add_argument("--data-dir", help="folder holding (or receiving) named datasets")
     p.add_argument("--cache-dir", help="decode-once image cache (default ~/.cache/cnnkit)")
+    settings.add_flags(p, config, keys=TABLE_KEYS)
     p.set_defaults(func=cmd_inspect)
 
     p = sub.add_parser("recipes", help="list the tutorial recipes and the accuracy each tutorial reported")

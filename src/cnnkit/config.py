@@ -90,6 +90,26 @@ class DataConfig:
                                     "after the split; default: label_map.csv in the data folder when present, none = "
                                     "ignore it", metavar="FILE")
     seed: int = setting(0, "seed of the train/validation/test split", cli=False, range=SEED_RANGE)  # --seed
+    # labels from a table (Kaggle's train.csv beside a flat folder): see cnnkit.data.table
+    labels: str | None = setting(None, "CSV table of labels for the image folder: one row per image (its file name "
+                                 "relative to the folder, with or without extension, and its class); a pandas "
+                                 "DataFrame in Python", metavar="CSV")
+    file_column: str | None = setting(None, "--labels: column of the image file names (default: the first)",
+                                      metavar="NAME", only_if=lambda cfg: cfg.data.labels is not None,
+                                      only_if_text="--labels only")
+    label_column: str | None = setting(None, "--labels: column of the classes (default: the second)", metavar="NAME",
+                                       only_if=lambda cfg: cfg.data.labels is not None, only_if_text="--labels only")
+    split_column: str | None = setting(None, "--labels: column of each image's split (train, validation or test; "
+                                       "default: a column named split if any, else --val-split/--test-split split "
+                                       "the rows)", metavar="NAME", only_if=lambda cfg: cfg.data.labels is not None,
+                                       only_if_text="--labels only")
+
+    def extra_checks(self, prefix: str = "") -> None:
+        """The column settings name columns of the ``labels`` table: without one they would do nothing."""
+        if self.labels is None:
+            for name in ("file_column", "label_column", "split_column"):
+                if getattr(self, name) is not None:
+                    raise SettingError(f"{prefix}{name}", getattr(self, name), "goes with a labels table (labels)")
 
 
 @dataclass(frozen=True)
@@ -351,6 +371,24 @@ def configure(base: Any, changes: Mapping[str, Any]) -> Any:
 _ALIASES = {"data": "data.source", "model": "model.name", "optimizer": "optim.name", "augment": "augment.preset"}
 
 
+def frame_file(frame: Any, cache_dir: str | None = None) -> Path:
+    """A labels table given as a pandas DataFrame -> a CSV file named by its content, under the cache.
+
+    A config is data saved beside every checkpoint, so it names a file rather than holding the
+    frame.  A named index (``df.set_index("id")``) is kept as the first column.
+    """
+    import hashlib
+
+    from cnnkit.io import atomic_write_text, cache_root
+
+    index = frame.index.name is not None
+    text = frame.to_csv(index=index)
+    path = cache_root(cache_dir) / "labels" / f"table-{hashlib.sha256(text.encode()).hexdigest()[:16]}.csv"
+    if not path.is_file():
+        atomic_write_text(path, text)
+    return path
+
+
 def make_config(base: Any = None, **flat: Any) -> Any:
     """A checked RunConfig from flat keyword names, for the Python API::
 
@@ -360,6 +398,7 @@ def make_config(base: Any = None, **flat: Any) -> Any:
     sets each (``seed``: the data split seed and the training seed; ``image_size``: the data's
     and the model's).  ``base`` (default ``RunConfig()``, or a subclass instance) is the start.
     Every name given joins ``given`` (as its dotted keys), whatever its value; see :func:`configure`.
+    ``labels`` takes a CSV file or a pandas DataFrame (saved once as a CSV under the cache).
     """
     from cnnkit.settings import walk
 
@@ -371,6 +410,9 @@ def make_config(base: Any = None, **flat: Any) -> Any:
         if not owners:
             raise ConfigError(f"unknown setting {name!r}")
         changes.update({k: value for k in owners})
+    if hasattr(changes.get("data.labels"), "to_csv"):  # a pandas DataFrame: the config holds a file, as saved runs do
+        changes["data.labels"] = str(frame_file(changes["data.labels"], changes.get("data.cache_dir",
+                                                                                     base.data.cache_dir)))
     return configure(base, changes)
 
 

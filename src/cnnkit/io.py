@@ -26,6 +26,13 @@ _DISK_FULL_TEXT = ("no space left on device", "disk quota exceeded", "os error 2
                    "storagefull", "quotaexceeded")
 
 
+def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
+    """The cache folder: ``cache_dir``, else ``$CNNKIT_CACHE_DIR``, else ``~/.cache/cnnkit``."""
+    if cache_dir:
+        return Path(cache_dir).expanduser()
+    return Path(os.environ.get("CNNKIT_CACHE_DIR") or "~/.cache/cnnkit").expanduser()
+
+
 def is_disk_full(exc: BaseException) -> bool:
     """True when ``exc``, or an exception it was raised from, says the disk or quota is full."""
     seen: set[int] = set()

@@ -81,10 +81,15 @@ def features_figure(checkpoint: str | Path, image: str | Path, layer: str) -> Fi
 
 def gradcam_figure(checkpoint: str | Path, image: str | Path, class_name: str | None = None) -> Figure:
     """Grad-CAM (gradient saliency for dense models) of the predicted or the named class."""
-    from cnnkit.visualize.gradcam import class_map, plot_gradcam
-
     pred = _torch_predictor(checkpoint, "Grad-CAM")
     img = np.array(pred.read(image))  # writable: decoded arrays may be read-only
+    return gradcam_picture(pred, img, class_name, Path(image).name)
+
+
+def gradcam_picture(pred: Predictor, img: np.ndarray, class_name: str | None = None, name: str = "") -> Figure:
+    """Grad-CAM of one uint8 (H,W,C) image already at the predictor's size and channels."""
+    from cnnkit.visualize.gradcam import class_map, plot_gradcam
+
     x = model_input(pred, img)
     probs = pred.probs(img[None])[0]
     target = class_index(pred.classes, class_name)
@@ -93,7 +98,7 @@ def gradcam_figure(checkpoint: str | Path, image: str | Path, class_name: str | 
     top = int(probs.argmax())
     which = "predicted class" if target is None else "chosen class"
     title = (f"{method} for {which} {pred.classes[shown]!r} (p={probs[shown]:.3f}); "
-             f"prediction {pred.classes[top]!r} p={probs[top]:.3f} - {Path(image).name}")
+             f"prediction {pred.classes[top]!r} p={probs[top]:.3f}{' - ' + name if name else ''}")
     return plot_gradcam(img, cam, title=title, method=method)
 
 

@@ -19,6 +19,7 @@ from typing import Any
 
 from cnnkit.commands.outputs import (LR_FIND_JSON, LR_FIND_PNG, write_curves, write_evaluation, write_label_issues,
                                      title, write_lr_find_picture, write_report_safely, write_run_outputs)
+from cnnkit.commands.result import TrainResult
 from cnnkit.config import RunConfig, save_json
 from cnnkit.data import DataSplits
 from cnnkit.run_folder import check_usable, claim, usable
@@ -26,7 +27,6 @@ from cnnkit.train.callbacks import Callback
 from cnnkit.train.candidates import AUTO
 from cnnkit.train.lock import RunLock
 from cnnkit.train.resume import Resume
-from cnnkit.train.run import RunResult
 from cnnkit.train.run import train as train_only
 
 __all__ = ["LR_FIND_JSON", "LR_FIND_PNG", "lr_find", "train", "write_curves", "write_evaluation",
@@ -35,19 +35,24 @@ __all__ = ["LR_FIND_JSON", "LR_FIND_PNG", "lr_find", "train", "write_curves", "w
 
 def train(cfg: RunConfig | None, splits: DataSplits | None = None, resume: str | Path | Resume | None = None,
           callbacks: list[Callback] | None = None, explicit_out: bool = False,
-          folder: RunLock | None = None) -> RunResult:
+          folder: RunLock | None = None) -> TrainResult:
     """Train as :func:`cnnkit.train.train` does and write the run folder's pictures, metrics and report
     (under the folder's lock); with no model named (``auto``), race the automatic default's
     candidates and write the chosen one's (:func:`cnnkit.commands.auto.train_auto`).  ``folder``: a run
-    folder already claimed and locked by the caller."""
+    folder already claimed and locked by the caller.
+
+    Returns a :class:`~cnnkit.commands.result.TrainResult`: the run's ``RunResult`` with
+    ``plot_curves()``, ``plot_confusion()``, ``plot_top_losses(k)``, ``plot_gradcam(image)``,
+    ``plot_label_issues(k)`` and a summary view in a notebook cell.
+    """
     if cfg is not None and explicit_out and resume is None and folder is None:
         check_usable(Path(cfg.train.out))  # a person's folder is refused before any work
     if cfg is not None and cfg.model.name == AUTO and resume is None:
         from cnnkit.commands.auto import train_auto
 
-        return train_auto(cfg, splits, callbacks=callbacks, explicit_out=explicit_out)
-    return train_only(cfg, splits, resume=resume, callbacks=callbacks, explicit_out=explicit_out,
-                      write_outputs=write_run_outputs, folder=folder)
+        return TrainResult.of(train_auto(cfg, splits, callbacks=callbacks, explicit_out=explicit_out))
+    return TrainResult.of(train_only(cfg, splits, resume=resume, callbacks=callbacks, explicit_out=explicit_out,
+                                     write_outputs=write_run_outputs, folder=folder))
 
 
 # ----------------------------------------------------------------------------- the learning-rate range test

@@ -31,7 +31,7 @@ import numpy as np
 from cnnkit.data.decode import TARGET_LIMIT, BadImage, ImageInfo, decode, parallel_map, probe
 from cnnkit.data.folders import FileEntry, FileListing
 from cnnkit.errors import DataError, NotWritableError
-from cnnkit.io import (atomic_path, atomic_write_text, check_writable_folder, ensure_free_space,
+from cnnkit.io import (atomic_path, atomic_write_text, cache_root, check_writable_folder, ensure_free_space,
                        remove_orphaned_temps, reserve)
 from cnnkit.phases import phase
 
@@ -39,12 +39,6 @@ log = logging.getLogger("cnnkit.data")
 
 CACHE_VERSION = 1
 MIXED_SIZE_DEFAULT = (150, 150)  # the Keras cats-vs-dogs tutorials' size
-
-
-def cache_root(cache_dir: str | None = None) -> Path:
-    if cache_dir:
-        return Path(cache_dir).expanduser()
-    return Path(os.environ.get("CNNKIT_CACHE_DIR") or "~/.cache/cnnkit").expanduser()
 
 
 @dataclass

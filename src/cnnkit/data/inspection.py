@@ -20,10 +20,10 @@ from PIL import Image
 
 from cnnkit.config import DataConfig
 from cnnkit.data.decode import BadImage, open_image, parallel_map
-from cnnkit.data.folders import FileEntry, list_images
+from cnnkit.data.folders import FileEntry, FileListing, list_images
 from cnnkit.data.neardup import HASH_DRAFT, near_pairs, phash, similarity
 from cnnkit.data.skipped import display_path
-from cnnkit.data.sources import folder_of, load_data
+from cnnkit.data.sources import folder_listing, folder_of, load_data
 from cnnkit.data.types import DataSplits
 
 IMBALANCE_WARN = 1.5  # largest / smallest class count above which a split is called imbalanced
@@ -124,9 +124,10 @@ def _finish(report: dict[str, Any]) -> dict[str, Any]:
     return report
 
 
-def inspect_folder(root: str | Path, workers: int | None = None) -> dict[str, Any]:
-    """File-level report for ``root/<class>/*`` or ``root/{train,validation,test}/<class>/*``."""
-    listing = list_images(root)
+def inspect_folder(root: str | Path, workers: int | None = None, listing: FileListing | None = None) -> dict[str, Any]:
+    """File-level report for ``root/<class>/*`` or ``root/{train,validation,test}/<class>/*`` (or for
+    ``listing``, the folder's files as a labels table lists them)."""
+    listing = listing if listing is not None else list_images(root)
     classes = list(listing.classes)
     counts: dict[str, Counter] = defaultdict(Counter)
     by_digest: dict[str, list[FileEntry]] = defaultdict(list)
@@ -204,11 +205,19 @@ def inspect_splits(splits: DataSplits, source: str = "") -> dict[str, Any]:
 
 
 def inspect_data(source: str, data_dir: str | None = None, cache_dir: str | None = None,
-                 workers: int | None = None) -> dict[str, Any]:
-    """Report on a folder, an archive of one, or a dataset name (see ``cnnkit.data.load_data``)."""
+                 workers: int | None = None, data: DataConfig | None = None) -> dict[str, Any]:
+    """Report on a folder, an archive of one, or a dataset name (see ``cnnkit.data.load_data``).
+
+    ``data``: the data settings where they say more than the source - a labels table
+    (``data.labels`` and its columns) that labels the folder.
+    """
     folder = folder_of(source, cache_dir)
     if folder is not None:
-        return inspect_folder(folder, workers)
+        table = data is not None and data.labels is not None
+        return inspect_folder(folder, workers, folder_listing(replace(data, source=source, cache_dir=cache_dir))
+                              if table else None)
+    if data is not None:
+        folder_listing(replace(data, source=source))  # a labels table for a dataset name: the one error
     cfg = DataConfig(source=source, data_dir=data_dir, cache_dir=cache_dir)
     return inspect_splits(load_data(replace(cfg, val_split=0.0, test_split=0.0)), source)
 

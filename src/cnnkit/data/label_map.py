@@ -30,7 +30,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from cnnkit.data.folders import list_images
+from cnnkit.data.folders import FileListing, list_images
 from cnnkit.data.issues_table import ARRAY_NAME, read_issues_file
 from cnnkit.data.types import DataSplits, ImageSet
 from cnnkit.errors import ConfigError, DataError
@@ -227,17 +227,19 @@ def suggestions(issues_csv: str | os.PathLike, top: int | None = None) -> list[t
     return [(r.file, r.suggested) for r in rows]
 
 
-def relabel(data: str | os.PathLike, changes: Iterable[tuple[str, str]], map_path: str | os.PathLike | None = None
-            ) -> RelabelResult:
+def relabel(data: str | os.PathLike, changes: Iterable[tuple[str, str]], map_path: str | os.PathLike | None = None,
+            listing: FileListing | None = None) -> RelabelResult:
     """Add or update rows ``(file, class name or "exclude")`` of the label map of the image folder ``data``.
 
     The map is ``data/label_map.csv`` unless ``map_path`` names another file; it is written
     atomically and its other rows are kept.  Every file must be an image of ``data`` and every
     label one of its classes (or ``exclude``), else a DataError names it and nothing is written.
     Giving an image its folder's own class back removes its row.  No image file is moved or deleted.
+    ``listing``: the folder's files with their classes when a labels table, not class folders, gives them
+    (:func:`cnnkit.data.sources.folder_listing`).
     """
     root = Path(os.path.abspath(Path(data).expanduser()))
-    listing = list_images(root)
+    listing = listing if listing is not None else list_images(root)
     known = {_key(f.path): f.label for f in listing.files}
     path = Path(map_path) if map_path is not None else root / LABEL_MAP
     existing = read_label_map(path, root) if path.is_file() else LabelMap(path, root)
@@ -263,19 +265,20 @@ def relabel(data: str | os.PathLike, changes: Iterable[tuple[str, str]], map_pat
 
 def relabel_command(data: str | os.PathLike, files: Sequence[str] = (), to: str | None = None, exclude: bool = False,
                     from_csv: str | os.PathLike | None = None, top: int | None = None,
-                    map_path: str | os.PathLike | None = None) -> RelabelResult:
-    """``cnnkit relabel``: ``files`` ``--to CLASS`` or ``--exclude``, or ``--from label_issues.csv [--top K]``."""
+                    map_path: str | os.PathLike | None = None, listing: FileListing | None = None) -> RelabelResult:
+    """``cnnkit relabel``: ``files`` ``--to CLASS`` or ``--exclude``, or ``--from label_issues.csv [--top K]``
+    (``listing``: see :func:`relabel`)."""
     if top is not None and (from_csv is None or top < 1):
         raise ConfigError("--top K (K at least 1) goes with --from RUN/label_issues.csv")
     if from_csv is not None:
         if files:
             raise ConfigError("relabel --from takes its files from the CSV: drop the FILE arguments")
-        return relabel(data, suggestions(from_csv, top), map_path)
+        return relabel(data, suggestions(from_csv, top), map_path, listing)
     if not files:
         raise ConfigError("relabel: name the image files (or use --from RUN/label_issues.csv)")
     if (to is None) == (not exclude):
         raise ConfigError("relabel: give either --to CLASS or --exclude")
-    return relabel(data, [(f, EXCLUDE if exclude else to) for f in files], map_path)
+    return relabel(data, [(f, EXCLUDE if exclude else to) for f in files], map_path, listing)
 
 
 __all__ = ["EXCLUDE", "LABEL_MAP", "LabelMap", "MapRow", "MapSummary", "RelabelResult",

@@ -14,6 +14,8 @@ from cnnkit.data.cache import cache_root
 from cnnkit.data.download import extract
 from cnnkit.data.images import check_fractions, load_folder
 from cnnkit.data.named import DIGITS, NAMED
+from cnnkit.data.folders import FileListing, list_images
+from cnnkit.data.table import load_table, table_listing, table_of
 from cnnkit.data.types import DataDescription, DataSplits, ImageSet, Source
 from cnnkit.errors import CnnkitError, ConfigError, DataError, DiskFullError
 from cnnkit.io import atomic_path
@@ -111,16 +113,38 @@ def image_folder(data: DataConfig) -> Path | None:
         return None
 
 
+def folder_listing(data: DataConfig) -> FileListing | None:
+    """The image files of a folder source with their split and class - from its class folders, or from
+    its labels table (``data.labels``) - without opening an image; None for a dataset name.
+
+    What a caller that counts or samples a source's files needs (classes, per-split counts, a few
+    headers to probe), whichever way the folder is labelled.
+    """
+    folder = folder_of(data.source, data.cache_dir)
+    if folder is None:
+        if data.labels is not None:
+            raise ConfigError(f"--labels {data.labels}: a labels table labels an image folder, not the dataset "
+                              f"{data.source!r}")
+        return None
+    return table_listing(table_of(data, folder)) if data.labels is not None else list_images(folder)
+
+
 def load_data(cfg: DataConfig) -> DataSplits:
     """``DataConfig`` -> train/val/test ImageSets at the configured size and channels.
 
     ``cfg.source`` is a dataset name (see :data:`SOURCES`), a folder of class folders, or a
-    ``.zip`` / ``.tar.gz`` of one (extracted once into the cache).
+    ``.zip`` / ``.tar.gz`` of one (extracted once into the cache); with ``cfg.labels``, a folder
+    (or archive) of images labelled by that table (:mod:`cnnkit.data.table`).
     """
     cfg = _square_size(cfg)
     folder = folder_of(cfg.source, cfg.cache_dir)
+    if folder is not None and cfg.labels is not None:
+        return load_table(folder, cfg)
     if folder is not None:
         return load_folder(folder, cfg)
+    if cfg.labels is not None:
+        raise ConfigError(f"--labels {cfg.labels}: a labels table labels an image folder, not the dataset "
+                          f"{cfg.source!r}")
     if cfg.label_map is not None and cfg.label_map.lower() != "none":
         raise ConfigError(f"--label-map {cfg.label_map}: a label map applies to image folders, not to {cfg.source!r}")
     if cfg.source in SINGLE_SET:

@@ -141,3 +141,55 @@ def format_summary(summary: Summary, title: str = "") -> str:
     lines += [f"Total params: {summary.total:,}", f"Trainable params: {summary.trainable:,}",
               f"Non-trainable params: {summary.non_trainable:,}", "_" * width]
     return "\n".join(lines)
+
+
+class SummaryTable:
+    """A model's summary that shows itself: Keras' text table as its ``repr`` (and ``str``), an HTML
+    table in a Jupyter cell.  ``.summary`` holds the numbers (:class:`Summary`)."""
+
+    def __init__(self, summary: Summary, title: str = "") -> None:
+        self.summary, self.title = summary, title
+
+    def __repr__(self) -> str:
+        return format_summary(self.summary, self.title)
+
+    def _repr_html_(self) -> str:
+        import html
+
+        s = self.summary
+        c, h, w = s.input_shape
+        rows = "".join(f"<tr><td style='text-align:left'>{html.escape(r.name)} ({html.escape(r.kind)})</td>"
+                       f"<td style='text-align:left'>{html.escape(str((None, *r.output_shape)))}</td>"
+                       f"<td>{r.params:,}</td></tr>" for r in s.rows)
+        title = f"Model: &quot;{html.escape(self.title)}&quot;, " if self.title else ""
+        return (f"<div class='cnnkit-summary'><p>{title}input shape {(None, h, w, c)}</p><table>"
+                f"<thead><tr><th style='text-align:left'>Layer (type)</th><th style='text-align:left'>Output Shape"
+                f"</th><th>Param #</th></tr></thead><tbody>{rows}</tbody></table>"
+                f"<p>Total params: {s.total:,}<br>Trainable params: {s.trainable:,}<br>"
+                f"Non-trainable params: {s.non_trainable:,}</p></div>")
+
+
+def summary(model: str | nn.Module, image_size: int | tuple[int, int] | None = None, channels: int | None = None,
+            num_classes: int = 10, title: str | None = None) -> SummaryTable:
+    """Keras' ``model.summary()`` for a model name (see ``cnnkit models``) or a built model.
+
+    ``image_size`` (N or (H, W)) and ``channels`` default to the model's own input (a pretrained
+    backbone's), else 32x32 and 3 channels (a built model: give them unless it takes 32x32 RGB).
+    Shown as an HTML table in a notebook cell and as Keras' text table in a terminal
+    (``print(cnnkit.summary("lenet5", 28, 1))``).
+    """
+    from cnnkit.config import ModelConfig, image_pair
+
+    size = image_pair(image_size) if image_size is not None else None
+    if isinstance(model, str):
+        from cnnkit.models import build_model, default_config
+
+        name = model
+        defaults = default_config(ModelConfig(name=name, num_classes=num_classes))
+        size = size or defaults.input_size or (32, 32)
+        channels = channels or defaults.channels or 3
+        model = build_model(ModelConfig(name=name, num_classes=num_classes, in_channels=channels, image_size=size))
+    else:
+        name = type(model).__name__
+        size, channels = size or (32, 32), channels or 3
+    return SummaryTable(summarize(model, (channels, *size)), name if title is None else title)

@@ -20,6 +20,7 @@ from cnnkit.errors import ConfigError
 from cnnkit.evaluate.logged import LOGGED, Logged
 from cnnkit.io import atomic_write_bytes
 from cnnkit.run_folder import HISTORY_CSV, HISTORY_JSON
+from cnnkit.train.notebook import NotebookDisplay, in_notebook
 
 
 @dataclass
@@ -287,7 +288,8 @@ class History(Callback):
 
 
 class Progress(Callback):
-    """A live bar (rich) on a terminal; one line per epoch otherwise (logs, CI)."""
+    """A live bar (rich) on a terminal; in a Jupyter cell a bar and a table filled in epoch by epoch
+    (:mod:`cnnkit.train.notebook`); one line per epoch otherwise (logs, CI)."""
 
     REDRAW_S = 0.5  # seconds between reads of the running loss/accuracy
 
@@ -296,13 +298,16 @@ class Progress(Callback):
         self.deadline = deadline  # time.perf_counter() value the run's --time budget ends at; None = no budget
         self._drawn = 0.0
         self.stream = stream or sys.stderr
-        self.live = enabled and self.stream.isatty()
+        self.notebook = NotebookDisplay(epochs, deadline) if enabled and stream is None and in_notebook() else None
+        self.live = enabled and self.notebook is None and self.stream.isatty()
         self._bar = None
         self._task = None
         self._t0 = 0.0
 
     def on_epoch_begin(self, epoch: int, steps: int) -> None:
         self._t0 = time.perf_counter()
+        if self.notebook is not None:
+            self.notebook.epoch_begin(epoch, steps)
         if self.live:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress as Bar, TextColumn, TimeRemainingColumn
 
@@ -313,6 +318,8 @@ class Progress(Callback):
             self._task = self._bar.add_task("train", total=steps, stats="")
 
     def on_batch_end(self, step: int, logs: Mapping[str, float]) -> None:
+        if self.notebook is not None:
+            self.notebook.batch_end(step, logs)
         if self._bar is None:
             return
         now = time.perf_counter()
@@ -327,7 +334,9 @@ class Progress(Callback):
         if self._bar is not None:
             self._bar.stop()
             self._bar = None
-        if self.enabled:
+        if self.notebook is not None:
+            self.notebook.epoch_end(epoch, logs)
+        elif self.enabled:
             parts = [f"epoch {epoch + 1}/{self.epochs}"]
             parts += [f"{k} {v:.4f}" for k, v in logs.items() if k not in ("lr", "time")]
             parts.append(f"lr {logs.get('lr', 0):.2e}  {time.perf_counter() - self._t0:.1f}s{self._left()}")
@@ -343,5 +352,8 @@ class Progress(Callback):
         if self._bar is not None:
             self._bar.stop()
         # a diverged run is reported by its caller (the CLI's error line, RunResult.stop_reason)
-        if self.enabled and logs.get("stop_reason") and not logs.get("diverged"):
+        reason = logs.get("stop_reason") if not logs.get("diverged") else ""
+        if self.notebook is not None:
+            self.notebook.train_end(reason or "")
+        elif self.enabled and reason:
             print(logs["stop_reason"], file=self.stream, flush=True)

@@ -83,6 +83,15 @@ class RunResult:
     diverged: bool = False  # it stopped on a non-finite loss; the run folder keeps the last finite epoch
     label_issues: list | None = None  # cnnkit.data.issues_table.LabelIssue rows, most suspicious first
 
+    def __repr__(self) -> str:
+        """One line: where, what and how well (the history and the model are attributes, not the repr)."""
+        model = self.config.model.name if self.config is not None else self.preprocess.model
+        score = (f", {self.metrics['split']} accuracy {self.metrics['accuracy']:.4f} on {self.metrics['n']} images"
+                 if self.metrics and "accuracy" in self.metrics else "")
+        stop = f", stopped: {self.stop_reason}" if self.stop_reason else ""
+        return (f"{type(self).__name__}(run_dir={str(self.run_dir)!r}, model={model!r}, "
+                f"epochs={len(self.history)}{score}{stop})")
+
 
 def train(cfg: RunConfig | None, splits: DataSplits | None = None, resume: str | Path | Resume | None = None,
           callbacks: list[Callback] | None = None, explicit_out: bool = False,
