@@ -194,3 +194,11 @@ def test_a_table_source_is_listed_without_opening_an_image(tmp_path):
     assert listing.classes == ("bright", "dark", "stripes") and len(listing.files) == len(rows)
     assert {f.split for f in listing.files} == {"train"} and str(broken) in {f.path for f in listing.files}
     assert folder_listing(DataConfig(source="digits")) is None
+
+
+def test_a_table_source_describes_itself_from_the_table(tmp_path):
+    from cnnkit.data.describe import describe
+
+    images, table, rows = write_kaggle(tmp_path)
+    d = describe(DataConfig(source=str(images), labels=str(table)))
+    assert d.classes == ("bright", "dark", "stripes") and (d.train, d.val, d.test) == (len(rows), 0, 0)

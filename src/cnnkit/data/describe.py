@@ -21,9 +21,8 @@ from typing import Any, Iterable
 
 from cnnkit.config import DataConfig
 from cnnkit.data.decode import BadImage, probe
-from cnnkit.data.folders import list_images
 from cnnkit.data.named import NAMED
-from cnnkit.data.sources import SINGLE_SET, SOURCES, folder_of
+from cnnkit.data.sources import SINGLE_SET, SOURCES, folder_listing, folder_of
 from cnnkit.data.types import PHOTO_MIN_SIDE, DataDescription, DataSplits
 from cnnkit.errors import DataError
 
@@ -43,7 +42,7 @@ def describe(cfg: DataConfig, splits: DataSplits | None = None) -> DataDescripti
     if cfg.source in NAMED:
         return NAMED[cfg.source].description
     folder = folder_of(cfg.source, cfg.cache_dir)  # a name is answered above: this is a folder
-    return describe_listing(list_images(folder), folder)
+    return describe_listing(folder_listing(cfg), folder)  # labelled by its class folders or by cfg.labels
 
 
 def describe_splits(splits: DataSplits) -> DataDescription:
