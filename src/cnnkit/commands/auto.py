@@ -45,7 +45,7 @@ import numpy as np
 
 from cnnkit.commands.outputs import write_run_outputs
 from cnnkit.config import RunConfig, save_json
-from cnnkit.data import DataSplits, load_data
+from cnnkit.data import DataSplits, ImageSet, load_data
 from cnnkit.data.arrays import conform_splits
 from cnnkit.errors import ConfigError
 from cnnkit.io import atomic_write_text
@@ -309,10 +309,10 @@ class Race:
             if done is not None:
                 continue
             best = self._best("features", "concat")
-            if best is not None and best.cv is not None and round(1 - best.cv, 6) <= C.GOOD_ENOUGH_ERROR:
-                self._note(f"stopped the race: {best.name} is already at {best.cv:.1%} (cross-validated); "
-                           f"no candidate could beat it by more than {1 - best.cv:.1%}, and frozen heads "
-                           f"differ by tenths of a point there")
+            if best is not None and self._good_enough(best):
+                self._note(f"stopped the race: {best.name} is already at {best.cv:.1%} cross-validated and "
+                           f"{best.score:.1%} on the {self.data.selection}; no candidate could beat it by more "
+                           f"than {1 - min(best.cv, best.score):.1%}, and frozen heads differ by tenths there")
                 break
             feats = self.data.features
             cost = self._pass_estimate(backbone, len(feats.train) + len(feats.val)) + self.setup_cost
@@ -360,6 +360,17 @@ class Race:
         self._announce(cand)
         return cand
 
+    def _good_enough(self, cand: Candidate) -> bool:
+        """Within :data:`~cnnkit.train.candidates.GOOD_ENOUGH_ERROR` of 100% both cross-validated and on
+        the selection split (allowing one standard error of its few images): when the selection images
+        differ from the training ones, cross-validation alone is too hopeful."""
+        if cand.cv is None or cand.score is None:
+            return False
+        n = max(1, len(self.data.features.val))
+        err = 1 - cand.score
+        return (round(1 - cand.cv, 6) <= C.GOOD_ENOUGH_ERROR
+                and err - (err * (1 - err) / n) ** 0.5 <= C.GOOD_ENOUGH_ERROR)
+
     def _concat_candidate(self, backbones: list[str]) -> None:
         t0 = time.perf_counter()
         feats = self.data.features
@@ -393,7 +404,7 @@ class Race:
         rate = self.rates.get(backbone)
         if rate is None:
             return
-        if lead.cv is not None and round(1 - lead.cv, 6) <= C.GOOD_ENOUGH_ERROR:
+        if self._good_enough(lead):
             self._note(f"no fine-tuning: {lead.name} is already at {lead.cv:.1%} (cross-validated)")
             return
         # an epoch: forward and backward through the top blocks (about two passes) over the training
@@ -578,6 +589,8 @@ class Race:
             feats = self.data.features
             if chosen.extra.get("sample_only"):  # its cached features: no new pass over the training images
                 feats = DataSplits(chosen.extra["train_set"], feats.val, feats.test, feats.skipped, feats.label_map)
+            else:  # every training image, the selection split included: its features are cached already
+                feats = self._all_training_images(chosen)
             self._train(chosen, feats, allowance=max(self.clock.left(), 5.0 + self.overhead))
             chosen.extra["trained_head_selection_accuracy"] = chosen.score
             chosen.score, chosen.score_kind = scored[0], scored[1]
@@ -598,6 +611,22 @@ class Race:
         record["elapsed_s"] = round(self.clock.elapsed(), 1)
         save_json(record, self.run_dir / AUTO_JSON)
         return result
+
+    def _all_training_images(self, chosen: Candidate) -> DataSplits:
+        """The splits the chosen feature head trains on: every training image (the selection split's too,
+        it has done its job), no validation split, the reported split as test.  Their features are the
+        race's, stored under the joined images' key, so training makes no pass over them."""
+        from cnnkit.train.features import features_cache_dir, store_features
+
+        feats = self.data.features
+        train, sel = feats.train, feats.val
+        paths = train.paths + sel.paths if train.paths is not None and sel.paths is not None else None
+        joined = ImageSet(np.concatenate([train.images, sel.images]), np.concatenate([train.labels, sel.labels]),
+                          train.classes, paths)
+        model, _ = self._backbone(chosen.extra["backbone"])
+        parts = [np.concatenate(self.features[b]) for b in chosen.extra["backbone"].split("+")]
+        store_features(model, joined, self.amp, features_cache_dir(self.user.data.cache_dir), parts)
+        return DataSplits(joined, None, feats.test, feats.skipped, feats.label_map)
 
     def _promote(self, chosen: Candidate) -> RunResult:
         """The chosen candidate's files become the run folder's top level (each moved atomically)."""

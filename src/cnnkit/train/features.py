@@ -247,6 +247,23 @@ def _cached_part(model: Any, images: ImageSet, inputs: Any, device: torch.device
                    "engine": engine, "pass_seconds": round(pass_seconds, 3)}
 
 
+def store_features(model: nn.Module, images: ImageSet, amp: torch.dtype | None, cache_dir: str | Path,
+                   parts: list[np.ndarray]) -> None:
+    """Put ``parts`` (one (N, D_i) array per backbone of ``model``, rows in the order of ``images``) into the
+    cache under ``images``' own keys, so that training on ``images`` reads them instead of a pass: the
+    automatic default's chosen head on every training image, whose features it already has split in two."""
+    norm = getattr(model, "input_norm", None)
+    for (name, features), feats in zip(feature_parts(model), parts):
+        if len(feats) != len(images):
+            raise ValueError(f"{name}: {len(feats)} feature rows for {len(images)} images")
+        path = Path(cache_dir) / "features" / f"{name}-{_part_key(name, features, images, amp, norm)}.npy"
+        if path.is_file():
+            continue
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as fh:
+                np.save(fh, np.ascontiguousarray(feats, dtype=np.float32))
+
+
 @dataclass
 class FeatureSetup:
     """What ``fit`` gets in features mode instead of the image model and loaders."""
