@@ -74,7 +74,7 @@ def write_report_safely(run_dir: Path, evaluation: tuple) -> None:
 
 def write_label_issues(run_dir: Path, rows: list, announce: bool = False) -> Path:
     """``label_issues.csv`` (header only when no label is doubted); ``announce`` says how many rows it has."""
-    from cnnkit.evaluate.label_issues import LABEL_ISSUES, issues_csv
+    from cnnkit.data.issues_table import LABEL_ISSUES, issues_csv
 
     path = Path(run_dir) / LABEL_ISSUES
     atomic_write_text(path, issues_csv(rows))
