@@ -230,6 +230,7 @@ def test_stop_during_the_feature_pass_leaves_no_empty_run(studio, tmp_path):
         page.wait_for_selector("#inspection[data-state='done']")
         page.click("#to-train")
         assert page.input_value("#model") == "auto"
+        assert page.input_value("#augment") == ""  # none given: auto keeps its feature candidates
         page.fill("#budget", "3600")  # the pass fits its share of the budget even on a busy machine
         assert "within 3600 s" in page.text_content("#budget-note")
         page.click("#start")

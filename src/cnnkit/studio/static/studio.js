@@ -264,7 +264,7 @@ function attach(job) {
   if (shown.data && !state.source) $("train-source").textContent = shown.data;
   if (shown.model && [...$("model").options].some((o) => o.value === shown.model)) $("model").value = shown.model;
   $("epochs").value = shown.epochs || "";
-  if (shown.augment) $("augment").value = shown.augment;
+  $("augment").value = shown.augment || "";
   $("budget").value = shown.time_budget || "";
   modelChanged();
   setJobState(job.state, job.message || "");
@@ -747,7 +747,9 @@ async function start() {
     curveCanvases($("curves"), "curve", 350, 220);  // empty until a job's first epoch
     $("model").replaceChildren(...info.models.map((m) => el("option",
       { value: m, ...(m === info.default_model ? { selected: "" } : {}) }, m === "auto" ? "auto (recommended)" : m)));
-    $("augment").replaceChildren(...info.augment.map((a) => el("option", {}, a)));
+    // the first choice sends nothing: the model's default, and auto keeps its feature candidates
+    // (frozen features cannot be augmented, so auto races them only when no augmentation is given)
+    $("augment").replaceChildren(el("option", { value: "" }, "default"), ...info.augment.map((a) => el("option", {}, a)));
     modelChanged();
     $("dataset").replaceChildren(...info.datasets.map((d) => el("option", {}, d + (info.offline_datasets.includes(d) ? "" : " (needs the files)"))));
     for (const o of $("dataset").options) o.value = o.textContent.split(" ")[0];
