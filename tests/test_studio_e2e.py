@@ -190,7 +190,8 @@ def test_phone_queue_stop_reload_and_a_cross_site_form(studio, tmp_path):
             "line": "cnnkit: auto: mlp (the best of 2 candidates within 60 s)", "reason": "highest val_acc",
             "chosen": "mlp", "budget_s": 60, "elapsed_s": 12.5, "candidates": [
                 {"name": "mlp", "kind": "scratch", "model": "mlp", "transfer": "none", "score": 0.5,
-                 "score_kind": "val_acc", "cv": None, "seconds": 4.2, "epochs": 1, "stopped": "stopped", "chosen": True},
+                 "score_kind": "val_acc", "cv": None, "seconds": 4.2, "epochs": 1, "stopped": "stopped",
+                 "chosen": True},
                 {"name": "features", "kind": "features", "model": "efficientnet_lite0", "transfer": "features",
                  "score": 0.25, "score_kind": "val_acc", "cv": 0.3125, "seconds": 8.3, "epochs": 3, "stopped": "budget",
                  "chosen": False}],
@@ -208,7 +209,8 @@ def test_phone_queue_stop_reload_and_a_cross_site_form(studio, tmp_path):
         assert page.text_content("#review-auto .auto-line") == "mlp (the best of 2 candidates within 60 s)"
         assert page.locator("#review-auto table tr").count() == 3
         assert "chosen" in page.text_content("#review-auto tr.chosen") and "0.5000 val_acc" in page.text_content("#review-auto")
-        assert "0.3125" in page.text_content("#review-auto table") and "no fine-tuning" in page.text_content("#review-auto .auto-notes")
+        assert "0.3125" in page.text_content("#review-auto table")  # the cross-validated accuracy
+        assert "no fine-tuning" in page.text_content("#review-auto .auto-notes")
         _fits(page, 390)
         # thumbnails are buttons: reachable by keyboard, and they open the Grad-CAM
         page.focus("#most-wrong button.thumb")
