@@ -251,6 +251,36 @@ def test_the_form_offers_the_automatic_default_first_and_it_trains(client, root)
     chosen = next(c for c in record["candidates"] if c["chosen"])
     assert saved["model"]["name"] == chosen["model"] and record["budget_s"] == 60  # raced within the budget
     assert record["line"].startswith("cnnkit: auto:") and saved["train"]["epochs"] == 1  # the epochs given
+    # the page hears the race's phases, and reads what it chose with the candidates' table
+    phases = {e["name"] for e in events_of(client, job["id"]) if e["type"] == "phase"}
+    assert {"preparing data", "report"} <= phases and any(p.startswith("candidate ") for p in phases), phases
+    shown = client.get(f"/api/runs/{job['run']}").json()["auto"]
+    assert shown["line"] == record["line"].removeprefix("cnnkit: auto: ") and shown["notes"] == record["notes"]
+    assert [c["name"] for c in shown["candidates"]] == [c["name"] for c in record["candidates"]]
+    assert {"score", "cv", "seconds", "stopped", "chosen"} <= set(shown["candidates"][0])
+
+
+def test_a_race_stopped_in_a_candidate_says_so_and_leaves_no_run(client, root):
+    # a candidate of the automatic default trains in RUN/candidates/<name>; a race does not resume,
+    # so a stop there (even after the candidate's first whole epoch) removes the whole run folder
+    grey = make_folder(root / "grey")
+    for path in grey.rglob("*.png"):  # small grey images: the race starts with nets from scratch
+        Image.open(path).convert("L").save(path)
+    job = client.post("/api/jobs", json={"source": {"kind": "folder", "path": "grey"}, "model": "auto",
+                                         "time_budget": 3600}).json()  # measured costs fit even on a busy machine
+    run = root / "runs" / job["run"]
+    end = time.monotonic() + 300  # a busy machine: importing and measuring come first
+    while not any((run / "candidates").glob("*/train_state.pt")) and time.monotonic() < end:
+        time.sleep(0.02)
+    assert any((run / "candidates").glob("*/train_state.pt")), "no candidate finished an epoch"
+    client.post(f"/api/jobs/{job['id']}/stop")
+    stopped = wait_state(client, job["id"], ("stopped", "done", "error"), timeout=300)
+    assert stopped["state"] == "stopped" and "nothing to resume" in stopped["message"], stopped
+    last = events_of(client, job["id"])[-1]
+    assert last["type"] == "stopped" and last["resumable"] is False
+    assert not run.exists()  # its candidates/ subfolder with it
+    assert job["run"] not in [r["name"] for r in client.get("/api/runs").json()]
+    assert client.post(f"/api/runs/{job['run']}/resume", json={}).status_code == 404
 
 
 def test_bad_settings_get_one_clear_422_and_queue_nothing(client):

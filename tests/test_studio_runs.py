@@ -74,9 +74,9 @@ def test_only_a_run_that_never_finished_an_epoch_can_be_deleted(client, root):
 
 CANDIDATES = [
     {"name": "features", "kind": "features", "model": "efficientnet_lite0", "transfer": "features", "score": 0.91,
-     "score_kind": "val_acc", "seconds": 12.5, "epochs": 30, "stopped": "plateau", "chosen": True},
+     "score_kind": "val_acc", "cv": 0.93, "seconds": 12.5, "epochs": 30, "stopped": "plateau", "chosen": True},
     {"name": "scratch", "kind": "scratch", "model": "fast-cnn-small", "transfer": "none", "score": 0.72,
-     "score_kind": "val_acc", "seconds": 20.0, "epochs": 8, "stopped": "budget", "chosen": False},
+     "score_kind": "val_acc", "cv": None, "seconds": 20.0, "epochs": 8, "stopped": "budget", "chosen": False},
 ]
 
 
@@ -85,7 +85,8 @@ def test_what_auto_chose_reads_every_record_format(client, root):
     new = fake_run(runs, "new")
     (new / "auto.json").write_text(json.dumps({"line": "cnnkit: auto: efficientnet_lite0 features (0.91 val_acc)",
                                                "reason": "the best of 2 candidates within 60 s", "chosen": "features",
-                                               "budget_s": 60, "elapsed_s": 41.2, "candidates": CANDIDATES}))
+                                               "budget_s": 60, "elapsed_s": 41.2, "candidates": CANDIDATES,
+                                               "notes": ["no fine-tuning: 2 epochs of it fit", 7, ""]}))
     board = fake_run(runs, "board")
     (board / "auto.json").write_text(json.dumps({"line": "auto: fast", "reason": "why", "chosen": "scratch"}))
     with open(board / "leaderboard.csv", "w", newline="") as fh:
@@ -103,11 +104,12 @@ def test_what_auto_chose_reads_every_record_format(client, root):
     got = client.get("/api/runs/new").json()["auto"]
     assert got["line"] == "efficientnet_lite0 features (0.91 val_acc)" and got["reason"].startswith("the best")
     assert got["candidates"] == CANDIDATES and got["budget_s"] == 60 and got["elapsed_s"] == 41.2
+    assert got["notes"] == ["no fine-tuning: 2 epochs of it fit", "7"]  # the race's decisions, as text
     from_csv = client.get("/api/runs/board").json()["auto"]["candidates"]
     assert [c["name"] for c in from_csv] == ["features", "scratch"] and from_csv[0]["chosen"] == "True"
     got = client.get("/api/runs/old").json()["auto"]
     assert got["line"] == "fast-cnn-small (small grey images)" and got["reason"] == "small grey images; no flips"
-    assert got["candidates"] == []
+    assert got["candidates"] == [] and got["notes"] == []
     assert client.get("/api/runs/plain").json()["auto"] is None
     assert client.get("/api/runs/broken").json()["auto"] is None
 

@@ -20,10 +20,10 @@ import numpy as np
 
 from cnnkit.config import RunConfig, make_config
 from cnnkit.errors import CheckpointError, CnnkitError, ConfigError, DataError
-from cnnkit.train.candidates import AUTO  # the automatic default: candidates raced on the data
-from cnnkit.train.candidates import DEFAULT_TIME as AUTO_TIME  # its budget when none is given
 from cnnkit.run_folder import BEST, CONFIG, LAST
 from cnnkit.train.callbacks import Callback, Signal
+from cnnkit.train.candidates import AUTO  # the automatic default: candidates raced on the data
+from cnnkit.train.candidates import DEFAULT_TIME as AUTO_TIME  # its budget when none is given
 
 __all__ = ["Callback", "Signal", "CnnkitError", "ConfigError", "DataError", "CheckpointError",
            "AUTO", "AUTO_TIME", "OFFLINE_DATASETS", "FORM_SETTINGS", "check_form_value", "confined",

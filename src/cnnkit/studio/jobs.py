@@ -16,6 +16,10 @@ that only observe:
   ``cnnkit train``: the run folder keeps its last whole epoch and ``train(..., resume=run)``
   continues it exactly (a Signal-stopped run counts as finished).  A new run stopped before
   its first epoch ended has nothing to resume: its folder is removed, and the job says so.
+  The automatic default (``model: auto``) races candidates in ``RUN/candidates/<name>/`` and
+  moves the chosen one to the top level only at its end: a race stopped in any of its phases
+  (decoding, a feature pass, a candidate's epochs) cannot be resumed, so its whole folder is
+  removed and the job says so; once the choice is in place, the records and report finish.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from cnnkit.phases import PhaseEvent, listen
+from cnnkit.run_folder import BEST, STATE
 from cnnkit.studio import engine
 
 log = logging.getLogger("cnnkit.studio")
@@ -59,6 +64,11 @@ class Job:
     message: str = ""
     stop_requested: bool = False
 
+    @property
+    def race(self) -> bool:
+        """A new run of the automatic default: candidates raced, the chosen one moved in at the end."""
+        return self.kind == "train" and self.settings.get("model") == engine.AUTO
+
     def public(self) -> dict[str, Any]:
         return {"id": self.id, "kind": self.kind, "run": self.run, "state": self.state, "settings": self.settings,
                 "created": self.created, "message": self.message, "events": len(self.events)}
@@ -73,10 +83,10 @@ class LiveProgress(engine.Callback):
         self._epoch = 0
         self._last = 0.0
         self.training = False  # between the first step and the end of the epochs
-        self.trained = False  # the epochs are over: evaluation and the report finish even when stopped
+        self._trained = False  # the epochs are over: evaluation and the report finish even when stopped
 
     def on_train_begin(self, info: dict[str, Any]) -> None:
-        self.training, self.trained = True, False
+        self.training, self._trained = True, False
         self._epochs = int(info.get("epochs", 0))
         self.emit(self.job, {"type": "begin", "epochs": self._epochs, "steps": info.get("steps")})
 
@@ -100,7 +110,15 @@ class LiveProgress(engine.Callback):
         return None
 
     def on_train_end(self, logs: dict[str, Any]) -> None:
-        self.training, self.trained = False, True
+        self.training, self._trained = False, True
+
+    @property
+    def trained(self) -> bool:
+        """Only the records and the report are left: a stop from here on is not honoured.  A race trains
+        several candidates: it is over once its choice is the run folder's top level (checkpoint there)."""
+        if self.job.race:
+            return (self.job.run_dir / BEST).is_file()
+        return self._trained
 
     def _check_stop(self) -> None:
         if self.job.stop_requested:
@@ -245,7 +263,12 @@ class JobQueue:
             with listen(live.on_phase):
                 result = job.start([live])
         except StopRequested:
-            if job.kind == "train" and not (job.run_dir / "train_state.pt").is_file():
+            if job.race:  # its candidates' folders are no run of their own, and a race does not resume
+                shutil.rmtree(job.run_dir, ignore_errors=True)
+                self._finish(job, "stopped", "stopped during the automatic default's race: there is nothing to "
+                             "resume (a race starts again from the beginning), so the unfinished run was removed",
+                             {"resumable": False})
+            elif job.kind == "train" and not (job.run_dir / STATE).is_file():
                 # a new run with no whole epoch: nothing to resume, so no half-made run is left behind
                 shutil.rmtree(job.run_dir, ignore_errors=True)
                 self._finish(job, "stopped", "stopped before the first epoch ended: there is nothing to resume, "

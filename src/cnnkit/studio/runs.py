@@ -24,9 +24,10 @@ from cnnkit.studio.paths import PathError, inside, relative_to, resolve_under
 
 MAX_CELL_IMAGES = 200
 # a candidate of the automatic default, as auto.json and leaderboard.csv write it
-CANDIDATE_COLUMNS = ("name", "kind", "model", "transfer", "score", "score_kind", "seconds", "epochs", "stopped",
-                     "chosen")
+CANDIDATE_COLUMNS = ("name", "kind", "model", "transfer", "score", "score_kind", "cv", "seconds", "epochs",
+                     "stopped", "chosen")
 MAX_CANDIDATES = 50
+MAX_NOTES = 20  # the race's decisions ("no fine-tuning: ...") shown under its candidates
 
 
 def _read_json(path: Path) -> Any:
@@ -126,8 +127,10 @@ def auto_choice(run_dir: Path) -> dict[str, Any] | None:
     if not isinstance(reason, str):
         reason = "; ".join(str(r) for r in record.get("reasons") or [] if r)
     line = str(record.get("line") or "")
+    notes = record.get("notes")
     return {"line": line.removeprefix("cnnkit: ").removeprefix("auto: "), "reason": reason,
             "chosen": record.get("chosen"), "budget_s": record.get("budget_s"), "elapsed_s": record.get("elapsed_s"),
+            "notes": [str(n) for n in notes if n][:MAX_NOTES] if isinstance(notes, list) else [],
             "candidates": [{c: row.get(c) for c in CANDIDATE_COLUMNS} for row in rows or []
                            if isinstance(row, dict)][:MAX_CANDIDATES]}
 

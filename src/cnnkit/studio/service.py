@@ -102,8 +102,9 @@ class Studio:
         run_dir = self.new_run_dir(label, settings.get("model") or engine.default_model())
         cfg = engine.build_config(source, out=run_dir, cache_dir=self.cache_dir, data_dir=self.data_dir, **settings)
         planned = cfg.model.name == engine.AUTO and "epochs" not in settings  # auto chooses the epochs
+        auto = cfg.model.name == engine.AUTO
         shown = {"data": label, "model": cfg.model.name, "epochs": None if planned else cfg.train.epochs,
-                 "augment": cfg.augment.preset, "time_budget": budget}
+                 "augment": None if auto and "augment" not in settings else cfg.augment.preset, "time_budget": budget}
         job = self.jobs.submit("train", run_dir, run_dir.name, shown, lambda cbs: engine.train(cfg, cbs, self.root))
         return {**job.public(), "position": self._position(job.id)}
 

@@ -198,17 +198,19 @@ dropTarget(document.querySelector("label[for=zip]"), uploadZip);
 
 // ------------------------------------------------------------------ 2. train
 function modelChanged() {
-  // auto plans the epochs within the budget (its own default budget when none is given)
+  // auto races its candidates within the budget (its own default budget when none is given)
   const auto = $("model").value === "auto", info = state.info || {};
-  $("epochs").placeholder = auto ? "planned" : String(info.default_epochs ?? "");
+  $("epochs").placeholder = auto ? "chosen by auto" : String(info.default_epochs ?? "");
   $("budget").placeholder = auto ? `${info.auto_time ?? ""} (auto's default)` : "none";
   budgetNote();
 }
 function budgetNote() {
   // the note says the budget the run will use: the one typed, else auto's default, else none
   const auto = $("model").value === "auto", info = state.info || {}, typed = $("budget").value.trim();
-  $("budget-note").textContent = typed ? `The run stops at an epoch's end within ${typed} s${auto ? "; auto plans within it" : ""}.`
-    : auto ? `Auto plans within its default budget of ${info.auto_time ?? "?"} s.` : "No time limit: every epoch runs.";
+  $("budget-note").textContent = typed ? (auto ? `Auto tries its candidates and trains its choice within ${typed} s.`
+    : `The run stops at an epoch's end within ${typed} s.`)
+    : auto ? `Auto tries its candidates and trains its choice within its default budget of ${info.auto_time ?? "?"} s.`
+    : "No time limit: every epoch runs.";
 }
 $("model").addEventListener("change", modelChanged);
 $("budget").addEventListener("input", budgetNote);
@@ -262,7 +264,7 @@ function attach(job) {
   if (shown.data && !state.source) $("train-source").textContent = shown.data;
   if (shown.model && [...$("model").options].some((o) => o.value === shown.model)) $("model").value = shown.model;
   $("epochs").value = shown.epochs || "";
-  if (shown.augment) $("augment").value = shown.augment;
+  $("augment").value = shown.augment || "";
   $("budget").value = shown.time_budget || "";
   modelChanged();
   setJobState(job.state, job.message || "");
@@ -337,7 +339,11 @@ function onEvent(e) {
       break;
     case "running": setJobState("running"); $("job-detail").textContent = "preparing the data and the model…"; break;
     case "phase": onPhase(e); break;
-    case "begin": job.epochs = e.epochs; job.steps = e.steps; break;
+    case "begin":
+      job.epochs = e.epochs; job.steps = e.steps;
+      // the automatic default trains one candidate after another: each one's curves start afresh
+      if ((job.settings || {}).model === "auto" && job.kind === "train") { state.history = []; state.live = null; drawCurves(); }
+      break;
     case "epoch_begin":
       job.epoch = e.epoch; job.steps = e.steps;
       $("job-detail").textContent = `epoch ${e.epoch}/${e.epochs}`;
@@ -408,11 +414,14 @@ function renderAuto(box, auto) {
   const rows = auto.candidates || [];
   if (!rows.length) return;
   const cols = [["name", "candidate"], ["model", "model"], ["transfer", "transfer"], ["score", "score"],
-                ["seconds", "seconds"], ["epochs", "epochs"], ["stopped", "stopped"], ["chosen", "chosen"]];
+                ["cv", "cross-validated"], ["seconds", "seconds"], ["epochs", "epochs"], ["stopped", "stopped"],
+                ["chosen", "chosen"]];
+  const given = (v) => v !== null && v !== undefined && v !== "";
   const cell = (r, k) => {
     const v = r[k];
-    if (k === "score" && v !== null && v !== undefined && v !== "") return `${Number(v).toFixed(4)}${r.score_kind ? ` ${r.score_kind}` : ""}`;
-    if (k === "seconds" && v !== null && v !== undefined && v !== "") return Number(v).toFixed(1);
+    if (k === "score" && given(v)) return `${Number(v).toFixed(4)}${r.score_kind ? ` ${r.score_kind}` : ""}`;
+    if (k === "cv" && given(v)) return Number(v).toFixed(4);
+    if (k === "seconds" && given(v)) return Number(v).toFixed(1);
     if (k === "chosen") return [true, "true", "True", "1"].includes(v) ? "✓ chosen" : "";
     return v === null || v === undefined ? "" : String(v);
   };
@@ -420,9 +429,11 @@ function renderAuto(box, auto) {
     el("tr", {}, ...cols.map(([, h]) => el("th", { scope: "col" }, h))));
   for (const r of rows) {
     const chosen = cell(r, "chosen") !== "";
-    table.append(el("tr", { class: chosen ? "chosen" : "" }, ...cols.map(([k]) => el("td", { class: ["score", "seconds", "epochs"].includes(k) ? "n" : "" }, cell(r, k)))));
+    table.append(el("tr", { class: chosen ? "chosen" : "" }, ...cols.map(([k]) => el("td", { class: ["score", "cv", "seconds", "epochs"].includes(k) ? "n" : "" }, cell(r, k)))));
   }
   box.append(el("div", { class: "scroll" }, table));
+  const notes = auto.notes || [];  // the race's decisions: what it did not try, and why
+  if (notes.length) box.append(el("ul", { class: "auto-notes muted" }, ...notes.map((n) => el("li", {}, n))));
 }
 
 function progress(epochsDone, fraction, full) {
@@ -736,7 +747,9 @@ async function start() {
     curveCanvases($("curves"), "curve", 350, 220);  // empty until a job's first epoch
     $("model").replaceChildren(...info.models.map((m) => el("option",
       { value: m, ...(m === info.default_model ? { selected: "" } : {}) }, m === "auto" ? "auto (recommended)" : m)));
-    $("augment").replaceChildren(...info.augment.map((a) => el("option", {}, a)));
+    // the first choice sends nothing: the model's default, and auto keeps its feature candidates
+    // (frozen features cannot be augmented, so auto races them only when no augmentation is given)
+    $("augment").replaceChildren(el("option", { value: "" }, "default"), ...info.augment.map((a) => el("option", {}, a)));
     modelChanged();
     $("dataset").replaceChildren(...info.datasets.map((d) => el("option", {}, d + (info.offline_datasets.includes(d) ? "" : " (needs the files)"))));
     for (const o of $("dataset").options) o.value = o.textContent.split(" ")[0];
