@@ -30,8 +30,8 @@ from cnnkit.evaluate.evaluate import Evaluation
 from cnnkit.train.notebook import in_notebook
 from cnnkit.train.run import RunResult
 
-REPORT = "report.html"
-AUTO_JSON = "auto.json"
+from cnnkit.run_folder import AUTO as AUTO_JSON
+from cnnkit.run_folder import CONFUSION_PNG, CURVES, REPORT
 
 
 def show_figures_inline() -> None:
@@ -199,9 +199,9 @@ class TrainResult(RunResult):
                                     for a, b in self._metric_rows()) + "</table>"
         pictures = ""
         if self.history:
-            pictures += self._picture("curves.png", self.plot_curves)
+            pictures += self._picture(CURVES, self.plot_curves)
         if m:
-            pictures += self._picture("confusion_matrix.png", self.plot_confusion)
+            pictures += self._picture(CONFUSION_PNG, self.plot_confusion)
         links = ""
         if self.run_dir is not None:
             report = self.run_dir / REPORT

@@ -24,10 +24,10 @@ from pathlib import Path
 from typing import Sequence
 
 from cnnkit.errors import DataError
+from cnnkit.run_folder import LABEL_ISSUES  # in the run folder
 
 __all__ = ["ARRAY_NAME", "COLUMNS", "LABEL_ISSUES", "LabelIssue", "issues_csv", "read_issues", "read_issues_file"]
 
-LABEL_ISSUES = "label_issues.csv"  # in the run folder
 COLUMNS = ("file", "split", "given", "suggested", "score")
 REQUIRED = ("file", "suggested")  # what relabelling needs: a hand-trimmed table may keep only these
 ARRAY_NAME = re.compile(r"(train|val|test)\[(\d+)\]")  # how the table names an image of array data
