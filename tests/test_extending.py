@@ -173,3 +173,23 @@ def test_a_dataset_source_loads_its_format_and_trains(npz_source, shapes_splits,
     (tmp_path / "broken.npz").write_bytes(b"not an npz")
     with pytest.raises(DataError, match="broken.npz: not an image .npz"):
         load_npz(DataConfig(source=str(tmp_path / "broken.npz")))
+
+
+def test_a_dataset_source_describes_itself_for_the_automatic_default(npz_source, shapes_splits):
+    """A registry entry is a Source: its loader and its description together; the automatic default
+    plans from the description without loading a pixel."""
+    from cnnkit.data.describe import describe
+    from cnnkit.data.named import NAMED
+    from cnnkit.data.types import DataDescription, Source
+
+    h, w = shapes_splits.train.image_size
+    entry = Source(load_npz, DataDescription(classes=tuple(shapes_splits.classes), train=len(shapes_splits.train),
+                                             val=0, test=len(shapes_splits.test), grey=False, size=(h, w),
+                                             sizes_vary=False, where="dataset"))
+    NAMED["shapes-npz"] = entry  # a name of one's own within a process: the registry is a plain dict
+    try:
+        described = describe(DataConfig(source="shapes-npz"))
+        assert described is entry.description and "colour" in described.text()
+        assert len(entry.load(npz_source).train) == described.train
+    finally:
+        del NAMED["shapes-npz"]
