@@ -360,6 +360,12 @@ class Race:
         self._announce(cand)
         return cand
 
+    def _clearly_ahead(self, a: Candidate, b: Candidate) -> bool:
+        """``a`` beats ``b`` on the selection split by more than two standard errors of the difference."""
+        n = max(1, len(self.data.features.val))
+        noise = 2 * ((a.score * (1 - a.score) + b.score * (1 - b.score)) / n) ** 0.5
+        return a.score - b.score > max(noise, 1.0 / n)
+
     def _good_enough(self, cand: Candidate) -> bool:
         """Within :data:`~cnnkit.train.candidates.GOOD_ENOUGH_ERROR` of 100% both cross-validated and on
         the selection split (allowing one standard error of its few images): when the selection images
@@ -553,7 +559,14 @@ class Race:
                 self._note(f"{features.name}: no time for the whole feature pass (about {cost:.0f} s, "
                                   f"{self.clock.left():.0f} s left): its head trains on the sample it was scored on")
                 features.extra["sample_only"] = True
-        finalists = [c for c in (features, self._best("scratch"), self._best("finetune")) if c is not None]
+        finetune = self._best("finetune")
+        if finetune is not None and features is not None and not self._clearly_ahead(finetune, features):
+            # the frozen head trains on the selection images too once chosen; fine-tuning cannot: it must
+            # win by more than the selection split's noise to be worth it
+            self._note(f"{finetune.name} ({finetune.score:.1%}) is not clearly ahead of {features.name} "
+                       f"({features.score:.1%}) on {len(self.data.features.val)} selection images: kept the head")
+            finetune = None
+        finalists = [c for c in (features, self._best("scratch"), finetune) if c is not None]
         if not finalists:
             raise ConfigError("the automatic default could not train any candidate within "
                               f"{self.clock.budget:.0f} s: give it more --time or name a model with --model")
@@ -573,7 +586,9 @@ class Race:
         others = [c for c in self.board if c.kind not in (heads if chosen.kind in heads else (chosen.kind,))
                   and c.score is not None and c is not chosen]
         runner = max(others, key=lambda c: c.score, default=None)
-        if runner is not None:
+        if runner is not None and runner.score > chosen.score:  # kept over a more costly, not clearly better one
+            parts.append(f"kept over {runner.name} ({runner.score:.1%}: not clearly ahead)")
+        elif runner is not None:
             parts.append(f"ahead of {runner.name} ({runner.score:.1%})")
         return f"{chosen.name}: " + ", ".join(parts)
 
