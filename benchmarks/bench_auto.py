@@ -148,8 +148,8 @@ def heads_alone(name: str, folder: Path, work: Path) -> list[dict]:
 
 def scratch_alone(name: str, folder: Path, work: Path, budget: float) -> list[dict]:
     """The from-scratch candidate with the race's settings, every training image, the same budget."""
-    from cnnkit.data.describe import describe
     from cnnkit.config import make_config
+    from cnnkit.data.describe import describe
     from cnnkit.train import candidates as C
 
     d = describe(make_config(data=str(folder)).data)

@@ -77,10 +77,10 @@ def main() -> int:
 
     import torch
 
+    from cnnkit.commands.train import train
     from cnnkit.config import make_config
     from cnnkit.data import load_data
     from cnnkit.evaluate.label_issues import out_of_fold_probs
-    from cnnkit.commands.train import train
     from cnnkit.visualize.figures import save_figure
     from cnnkit.visualize.label_issues import issue_thumbnails, plot_label_issues
 

@@ -44,8 +44,8 @@ def tiny_checkpoint(folder: Path) -> Path:
     import torch
 
     from cnnkit.config import ModelConfig, Preprocess
-    from cnnkit.models import build_model
     from cnnkit.inference.checkpoint import save_checkpoint
+    from cnnkit.models import build_model
 
     torch.manual_seed(0)
     cfg = ModelConfig(name="lenet5", num_classes=10, in_channels=1, image_size=(28, 28))
@@ -152,8 +152,8 @@ def main() -> int:
     import torch
     import uvicorn
 
-    from cnnkit.serve.export import export_model
     from cnnkit.inference.checkpoint import load_checkpoint, resolve_checkpoint
+    from cnnkit.serve.export import export_model
 
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = resolve_checkpoint(args.checkpoint) if args.checkpoint else tiny_checkpoint(Path(tmp))

@@ -99,9 +99,9 @@ def run_tuned(name: str, size: int, n: int, bs: int) -> float:
 def run_cnnkit(name: str, size: int, n: int, bs: int) -> float:
     import tempfile
 
+    from cnnkit.commands.train import train
     from cnnkit.config import DataConfig, ModelConfig, OptimConfig, RunConfig, TrainConfig
     from cnnkit.data import DataSplits, ImageSet
-    from cnnkit.commands.train import train
 
     x, y = make_data(size, n)
     splits = DataSplits(train=ImageSet(x, y, tuple(str(i) for i in range(10))))

@@ -48,10 +48,10 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     import torchvision
 
+    from cnnkit.commands.train import train
     from cnnkit.config import DataConfig, ModelConfig, RunConfig, TrainConfig
     from cnnkit.data import load_data
     from cnnkit.models.transfer import prepare_run_config
-    from cnnkit.commands.train import train
 
     with tempfile.TemporaryDirectory(prefix="bench-transfer-") as tmp:
         cfg = RunConfig(

@@ -71,8 +71,8 @@ def cross_fitted_ece(run_dir: Path, source: str) -> tuple[float, float]:
 
 
 def one_run(source: Path, out: Path, a: argparse.Namespace, seed: int, weight: str) -> dict:
-    from cnnkit.config import make_config
     from cnnkit.commands.train import train
+    from cnnkit.config import make_config
 
     cfg = make_config(data=str(source), model=a.model, image_size=(a.size, a.size), epochs=a.epochs,
                       batch_size=a.batch_size, seed=seed, class_weight=weight, out=str(out), report=False,

@@ -42,9 +42,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from cnnkit.commands.train import train
 from cnnkit.data import DataSplits, load_data
 from cnnkit.recipes import RECIPES
-from cnnkit.commands.train import train
 
 HERE = Path(__file__).resolve().parent
 RECIPE = "cifar10-gpu-speedrun"
@@ -131,8 +131,9 @@ def print_row(s: dict) -> None:
 def machine() -> str:
     gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
     try:
-        import airbench  # noqa: F401
         from importlib.metadata import version
+
+        import airbench  # noqa: F401
         ab = f"airbench {version('airbench')}"
     except ImportError:
         ab = "airbench not installed"

@@ -22,9 +22,9 @@ from pathlib import Path
 
 import torch
 
+from cnnkit.commands.train import train
 from cnnkit.data import load_data
 from cnnkit.recipes import RECIPES
-from cnnkit.commands.train import train
 
 HERE = Path(__file__).resolve().parent
 TASKS = {"mnist": "mnist-speedrun", "fashion-mnist": "fashion-mnist-speedrun", "cifar10": "cifar10-speedrun"}

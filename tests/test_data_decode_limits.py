@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cnnkit.data.decode import (MIN_DECODE_PIXELS, BadImage, decode, decode_bytes, decode_pixel_cap,
-                                probe)
+from cnnkit.data.decode import MIN_DECODE_PIXELS, BadImage, decode, decode_bytes, decode_pixel_cap, probe
 from cnnkit.errors import DataError
 
 

@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from test_data_named import jpeg_zip, write_cifar_tarball
 
 from cnnkit.config import DataConfig
 from cnnkit.data import load_data
@@ -18,6 +17,7 @@ from cnnkit.data.named import NAMED
 from cnnkit.data.sources import SINGLE_SET, SOURCES
 from cnnkit.data.types import DataSplits, ImageSet, Source
 from cnnkit.errors import DataError
+from test_data_named import jpeg_zip, write_cifar_tarball
 
 
 def idx_bytes(array: np.ndarray) -> bytes:

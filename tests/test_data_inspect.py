@@ -10,8 +10,8 @@ from matplotlib.figure import Figure
 from PIL import Image
 from rich.console import Console
 
-from cnnkit.data.inspection import inspect_data, inspect_splits, render_inspection
 from cnnkit.commands.inspect import inspect_command
+from cnnkit.data.inspection import inspect_data, inspect_splits, render_inspection
 from cnnkit.data.types import DataSplits, ImageSet
 from cnnkit.visualize.samples import plot_samples, sample_indices
 

@@ -12,8 +12,8 @@ from PIL import Image
 from cnnkit.config import DataConfig
 from cnnkit.data import load_data
 from cnnkit.data.folders import list_images
-from cnnkit.data.skipped import SKIPPED_HEADER, display_path, skipped_text
 from cnnkit.data.inspection import inspect_data
+from cnnkit.data.skipped import SKIPPED_HEADER, display_path, skipped_text
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX links and byte file names")
 

@@ -21,7 +21,6 @@ from cnnkit.visualize.filters import feature_maps, filter_weights, plot_feature_
 from cnnkit.visualize.gradcam import class_map, gradcam, overlay, plot_gradcam, plot_gradcam_grid, saliency
 from cnnkit.visualize.mostwrong import most_wrong, plot_most_wrong, sample_losses
 from cnnkit.visualize.sobel import SOBEL_X, SOBEL_Y, plot_sobel, sobel
-
 from conftest import make_shapes
 
 

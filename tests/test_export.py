@@ -17,11 +17,11 @@ from safetensors.torch import save_file
 from cnnkit.cli import main
 from cnnkit.config import ModelConfig, Preprocess
 from cnnkit.errors import CheckpointError, ConfigError
-from cnnkit.models import MODELS, build_model
-from cnnkit.serve.export import (ExportError, export_model, read_export_metadata, sample_inputs)
-from cnnkit.inference.onnx_backend import OnnxPredictor
 from cnnkit.inference import Predictor, load_predictor, predict
 from cnnkit.inference.checkpoint import load_checkpoint, save_checkpoint
+from cnnkit.inference.onnx_backend import OnnxPredictor
+from cnnkit.models import MODELS, build_model
+from cnnkit.serve.export import ExportError, export_model, read_export_metadata, sample_inputs
 
 
 def make_checkpoint(path: Path, name: str = "simple-cnn-same", classes: tuple[str, ...] = ("cat", "dog", "owl"),

@@ -13,15 +13,20 @@ import torch
 from PIL import Image
 
 from cnnkit.cli import main
+from cnnkit.commands.train import train
 from cnnkit.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from cnnkit.data import DataSplits, load_data
-from cnnkit.errors import DataError
 from cnnkit.data.issues_table import COLUMNS, read_issues
-from cnnkit.evaluate.label_issues import (file_names, find_issues, fit_linear_head, issue_scores, out_of_fold_probs,
-                                          stratified_folds)
-from cnnkit.commands.train import train
+from cnnkit.errors import DataError
+from cnnkit.evaluate.label_issues import (
+    file_names,
+    find_issues,
+    fit_linear_head,
+    issue_scores,
+    out_of_fold_probs,
+    stratified_folds,
+)
 from cnnkit.visualize.report import render_report
-
 from conftest import make_shapes
 
 

@@ -17,12 +17,10 @@ from cnnkit.errors import ConfigError
 from cnnkit.inference import ImageInputs
 from cnnkit.models import build_model
 from cnnkit.train.features import IdentityInputs
-from cnnkit.train.lr_find import (DIVERGE, LRFind, lr_range_test, lr_schedule, suggest_lr, sweep_steps,
-                                  valley_index)
 from cnnkit.train.loop import Training
+from cnnkit.train.lr_find import DIVERGE, LRFind, lr_range_test, lr_schedule, suggest_lr, sweep_steps, valley_index
 from cnnkit.train.optim import build_optimizer
 from cnnkit.train.run import find_lr
-
 from conftest import make_shapes
 
 

@@ -134,7 +134,7 @@ def custom_nets(tmp_path, monkeypatch):
 
 
 def test_custom_net_by_import_path_trains_and_its_checkpoint_predicts(custom_nets, tmp_path, shapes_splits):
-    from cnnkit.config import OptimConfig, RunConfig, TrainConfig, DataConfig
+    from cnnkit.config import DataConfig, OptimConfig, RunConfig, TrainConfig
     from cnnkit.inference import load_predictor
     from cnnkit.train import train
     from cnnkit.visualize.gradcam import gradcam
@@ -333,9 +333,9 @@ def test_two_classes_as_two_softmax_logits_by_config_or_by_definition():
 
 
 def test_default_config_answers_without_building(caplog):
+    from cnnkit.errors import WeightsError
     from cnnkit.models import ModelDefaults, default_config
     from cnnkit.models.transfer import BACKBONES
-    from cnnkit.errors import WeightsError
 
     # a missing weight file: building would fail, the defaults need no weights
     cfg = ModelConfig(name="inception_v3", transfer="head", weights="/no/such/weights.pth")
@@ -369,8 +369,8 @@ def test_custom_sequential_is_cut_where_its_dense_part_starts(custom_nets):
 
 
 def test_custom_module_head_is_its_last_linear(custom_nets, tmp_path):
-    from cnnkit.inference.checkpoint import load_weights_into, save_checkpoint
     from cnnkit.config import Preprocess
+    from cnnkit.inference.checkpoint import load_weights_into, save_checkpoint
 
     cfg = ModelConfig(name=f"{custom_nets}:opaque", num_classes=4, image_size=(8, 8))
     model = build_model(cfg).eval()

@@ -17,7 +17,6 @@ from cnnkit.data import DataSplits
 from cnnkit.errors import ConfigError, DataError, WeightsError
 from cnnkit.models import build_model
 from cnnkit.recipes import RECIPES, format_recipe_list, format_results, get_recipe, run_recipe
-
 from conftest import make_shapes
 
 BACKBONE_RECIPES = ("cats-dogs-vgg16-bottleneck", "cats-dogs-inception-mixed7")

@@ -14,10 +14,10 @@ from PIL import Image
 from cnnkit.cli import main
 from cnnkit.config import ModelConfig, Preprocess
 from cnnkit.errors import CheckpointError, CnnkitError
-from cnnkit.models import build_model
-from cnnkit.serve.app import MULTIPART_SLACK, create_app
 from cnnkit.inference import Predictor
 from cnnkit.inference.checkpoint import save_checkpoint
+from cnnkit.models import build_model
+from cnnkit.serve.app import MULTIPART_SLACK, create_app
 
 CLASSES = ("cat", "dog", "owl", "fox")
 
@@ -291,8 +291,9 @@ def live_url(ckpt):
 
 
 def test_concurrent_requests_on_a_real_server_agree(live_url, ckpt, tmp_path):
-    import httpx
     from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
 
     uploads = [png_bytes(seed) for seed in range(4)]
     want = [[c for c, _ in expected_top(ckpt, data, tmp_path)] for data in uploads]

@@ -16,7 +16,6 @@ from cnnkit.cli import build_parser, main, run_config_from_args
 from cnnkit.errors import ConfigError
 from cnnkit.settings import Interval, SettingError
 
-
 # ----------------------------------------------------------------------------- declarations
 
 

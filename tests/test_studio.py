@@ -150,7 +150,8 @@ def test_inspect_shows_near_duplicates_across_splits_by_root_relative_path(tmp_p
     for i, pic in enumerate(pictures):
         Image.fromarray(pic).save(root / "pairs" / "train" / "ab"[i % 2] / f"{i}.png")
     Image.fromarray(pictures[0]).resize((48, 48)).save(root / "pairs" / "validation" / "a" / "copy.png")  # resized copy
-    Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(root / "pairs" / "validation" / "b" / "x.png")
+    noise = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(root / "pairs" / "validation" / "b" / "x.png")
     with studio_client(root, tmp_path / "cache") as c:
         r = c.post("/api/inspect", json={"source": {"kind": "folder", "path": "pairs"}})
     assert r.status_code == 200, r.text
@@ -292,7 +293,8 @@ def test_bad_settings_get_one_clear_422_and_queue_nothing(client):
         assert r.status_code == 422, (settings, r.text)
         assert word in r.json()["detail"] and "Traceback" not in r.text
     assert client.post("/api/jobs", json={"source": {"kind": "folder", "path": "../"}}).status_code == 400
-    assert client.post("/api/jobs", content=b"{not json", headers={"Content-Type": "application/json"}).status_code == 400
+    broken = client.post("/api/jobs", content=b"{not json", headers={"Content-Type": "application/json"})
+    assert broken.status_code == 400
     assert client.get("/api/jobs").json() == []
 
 
@@ -375,8 +377,8 @@ def test_confusion_cells_open_their_images_and_grad_cam(trained):
 
 
 def test_predict_matches_the_library_and_downloads_are_the_run_files(trained, tmp_path):
-    from cnnkit.serve.export import read_export_metadata
     from cnnkit.inference import Predictor
+    from cnnkit.serve.export import read_export_metadata
 
     client, root, run, _ = trained
     image = next((root / "shapes" / "dark").iterdir())

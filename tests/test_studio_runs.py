@@ -12,9 +12,8 @@ import pytest
 pytest.importorskip("fastapi")
 pytest.importorskip("multipart")
 
-from test_studio import FOLDER, make_folder, studio_client, wait_state  # noqa: E402
-
 from cnnkit.studio.guard import host_names, split_host  # noqa: E402
+from test_studio import FOLDER, make_folder, studio_client, wait_state  # noqa: E402
 
 
 @pytest.fixture

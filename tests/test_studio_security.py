@@ -18,10 +18,10 @@ pytest.importorskip("multipart")
 pytest.importorskip("uvicorn")
 
 import httpx  # noqa: E402
-from serve_helpers import serve_in_thread  # noqa: E402
-from test_studio import FOLDER, make_folder, page_token, png, studio_client, wait_state  # noqa: E402
 
 from cnnkit.studio.app import create_studio_app  # noqa: E402
+from serve_helpers import serve_in_thread  # noqa: E402
+from test_studio import FOLDER, make_folder, page_token, png, studio_client, wait_state  # noqa: E402
 
 
 @pytest.fixture

@@ -4,20 +4,19 @@ import numpy as np
 import pytest
 import torch
 
+from cnnkit.commands.train import train
 from cnnkit.config import AugmentConfig, DataConfig, ModelConfig, OptimConfig, RunConfig, TrainConfig
 from cnnkit.data import DataSplits, ImageSet
 from cnnkit.data.loader import BatchLoader
 from cnnkit.errors import CheckpointError, ConfigError
-from cnnkit.models import build_model
-from cnnkit.commands.train import train
-from cnnkit.train.callbacks import Callback
-from cnnkit.inference.checkpoint import load_checkpoint, load_train_state
 from cnnkit.evaluate.predict import predict_probs
 from cnnkit.inference import ImageInputs
+from cnnkit.inference.checkpoint import load_checkpoint, load_train_state
+from cnnkit.models import build_model
+from cnnkit.train.callbacks import Callback
 from cnnkit.train.loop import evaluate_loss
 from cnnkit.train.losses import cross_entropy
 from cnnkit.train.optim import build_optimizer, lr_factor
-
 from conftest import make_shapes
 
 

@@ -17,16 +17,15 @@ import torch
 from safetensors.torch import load_file
 
 from cnnkit.cli import main
-from cnnkit.data import DataSplits
+from cnnkit.commands.train import train
 from cnnkit.config import DataConfig, ModelConfig, OptimConfig, RunConfig, TrainConfig
+from cnnkit.data import DataSplits
 from cnnkit.errors import CheckpointError, ConfigError, DiskFullError
 from cnnkit.inference import checkpoint as ckpt
 from cnnkit.io import atomic_write_bytes
-from cnnkit.commands.train import train
 from cnnkit.train.commit import MANIFEST, commit, commit_steps, read_commit
 from cnnkit.train.lock import lock_run_folder
 from cnnkit.train.resume import check_commit
-
 from conftest import make_shapes
 
 COMMITTED = (ckpt.LAST, ckpt.STATE, "history.csv", "history.json", ckpt.BEST)

@@ -19,12 +19,11 @@ from torch import nn
 from cnnkit.config import AugmentConfig, DataConfig, ModelConfig, RunConfig, TrainConfig
 from cnnkit.data import DataSplits, ImageSet
 from cnnkit.errors import ConfigError, WeightsError
+from cnnkit.inference import checkpoint as ckpt
 from cnnkit.models import build_model
 from cnnkit.models.efficientnet_lite import EfficientNetLite0, SameConv2d
 from cnnkit.models.transfer import BACKBONES, _vgg16_aliases
-from cnnkit.train.run import model_input_config
-from cnnkit.inference import checkpoint as ckpt
-from cnnkit.train.run import train
+from cnnkit.train.run import model_input_config, train
 
 
 def colour_set(n_per_class: int = 16, size: int = 32, seed: int = 0) -> ImageSet:

@@ -10,14 +10,19 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import make_shapes
 from matplotlib.figure import Figure
 
 from cnnkit.config import DataConfig, ModelConfig, OptimConfig, RunConfig, TrainConfig
 from cnnkit.data import DataSplits, ImageSet
 from cnnkit.errors import ConfigError
-from cnnkit.evaluate.calibration import (expected_calibration_error, fit_temperature, log_probs, nll, scale_probs,
-                                         suggest_min_confidence)
+from cnnkit.evaluate.calibration import (
+    expected_calibration_error,
+    fit_temperature,
+    log_probs,
+    nll,
+    scale_probs,
+    suggest_min_confidence,
+)
 from cnnkit.evaluate.metrics import balanced_accuracy, classification_metrics, macro_f1
 from cnnkit.inference import Predictor, load_checkpoint
 from cnnkit.inference.calibrated import resolve_min_confidence, store_calibration, temperature_of
@@ -25,7 +30,7 @@ from cnnkit.inference.predictor import Prediction, with_answers
 from cnnkit.train.callbacks import MONITORS, BestCheckpoint, monitor_key
 from cnnkit.train.losses import class_weights, cross_entropy
 from cnnkit.visualize.reliability import plot_reliability
-
+from conftest import make_shapes
 
 # ----------------------------------------------------------------------------- calibration maths
 

@@ -13,7 +13,6 @@ from PIL import Image
 
 from cnnkit.config import DataConfig, ModelConfig, OptimConfig, RunConfig, TrainConfig
 from cnnkit.train.losses import cross_entropy, predicted_class
-
 from conftest import make_shapes
 
 
@@ -63,10 +62,10 @@ def test_predict_export_serve_and_gradcam_with_two_logits(run, tmp_path):
     import onnxruntime as ort
     from fastapi.testclient import TestClient
 
+    from cnnkit.inference.checkpoint import load_checkpoint
     from cnnkit.serve.app import create_app
     from cnnkit.serve.export import export_model, sample_inputs
     from cnnkit.serve.predict import predict
-    from cnnkit.inference.checkpoint import load_checkpoint
     from cnnkit.visualize.gradcam import gradcam
 
     result, folder = run

@@ -14,12 +14,10 @@ import torch
 from PIL import Image
 
 from cnnkit.cli import main
+from cnnkit.commands.train import train, write_report_safely
 from cnnkit.config import DataConfig, ModelConfig, OptimConfig, RunConfig, TrainConfig
 from cnnkit.evaluate.evaluate import evaluate
-from cnnkit.commands.train import train
-from cnnkit.commands.train import write_report_safely
 from cnnkit.visualize.report import write_report
-
 from conftest import make_shapes
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -149,8 +147,8 @@ def test_explain_bad_picture_name_and_count_are_one_clear_line(run, tmp_path, ca
 
 def test_explain_filters_of_a_dense_model_names_the_checkpoint(tmp_path, capsys):
     from cnnkit.config import Preprocess
-    from cnnkit.models import build_model
     from cnnkit.inference.checkpoint import save_checkpoint
+    from cnnkit.models import build_model
 
     cfg = ModelConfig(name="mlp", num_classes=3, in_channels=1, image_size=(8, 8))
     ckpt = tmp_path / "dense.safetensors"

@@ -30,8 +30,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from cnnkit.config import (AugmentConfig, DataConfig, ModelConfig, OptimConfig, Preprocess, RunConfig, TrainConfig,
-                           make_config)
+from cnnkit.config import (
+    AugmentConfig,
+    DataConfig,
+    ModelConfig,
+    OptimConfig,
+    Preprocess,
+    RunConfig,
+    TrainConfig,
+    make_config,
+)
 
 __version__ = "0.1.0"
 

@@ -48,8 +48,9 @@ def _add_train_flags(p: argparse.ArgumentParser, config: type, resume: bool = Tr
     p.add_argument("data", nargs="?", help=f"dataset name or image folder (default: {MAIN_DEFAULT})")
     p.add_argument("--config", help="JSON run config (e.g. a run's config.json); flags override it")
     if resume:
-        p.add_argument("--resume", metavar="RUN", help="continue the run in this folder from its last epoch, with its "
-                                                     "own settings (--epochs N trains to N instead of the run's own count)")
+        p.add_argument("--resume", metavar="RUN",
+                       help="continue the run in this folder from its last epoch, with its own settings "
+                            "(--epochs N trains to N instead of the run's own count)")
         p.add_argument("--allow-data-change", action="store_true", help="--resume: continue although files of the "
                        "data were added, removed or changed since the last epoch (the same classes only)")
     _add_trust_flag(p)
@@ -109,9 +110,8 @@ def _note_ineffective(cfg, given: settings.Given) -> None:
 
 def cmd_train(a: argparse.Namespace) -> int:
     from cnnkit.commands.train import train
-    from cnnkit.train import Resume
-
     from cnnkit.runtime import distributed_from_env
+    from cnnkit.train import Resume
 
     cfg, given = _train_config(a)
     resume = None
@@ -161,10 +161,9 @@ def cmd_lr_find(a: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(a: argparse.Namespace) -> int:
+    from cnnkit.commands.train import write_evaluation
     from cnnkit.evaluate.evaluate import evaluate
     from cnnkit.evaluate.metrics import format_report
-    from cnnkit.commands.train import write_evaluation
-
     from cnnkit.io import check_writable_folder
 
     out = Path(a.out) if a.out else (Path(a.checkpoint) if Path(a.checkpoint).is_dir() else Path(a.checkpoint).parent)
@@ -211,7 +210,8 @@ def cmd_predict(a: argparse.Namespace) -> int:
             from cnnkit.io import atomic_path
 
             # written as the predictions come, into a temporary file that replaces --output at the end
-            out = stack.enter_context(open(stack.enter_context(atomic_path(a.output)), "w", newline="", encoding="utf-8"))
+            tmp = stack.enter_context(atomic_path(a.output))
+            out = stack.enter_context(open(tmp, "w", newline="", encoding="utf-8"))
         else:
             out = sys.stdout  # after _with_progress: its bar keeps printed lines above itself
         tally = write_predictions(preds, out, a.format, top_k=k, answered=a.min_confidence is not None)
@@ -397,7 +397,8 @@ def cmd_recipe(a: argparse.Namespace) -> int:
 def build_parser(config: type = C.RunConfig) -> argparse.ArgumentParser:
     """The ``cnnkit`` parser; ``config`` is the run config class whose settings become flags
     (a subclass adds its own settings to ``train``, ``augment-preview`` and ``recipe``)."""
-    parser = argparse.ArgumentParser(prog="cnnkit", description="Train, evaluate, explain and serve CNN image classifiers.")
+    parser = argparse.ArgumentParser(prog="cnnkit",
+                                     description="Train, evaluate, explain and serve CNN image classifiers.")
     parser.set_defaults(run_config=config)
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -467,14 +468,16 @@ def build_parser(config: type = C.RunConfig) -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--max-upload-mb", type=float, default=10.0, help="largest accepted upload in MiB (default 10)")
     p.add_argument("--device", help="cpu (default) | cuda | mps (PyTorch checkpoints only)")
-    p.add_argument("--threads", type=int, help="threads per model call (default: torch/ONNX Runtime's own, one per core)")
+    p.add_argument("--threads", type=int,
+                   help="threads per model call (default: torch/ONNX Runtime's own, one per core)")
     p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"),
                    help="uvicorn log level; 'warning' drops the per-request access log (default info)")
     _add_trust_flag(p)
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("studio", help="the whole workflow in a local browser page: data, training, review, try, export")
-    p.add_argument("--root", default=".", help="folder whose data the page may open, upload into and train on (default: here)")
+    p.add_argument("--root", default=".",
+                   help="folder whose data the page may open, upload into and train on (default: here)")
     p.add_argument("--runs", help="run folder to list and write (default ROOT/runs)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8765)
@@ -484,7 +487,8 @@ def build_parser(config: type = C.RunConfig) -> argparse.ArgumentParser:
                    help="GiB that uploaded zips may unpack to under ROOT/uploads, all together (default 10)")
     p.set_defaults(func=cmd_studio)
 
-    p = sub.add_parser("explain", help="pictures that explain images and models (sobel, filters, features, gradcam, most-wrong)")
+    p = sub.add_parser("explain",
+                       help="pictures that explain images and models (sobel, filters, features, gradcam, most-wrong)")
     ex = p.add_subparsers(dest="what", required=True)
     e = ex.add_parser("sobel", help="Sobel dx, dy and gradient magnitude of an image, computed as a convolution")
     e.add_argument("image", nargs="?", help="image file (default: scikit-image's cat photo)")
@@ -527,7 +531,8 @@ def build_parser(config: type = C.RunConfig) -> argparse.ArgumentParser:
     _add_trust_flag(p)
     p.set_defaults(func=cmd_report)
 
-    p = sub.add_parser("organize", help="sort a flat folder of labelled file names (cat.1.jpg) into train/validation/<class>/")
+    p = sub.add_parser("organize",
+                       help="sort a flat folder of labelled file names (cat.1.jpg) into train/validation/<class>/")
     p.add_argument("src", help="flat folder of images; only read, never changed")
     p.add_argument("dst", help="new folder to create: DST/{train,validation[,test]}/<class>/")
     p.add_argument("--val", type=float, default=0.2, help="validation fraction, stratified (default 0.2)")

@@ -418,5 +418,6 @@ def make_config(base: Any = None, **flat: Any) -> Any:
 
 __all__ = ["AMP_MODES", "COMPILE_MODES", "OPTIMIZERS", "SCHEDULES", "TRANSFER_MODES", "AugmentConfig", "DataConfig",
            "ModelConfig", "OptimConfig", "Preprocess", "RunConfig", "SettingError", "TrainConfig", "configure",
-           "dotted_keys", "from_dict", "hidden_sizes", "image_pair", "key_set", "load_run_config", "make_config", "named_defaults",
+           "dotted_keys", "from_dict", "hidden_sizes", "image_pair", "key_set", "load_run_config", "make_config",
+           "named_defaults",
            "override", "replace", "save_json", "to_dict", "validate", "with_given"]

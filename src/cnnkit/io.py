@@ -10,8 +10,8 @@ import contextlib
 import errno
 import math
 import os
-import shutil
 import re
+import shutil
 import socket
 import tempfile
 from pathlib import Path

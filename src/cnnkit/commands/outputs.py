@@ -25,8 +25,16 @@ from cnnkit.evaluate.evaluate import Evaluation
 from cnnkit.io import atomic_write_text
 from cnnkit.models.custom import trusted_code
 from cnnkit.phases import phase
-from cnnkit.run_folder import (CONFUSION_CSV, CONFUSION_PNG, CURVES, HISTORY_JSON, LR_FIND_JSON, LR_FIND_PNG,
-                               METRICS, REPORT)
+from cnnkit.run_folder import (
+    CONFUSION_CSV,
+    CONFUSION_PNG,
+    CURVES,
+    HISTORY_JSON,
+    LR_FIND_JSON,
+    LR_FIND_PNG,
+    METRICS,
+    REPORT,
+)
 from cnnkit.train.run import RunResult
 
 log = logging.getLogger("cnnkit")

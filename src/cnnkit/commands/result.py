@@ -27,11 +27,10 @@ from matplotlib.figure import Figure
 
 from cnnkit.errors import ConfigError, DataError
 from cnnkit.evaluate.evaluate import Evaluation
-from cnnkit.train.notebook import in_notebook
-from cnnkit.train.run import RunResult
-
 from cnnkit.run_folder import AUTO as AUTO_JSON
 from cnnkit.run_folder import CONFUSION_PNG, CURVES, REPORT
+from cnnkit.train.notebook import in_notebook
+from cnnkit.train.run import RunResult
 
 
 def show_figures_inline() -> None:

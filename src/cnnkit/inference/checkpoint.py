@@ -24,7 +24,7 @@ from cnnkit.config import ModelConfig, Preprocess, RunConfig, to_dict
 from cnnkit.errors import CheckpointError, ConfigError
 from cnnkit.inference.metadata import check_format, check_model_fits, validate_metadata
 from cnnkit.io import atomic_write_bytes
-from cnnkit.run_folder import BEST, LAST, STATE  # the run folder's checkpoint files
+from cnnkit.run_folder import BEST, LAST, STATE  # noqa: F401 - the run folder's checkpoint files, still importable here
 
 
 @dataclass

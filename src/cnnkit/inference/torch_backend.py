@@ -13,8 +13,8 @@ from cnnkit.config import Preprocess
 from cnnkit.errors import CheckpointError
 from cnnkit.inference.calibrated import calibrated_probs, min_confidence_of, temperature_of
 from cnnkit.inference.checkpoint import Checkpoint, load_checkpoint
-from cnnkit.inference.preprocess import ImageInputs
 from cnnkit.inference.predictor import BasePredictor
+from cnnkit.inference.preprocess import ImageInputs
 
 
 def refuse_torchscript(path: Path) -> None:

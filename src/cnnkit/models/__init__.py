@@ -12,8 +12,14 @@ from typing import Callable
 from cnnkit.config import ModelConfig
 from cnnkit.errors import ConfigError
 from cnnkit.models import fast, zoo
-from cnnkit.models.base import (CNNKitModel, ModelDefaults, check_binary_output, last_linear, logits_to_probs,
-                                num_outputs)
+from cnnkit.models.base import (
+    CNNKitModel,
+    ModelDefaults,
+    check_binary_output,
+    last_linear,
+    logits_to_probs,
+    num_outputs,
+)
 
 # builder(in_channels, num_classes, image_size, dropout) -> CNNKitModel
 MODELS: dict[str, Callable[..., CNNKitModel]] = {

@@ -47,8 +47,18 @@ from starlette.exceptions import HTTPException
 from cnnkit.errors import CnnkitError
 from cnnkit.inference.calibrated import resolve_min_confidence
 from cnnkit.inference.predictor import answer, warm_up
-from cnnkit.serve.limits import (BODY_IDLE_TIMEOUT, BODY_TOTAL_TIMEOUT, MIN_BODY_RATE, QUEUE, Admission, HeadAsGet,
-                                 ReadBodyFirst, TooLarge, WorkGate, release_memory)
+from cnnkit.serve.limits import (
+    BODY_IDLE_TIMEOUT,
+    BODY_TOTAL_TIMEOUT,
+    MIN_BODY_RATE,
+    QUEUE,
+    Admission,
+    HeadAsGet,
+    ReadBodyFirst,
+    TooLarge,
+    WorkGate,
+    release_memory,
+)
 
 FIELD = "file"  # the multipart field that carries the image
 DEFAULT_MAX_UPLOAD = 10 * 1024 * 1024

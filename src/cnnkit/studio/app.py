@@ -357,7 +357,8 @@ def _add_run_routes(app: FastAPI, studio: Studio) -> None:
         service = await run_in_threadpool(studio.cache.service, run_dir)
         png, cls, method = await run_in_threadpool(service.gradcam_png, engine.png_bytes(ev.image(index)),
                                                    f"image {index}", class_name)
-        return Response(png, media_type="image/png", headers={"X-Cnnkit-Class": _header(cls), "X-Cnnkit-Method": method})
+        return Response(png, media_type="image/png",
+                        headers={"X-Cnnkit-Class": _header(cls), "X-Cnnkit-Method": method})
 
     @app.post("/api/runs/{name}/predict")
     async def predict(name: str, file: UploadFile | None = File(None), top_k: int = Query(3, ge=1, le=100),

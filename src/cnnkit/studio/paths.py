@@ -105,7 +105,8 @@ def browse(base: Path, relative: str) -> dict[str, Any]:
     with os.scandir(folder) as it:
         visible = sorted((e for e in it if not _is_hidden(e.name)), key=lambda e: e.name.lower())
     for e in visible:
-        if e.is_symlink() and not inside(base, e.path) and (_is_dir(e) or Path(e.name).suffix.lower() in IMAGE_SUFFIXES):
+        if e.is_symlink() and not inside(base, e.path) and \
+                (_is_dir(e) or Path(e.name).suffix.lower() in IMAGE_SUFFIXES):
             left_out.append({"name": e.name, "why": OUTSIDE})
     subdirs = [e for e in visible if _is_dir(e) and inside(base, e.path)]
     for e in subdirs[:MAX_LISTED]:

@@ -309,7 +309,8 @@ class Progress(Callback):
         if self.notebook is not None:
             self.notebook.epoch_begin(epoch, steps)
         if self.live:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress as Bar, TextColumn, TimeRemainingColumn
+            from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
+            from rich.progress import Progress as Bar
 
             self._bar = Bar(TextColumn(f"epoch {epoch + 1}/{self.epochs}{self._left()}"), BarColumn(),
                             MofNCompleteColumn(),

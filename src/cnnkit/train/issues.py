@@ -12,11 +12,11 @@ from __future__ import annotations
 import numpy as np
 
 from cnnkit.config import RunConfig
+from cnnkit.data.issues_table import LabelIssue
 from cnnkit.data.sources import image_folder
 from cnnkit.data.types import DataSplits, ImageSet
 from cnnkit.evaluate.calibration import log_probs, scale_probs
 from cnnkit.evaluate.evaluate import Evaluation
-from cnnkit.data.issues_table import LabelIssue
 from cnnkit.evaluate.label_issues import file_names, find_issues, out_of_fold_probs, rank_issues
 
 

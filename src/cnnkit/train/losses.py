@@ -16,7 +16,6 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-
 IMBALANCE_RATIO = 1.5  # largest over smallest training class count above which `auto` weights the loss
 
 

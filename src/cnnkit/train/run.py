@@ -46,10 +46,22 @@ from cnnkit.inference import checkpoint as ckpt
 from cnnkit.inference.calibrated import calibrated_bytes
 from cnnkit.phases import phase
 from cnnkit.run_folder import DATA_LISTING, LR_FIND_JSON
-from cnnkit.train.build import (Built, Env, Parts, build, build_optimization, channel_stats, dist_info, load_checked,
-                                loop_parts, model_input_config, setup_runtime, use_compile)
-from cnnkit.train.candidates import AUTO
+from cnnkit.train.build import (
+    Built,
+    Env,
+    Parts,
+    build,
+    build_optimization,
+    channel_stats,
+    dist_info,
+    load_checked,
+    loop_parts,
+    model_input_config,
+    setup_runtime,
+    use_compile,
+)
 from cnnkit.train.callbacks import BestCheckpoint, Callback, EarlyStopping, History, Progress, TimeBudget
+from cnnkit.train.candidates import AUTO
 from cnnkit.train.checks import check_out, check_settings, monitor_key, portable_paths
 from cnnkit.train.commit import commit, read_commit
 from cnnkit.train.data_listing import data_listing, listing_bytes

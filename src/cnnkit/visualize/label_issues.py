@@ -14,9 +14,8 @@ from typing import Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
-from cnnkit.data.issues_table import ARRAY_NAME
+from cnnkit.data.issues_table import ARRAY_NAME, LabelIssue
 from cnnkit.data.types import ImageSet
-from cnnkit.data.issues_table import LabelIssue
 
 THUMBNAIL = (96, 96)  # (H, W) when no evaluated images give the size
 

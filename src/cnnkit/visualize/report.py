@@ -21,12 +21,12 @@ from matplotlib.figure import Figure
 
 from cnnkit.config import RunConfig, load_run_config
 from cnnkit.data.types import ImageSet
-from cnnkit.evaluate.evaluate import Evaluation
 from cnnkit.errors import CheckpointError, CnnkitError, ConfigError
-from cnnkit.io import atomic_write_text, check_writable_file
-from cnnkit.visualize.figures import printable_text
+from cnnkit.evaluate.evaluate import Evaluation
 from cnnkit.inference.checkpoint import Checkpoint, load_checkpoint
+from cnnkit.io import atomic_write_text, check_writable_file
 from cnnkit.run_folder import AUTO, CONFIG, CURVES, HISTORY_JSON, METRICS, REPORT
+from cnnkit.visualize.figures import printable_text
 
 log = logging.getLogger("cnnkit")
 
@@ -88,7 +88,8 @@ def _candidates_table(choice: dict) -> str:
         f"<tr><td>{'<b>' if c.get('chosen') else ''}{html.escape(str(c.get('name', '')))}"
         f"{' (chosen)</b>' if c.get('chosen') else ''}</td><td class=num>{num(c.get('score'), '.1%')}</td>"
         f"<td class=num>{num(c.get('cv'), '.1%')}</td><td class=num>{num(c.get('seconds'), '.0f')}</td>"
-        f"<td class=num>{html.escape(str(c.get('epochs', '')))}</td><td>{html.escape(str(c.get('stopped', '')))}</td></tr>"
+        f"<td class=num>{html.escape(str(c.get('epochs', '')))}</td>"
+        f"<td>{html.escape(str(c.get('stopped', '')))}</td></tr>"
         for c in choice["candidates"] if isinstance(c, dict))
     where = choice.get("selection") or "held-out training images"
     notes = "".join(f"<li>{html.escape(str(n))}</li>" for n in choice.get("notes") or [])
