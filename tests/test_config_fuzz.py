@@ -39,7 +39,7 @@ from cnnkit.train.data_listing import (
 )
 from cnnkit.train.resume import check_data
 
-SETTINGS = {s.key: s for s in walk(RunConfig)}
+SETTINGS = {s.key: s for s in walk(RunConfig) if "." in s.key}  # the sections' settings (not the bookkeeping `given`)
 SECTIONS = sorted({k.split(".")[0] for k in SETTINGS})
 
 json_leaf = st.one_of(st.none(), st.booleans(), st.integers(-10**12, 10**12),
