@@ -315,7 +315,9 @@ class Race:
                            f"than {1 - min(best.cv, best.score):.1%}, and frozen heads differ by tenths there")
                 break
             feats = self.data.features
-            cost = self._pass_estimate(backbone, len(feats.train) + len(feats.val)) + self.setup_cost
+            sampled = self._sample_of(backbone)  # a sample's features are not computed again
+            images = len(feats.train) + len(feats.val) - (len(sampled.extra["sample_index"]) if sampled else 0)
+            cost = self._pass_estimate(backbone, images) + self.setup_cost
             # its pass, then the reported split's pass of whichever head may be chosen after it (the
             # concatenation's takes every backbone's)
             after = max(self._reserve(backbone), self._lead_reserve(), self._reserve("+".join(
@@ -339,10 +341,13 @@ class Race:
         from cnnkit.train.features import cached_features, features_cache_dir
 
         feats = self.data.features
-        train = feats.train if sample is None else C.subsample(feats.train, sample, self.seed)
+        index = None if sample is None else C.subsample_index(feats.train, sample, self.seed)
+        train = feats.train if index is None else feats.train.subset(index)
         t0 = time.perf_counter()
         cache = features_cache_dir(self.user.data.cache_dir)
         device = model.parameters().__next__().device
+        if index is None:  # the whole pass: a sample scored earlier is not passed again
+            self._complete_from_sample(backbone, model, inputs, device, cache)
         f_train, info_t = cached_features(model, train, inputs, device, self.amp, cache, self._runners)
         f_sel, info_s = cached_features(model, feats.val, inputs, device, self.amp, cache, self._runners)
         passed = info_t["pass_seconds"] + info_s["pass_seconds"]
@@ -352,6 +357,8 @@ class Race:
         name = f"{_short(backbone)} features" + (f", {len(train):,}-image sample" if sample else "")
         cand = Candidate(name, "features", C.features_config(self.user, backbone), estimate=sample is not None,
                          extra={"backbone": backbone, "images": len(train), "train_set": train})
+        if index is not None:
+            cand.extra.update(sample_index=index, sample_features=f_train)
         if sample is None:
             self.features[backbone] = (f_train, f_sel)
         self._score_features(cand, f_train, train.labels, f_sel, feats.val.labels)
@@ -359,6 +366,26 @@ class Race:
         self.board.append(cand)
         self._announce(cand)
         return cand
+
+    def _sample_of(self, backbone: str) -> Candidate | None:
+        return next((c for c in self.board if c.estimate and c.extra.get("backbone") == backbone
+                     and "sample_index" in c.extra), None)
+
+    def _complete_from_sample(self, backbone: str, model: Any, inputs: Any, device: Any, cache: Path) -> None:
+        """The training images' features from the sample's and a pass over the others only, stored under
+        the whole set's key (the cache then answers the whole pass)."""
+        from cnnkit.train.features import cached_features, store_features
+
+        estimate = self._sample_of(backbone)
+        if estimate is None:
+            return
+        train, index = self.data.features.train, estimate.extra["sample_index"]
+        rest = np.setdiff1d(np.arange(len(train)), index)
+        f_rest, _ = cached_features(model, train.subset(rest), inputs, device, self.amp, cache, self._runners)
+        f_sample = estimate.extra["sample_features"]
+        full = np.empty((len(train), f_sample.shape[1]), np.float32)
+        full[index], full[rest] = f_sample, f_rest
+        store_features(model, train, self.amp, cache, [full])
 
     def _clearly_ahead(self, a: Candidate, b: Candidate) -> bool:
         """``a`` beats ``b`` on the selection split by more than two standard errors of the difference."""

@@ -189,12 +189,17 @@ def selection_split(splits: DataSplits, seed: int) -> tuple[DataSplits, str, str
         "held-out training images", name
 
 
+def subsample_index(images: ImageSet, n: int, seed: int) -> np.ndarray:
+    """Sorted indices of a stratified subset of about ``n`` images (all of them when n >= len)."""
+    if n >= len(images):
+        return np.arange(len(images))
+    _, idx = stratified_split(images.labels, [n / len(images)], seed)
+    return np.sort(idx)
+
+
 def subsample(images: ImageSet, n: int, seed: int) -> ImageSet:
     """A stratified subset of about ``n`` images (all of them when n >= len)."""
-    if n >= len(images):
-        return images
-    _, idx = stratified_split(images.labels, [n / len(images)], seed)
-    return images.subset(np.sort(idx))
+    return images if n >= len(images) else images.subset(subsample_index(images, n, seed))
 
 
 # ----------------------------------------------------------------------------- measurements
