@@ -411,3 +411,23 @@ def test_a_budget_too_short_for_any_estimate_still_trains_the_cheapest_candidate
     assert record["chosen"] and result.metrics["split"] == "val" and (result.run_dir / "best.safetensors").is_file()
     chosen = next(c for c in record["candidates"] if c["chosen"])
     assert chosen["score"] is not None and chosen["epochs"] >= 1 and record["elapsed_s"] <= 6.0 * 1.05 + 5.0
+
+
+def test_stored_features_answer_the_whole_pass(tmp_path):
+    """The race's features of two halves, stored under the joined images' key, are what training reads."""
+    from cnnkit.config import ModelConfig
+    from cnnkit.inference.preprocess import ImageInputs
+    from cnnkit.models import build_model
+    from cnnkit.train.features import cached_features, store_features
+
+    images = ImageSet(np.random.default_rng(1).integers(0, 255, (5, 32, 32, 3), dtype=np.uint8),
+                      np.arange(5) % 2, ("a", "b"))
+    model = build_model(ModelConfig(name="efficientnet_lite0", transfer="features", num_classes=2, in_channels=3,
+                                    image_size=(32, 32))).eval()
+    known = np.arange(5 * model.num_features, dtype=np.float32).reshape(5, -1)
+    store_features(model, images, None, tmp_path, [known])
+    inputs = ImageInputs(*model.input_norm, torch.device("cpu"), False)
+    feats, info = cached_features(model, images, inputs, torch.device("cpu"), None, tmp_path)
+    assert info["reused"] and np.array_equal(feats, known)
+    with pytest.raises(ValueError, match="4 feature rows for 5 images"):
+        store_features(model, images, None, tmp_path / "other", [known[:4]])
