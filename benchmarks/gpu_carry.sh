@@ -2,8 +2,8 @@
 # Fill .gpu/ (git-ignored) with what benchmarks/gpu_cifar10_airbench.py needs on a CUDA machine
 # without network access or ../shared: the CIFAR-10 JPEG zip (61 MiB) and airbench 0.1.8 built as a
 # pure-Python wheel.  Copy the repository with .gpu/ to that machine, then run from its root:
-#   python3 -m pip install -q --no-index --no-deps --target /tmp/site .gpu/wheels/*.whl
-#   PYTHONPATH=/tmp/site:src PYTHONUNBUFFERED=1 python3 benchmarks/gpu_cifar10_airbench.py \
+#   python3 -m pip install -q --no-index --no-deps --target .gpu/site .gpu/wheels/*.whl
+#   PYTHONPATH=.gpu/site:src PYTHONUNBUFFERED=1 python3 benchmarks/gpu_cifar10_airbench.py \
 #       --data-dir .gpu/datasets --json gpu.jsonl
 set -euo pipefail
 cd "$(dirname "$0")/.."

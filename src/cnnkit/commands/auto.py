@@ -784,14 +784,4 @@ def leaderboard_csv(rows: list[dict[str, Any]]) -> str:
     return buf.getvalue()
 
 
-def read_choice(run_dir: str | Path) -> dict | None:
-    """The ``auto.json`` of a run the automatic default chose, or None (a run with an explicit model)."""
-    import json
-
-    try:
-        return json.loads((Path(run_dir) / AUTO_JSON).read_text())
-    except (OSError, ValueError):
-        return None
-
-
-__all__ = ["AUTO_JSON", "LEADERBOARD", "Race", "leaderboard_csv", "read_choice", "train_auto"]
+__all__ = ["AUTO_JSON", "LEADERBOARD", "Race", "leaderboard_csv", "train_auto"]

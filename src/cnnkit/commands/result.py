@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import html
-import json
 import os
 from pathlib import Path
 
@@ -27,8 +26,7 @@ from matplotlib.figure import Figure
 
 from cnnkit.errors import ConfigError, DataError
 from cnnkit.evaluate.evaluate import Evaluation
-from cnnkit.run_folder import AUTO as AUTO_JSON
-from cnnkit.run_folder import CONFUSION_PNG, CURVES, REPORT
+from cnnkit.run_folder import CONFUSION_PNG, CURVES, REPORT, RunFolder
 from cnnkit.train.notebook import in_notebook
 from cnnkit.train.run import RunResult
 
@@ -50,10 +48,7 @@ def auto_reason(run_dir: Path | None) -> str:
     """What the automatic default chose and why (its ``auto.json``), "" for a run with an explicit model."""
     if run_dir is None:
         return ""
-    try:
-        record = json.loads((Path(run_dir) / AUTO_JSON).read_text())
-    except (OSError, ValueError):
-        return ""
+    record = RunFolder(run_dir).auto() or {}
     text = record.get("reason") or record.get("line") or ""
     return str(text).removeprefix("cnnkit: auto: ")
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from cnnkit.run_folder import AUTO, CONFIG, HISTORY_JSON, LEADERBOARD, METRICS, STATE
+from cnnkit.run_folder import CONFIG, HISTORY_JSON, LEADERBOARD, METRICS, STATE, RunFolder
 from cnnkit.studio import engine
 from cnnkit.studio.paths import PathError, inside, relative_to, resolve_under
 
@@ -115,8 +115,7 @@ def auto_choice(run_dir: Path) -> dict[str, Any] | None:
     """What the automatic default chose and why (``auto.json``, with ``leaderboard.csv``'s candidates
     when the record has none); None for a run with an explicit model.  Older records, which keep
     their reasons as a list and have no candidates, read as a line and a reason."""
-    record = _read_json(run_dir / AUTO)
-    record = record if isinstance(record, dict) else None
+    record = RunFolder(run_dir).auto()
     rows = record.get("candidates") if record is not None else None
     if not isinstance(rows, list):
         rows = _leaderboard(run_dir / LEADERBOARD) if (run_dir / LEADERBOARD).is_file() else None

@@ -25,7 +25,7 @@ from cnnkit.errors import CheckpointError, CnnkitError, ConfigError
 from cnnkit.evaluate.evaluate import Evaluation
 from cnnkit.inference.checkpoint import Checkpoint, load_checkpoint
 from cnnkit.io import atomic_write_text, check_writable_file
-from cnnkit.run_folder import AUTO, CONFIG, CURVES, HISTORY_JSON, METRICS, REPORT
+from cnnkit.run_folder import CONFIG, CURVES, HISTORY_JSON, METRICS, REPORT, RunFolder
 from cnnkit.visualize.figures import printable_text
 
 log = logging.getLogger("cnnkit")
@@ -357,8 +357,5 @@ def write_report(run_dir: str | Path, data_source: str | None = None, *, evaluat
 
 
 def _auto_choice(run_dir: Path) -> dict | None:
-    """The auto.json of a run the automatic default planned (as :func:`cnnkit.commands.auto.read_choice`), or None."""
-    try:
-        return json.loads((Path(run_dir) / AUTO).read_text())
-    except (OSError, ValueError):
-        return None
+    """The auto.json of a run the automatic default chose (:meth:`cnnkit.run_folder.RunFolder.auto`), or None."""
+    return RunFolder(run_dir).auto()
